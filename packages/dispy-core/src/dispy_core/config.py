@@ -1,0 +1,91 @@
+"""Configuration shared by every dispy program: ports, timeouts and size limits.
+
+The port numbers form the "9700 family": one base number, :data:`DispyPort`, from which the
+client (base), node (base + 1) and shared scheduler (base + 2) ports are derived. Change
+the base with ``dispy.config.DispyPort = n`` before creating a cluster, or pass
+``dispy_port=n``; :func:`client_port`, :func:`node_port` and :func:`scheduler_port` read it
+at call time so the change is seen everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "DispyPort",
+    "HTTPServerPort",
+    "IPv4MulticastGroup",
+    "IPv6MulticastGroup",
+    "MsgTimeout",
+    "MaxFileSize",
+    "MaxFrameSize",
+    "SharedSchedulerClientPort",
+    "client_port",
+    "node_port",
+    "scheduler_port",
+    "parse_size",
+    "format_size",
+]
+
+#: Base of the port family (client port; nodes listen on base + 1, dispyscheduler on base + 2).
+DispyPort: int = 9700
+#: Port of the web monitor.
+HTTPServerPort: int = 8181
+#: Multicast groups used for discovery when multicast is chosen (IPv6 always multicasts).
+IPv4MulticastGroup: str = "239.255.61.59"
+IPv6MulticastGroup: str = "ff05::b409:3171:9705:5134:6159"
+#: Seconds to wait for a peer to answer before a connection attempt or a request fails.
+MsgTimeout: float = 10.0
+#: Largest file accepted from a peer, in bytes; 0 means no limit.
+MaxFileSize: int = 0
+#: Largest frame accepted after authentication (a job's arguments or result travel in one
+#: frame). Frames before authentication are limited to a few kilobytes regardless.
+MaxFrameSize: int = 1 << 30
+#: Port a SharedJobCluster client receives on; 0 picks a free port.
+SharedSchedulerClientPort: int = 0
+
+
+def client_port(base: int | None = None) -> int:
+    """The client's port for the given base (default :data:`DispyPort`)."""
+    return DispyPort if base is None else base
+
+
+def node_port(base: int | None = None) -> int:
+    """The node's port for the given base (default :data:`DispyPort` + 1)."""
+    return (DispyPort if base is None else base) + 1
+
+
+def scheduler_port(base: int | None = None) -> int:
+    """The shared scheduler's client-facing port (default :data:`DispyPort` + 2)."""
+    return (DispyPort if base is None else base) + 2
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a size such as ``"10m"``, ``"512k"``, ``"1.5g"`` or ``4096`` into bytes.
+
+    Raises ValueError, with the offending text, for anything else or a negative number.
+    """
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"size must be >= 0, not {text}")
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(
+            f"invalid size {text!r}: expected a number >= 0 with an optional k, m, g or t suffix"
+        )
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def format_size(n: float) -> str:
+    """Render a byte count the way dispy's status table does (``1.5 MB``)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover - loop always returns

@@ -1,0 +1,217 @@
+"""A dispy connection without I/O: handshake, framing, MACs and message codec in one object.
+
+Usage by a transport (see :mod:`dispy_core.aio` for the asyncio one)::
+
+    conn = Connection(initiator=True, secret="s")
+    write(conn.data_to_send())                  # the initiator's Hello
+    ... on bytes: conn.feed(data)  (or get_buffer()/buffer_updated(n))
+    while (msg := conn.next_message()) is not None:
+        handle(msg)                             # Welcome first, then the peer's messages
+    write(conn.data_to_send())                  # handshake replies, Denied notices
+    write(conn.send(SomeMessage(...)))          # once established
+
+Rules this object enforces (the protocol's invariants):
+
+* Before the handshake completes only handshake messages are accepted, frames are limited
+  to :data:`HANDSHAKE_FRAME_LIMIT` bytes, and nothing but JSON is decoded.
+* After it, every frame must carry a valid MAC when a secret is set; a frame with a bad
+  MAC raises AuthenticationError and the connection is finished.
+* Any error leaves the connection finished: every later call raises the same error.
+  When the peer is owed an explanation (wrong secret, another protocol version, garbage),
+  a :class:`Denied` frame is queued in :meth:`data_to_send` before the error is raised.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import deque
+from typing import Any
+
+from . import auth, config, messages
+from .errors import AuthenticationError, ConnectionClosed, DispyError, ProtocolError
+from .framing import FLAG_MAC, MAC_SIZE, PROTOCOL_VERSION, FrameDecoder, pack_header
+from .messages import Challenge, Denied, Hello, Message, Proof, Welcome
+
+__all__ = ["Connection", "HANDSHAKE_FRAME_LIMIT"]
+
+HANDSHAKE_FRAME_LIMIT = 4096
+
+_START, _SENT_HELLO, _SENT_CHALLENGE, _SENT_PROOF, _ESTABLISHED = range(5)
+
+
+class Connection:
+    """One end of a dispy connection. ``initiator`` is the side that connected."""
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        secret: str | bytes = "",
+        software: str = "dispy",
+        max_frame_size: int | None = None,
+    ) -> None:
+        self.initiator = initiator
+        self.software = software
+        self.peer_software = ""
+        self._key = auth.derive_key(secret)
+        self._use_mac = bool(secret)
+        self._session = b""
+        self._max_frame_size = config.MaxFrameSize if max_frame_size is None else max_frame_size
+        self._decoder = FrameDecoder(HANDSHAKE_FRAME_LIMIT)
+        self._out: list[Any] = []
+        self._inbox: deque[Message] = deque()
+        self._send_seq = 0
+        self._recv_seq = 0
+        self._nonce = auth.new_nonce()
+        self._peer_nonce = ""
+        self._error: DispyError | None = None
+        self._state = _START
+        if initiator:
+            self._queue(Hello(PROTOCOL_VERSION, self._nonce, software), mac=False)
+            self._state = _SENT_HELLO
+
+    # -- state --------------------------------------------------------------------
+    @property
+    def established(self) -> bool:
+        return self._state == _ESTABLISHED
+
+    @property
+    def error(self) -> DispyError | None:
+        return self._error
+
+    # -- input --------------------------------------------------------------------
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        return self._decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._check()
+        try:
+            self._decoder.buffer_updated(nbytes)
+            self._drain_frames()
+        except DispyError as exc:
+            self._fail(exc)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._check()
+        try:
+            self._decoder.feed(data)
+            self._drain_frames()
+        except DispyError as exc:
+            self._fail(exc)
+
+    def next_message(self) -> Message | None:
+        """The next message for the application, or None. Raises the connection's error
+        once every message received before it has been handed out."""
+        if self._inbox:
+            return self._inbox.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
+
+    def eof(self) -> None:
+        """The peer closed its side: a half-received frame or handshake is an error."""
+        if self._error is None:
+            if not self._decoder.idle:
+                self._error = ProtocolError("peer closed the connection in the middle of a frame")
+            elif self._state != _ESTABLISHED:
+                self._error = ConnectionClosed(
+                    "peer closed the connection during the handshake (another secret, "
+                    "another protocol, or not a dispy peer)"
+                )
+            else:
+                self._error = ConnectionClosed("peer closed the connection")
+
+    # -- output -------------------------------------------------------------------
+    def send(self, msg: Message) -> list[Any]:
+        """Frame ``msg``; returns the buffers to write, in order."""
+        self._check()
+        if self._state != _ESTABLISHED:
+            raise ConnectionClosed("connection is not established yet")
+        self._queue(msg, mac=self._use_mac)
+        return self.data_to_send()
+
+    def data_to_send(self) -> list[Any]:
+        out, self._out = self._out, []
+        return out
+
+    # -- internals ----------------------------------------------------------------
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _fail(self, exc: DispyError) -> None:
+        if self._state != _ESTABLISHED and not self.initiator:
+            # Tell the peer why, in a frame of our own protocol version.
+            self._queue(Denied(str(exc)), mac=False)
+        self._error = exc
+        raise exc
+
+    def _queue(self, msg: Message, *, mac: bool) -> None:
+        parts, length = messages.encode(msg)
+        header = pack_header(msg.TYPE, length, FLAG_MAC if mac else 0)
+        self._out.append(header)
+        self._out.extend(parts)
+        if mac:
+            self._out.append(auth.frame_mac(self._session, self._send_seq, [header, *parts]))
+            self._send_seq += 1
+
+    def _drain_frames(self) -> None:
+        decoder = self._decoder
+        while (frame := decoder.next_frame()) is not None:
+            if self._state == _ESTABLISHED:
+                self._verify_mac(frame)
+                self._inbox.append(messages.decode(frame.type, frame.body))
+            elif self._state == _SENT_PROOF and frame.type == Welcome.TYPE:
+                # The responder's Welcome is its first frame under the session key.
+                self._verify_mac(frame)
+                self._handshake(messages.decode(frame.type, frame.body))
+            else:
+                self._handshake(messages.decode(frame.type, frame.body))
+
+    def _verify_mac(self, frame: Any) -> None:
+        if not self._use_mac:
+            return
+        if not frame.flags & FLAG_MAC or len(frame.mac) != MAC_SIZE:
+            raise AuthenticationError("frame without a MAC on an authenticated connection")
+        expected = auth.frame_mac(self._session, self._recv_seq, [frame.header, frame.body])
+        if not hmac.compare_digest(expected, frame.mac):
+            raise AuthenticationError("frame MAC does not verify (tampered or replayed data)")
+        self._recv_seq += 1
+
+    def _handshake(self, msg: Message) -> None:
+        if isinstance(msg, Denied):
+            raise AuthenticationError(f"peer refused the connection: {msg.reason}")
+        if self._state == _START and isinstance(msg, Hello):
+            self._peer_nonce = msg.nonce
+            self.peer_software = msg.software
+            proof = auth.responder_proof(self._key, msg.nonce, self._nonce)
+            self._queue(Challenge(self._nonce, proof), mac=False)
+            self._state = _SENT_CHALLENGE
+        elif self._state == _SENT_HELLO and isinstance(msg, Challenge):
+            expected = auth.responder_proof(self._key, self._nonce, msg.nonce)
+            if not auth.verify(expected, msg.proof):
+                raise AuthenticationError(
+                    "the peer does not know this secret (the secrets differ)"
+                )
+            self._peer_nonce = msg.nonce
+            self._queue(Proof(auth.initiator_proof(self._key, self._nonce, msg.nonce)), mac=False)
+            self._session = auth.session_key(self._key, self._nonce, msg.nonce)
+            self._state = _SENT_PROOF
+        elif self._state == _SENT_CHALLENGE and isinstance(msg, Proof):
+            expected = auth.initiator_proof(self._key, self._peer_nonce, self._nonce)
+            if not auth.verify(expected, msg.proof):
+                raise AuthenticationError("authentication failed: the secrets differ")
+            self._session = auth.session_key(self._key, self._peer_nonce, self._nonce)
+            self._establish()
+            self._queue(Welcome(self.software), mac=self._use_mac)
+            self._inbox.append(Welcome(self.peer_software))
+        elif self._state == _SENT_PROOF and isinstance(msg, Welcome):
+            self._establish()
+            self.peer_software = msg.software
+            self._inbox.append(msg)
+        else:
+            raise ProtocolError(f"unexpected {type(msg).__name__} during the handshake")
+
+    def _establish(self) -> None:
+        self._state = _ESTABLISHED
+        self._decoder.max_frame_size = self._max_frame_size

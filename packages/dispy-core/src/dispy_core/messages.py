@@ -1,0 +1,366 @@
+"""Every message that crosses a dispy connection, as a frozen dataclass.
+
+Each message class has a ``TYPE`` number (the frame header's type byte); nested records
+(:class:`JobSpec`, :class:`JobResult`, :class:`FileData`, :class:`AvailInfo`) travel
+inside messages. Fields are JSON-able control data, except fields documented as
+*payload*: lists of buffers made by :func:`dispy_core.serialization.dumps`, opaque to
+everything but the process that runs user code, and unpickled only after authentication.
+Received payload buffers are ``memoryview`` objects.
+
+Conversations (every connection starts with the handshake of :mod:`dispy_core.auth`;
+both sides then see a :class:`Welcome` first):
+
+Client -> node (TCP, node port 9701)::
+
+    InfoRequest            ->
+                           <-  NodeInfo
+    Compute                ->                  (computation + depends + files + setup args)
+                           <-  ComputeReady | ComputeFailed
+    SubmitJobs (batches)   ->                  (pipelined: up to 2 x cpus jobs in flight)
+                           <-  JobResults (batches, in completion order)
+    CancelJob              ->                  (result arrives as a Terminated JobResult)
+    CloseComputation       ->
+                           <-  ComputationClosed
+
+Inside a node (abstract Unix sockets, authenticated with a per-node random token):
+
+    zygote -> main: ZygoteHello; main -> zygote: ForkHost(compute_id)
+    host   -> main: HostHello;   main -> host:  Compute  (host runs setup)
+                                 host -> main:  HostReady(error)
+                                 main -> host:  SpawnWorker(worker_id)
+                                 host -> main:  WorkerStarted / WorkerExited
+                                 main -> host:  CleanupHost; host -> main: HostDone
+    worker -> main: WorkerHello; main -> worker: SubmitJobs; worker -> main: JobResults
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from . import codec
+from .errors import ProtocolError
+
+__all__ = [
+    "Message",
+    "message_types",
+    "encode",
+    "decode",
+    # handshake
+    "Hello",
+    "Challenge",
+    "Proof",
+    "Welcome",
+    "Denied",
+    # client <-> node
+    "InfoRequest",
+    "NodeInfo",
+    "AvailInfo",
+    "Compute",
+    "ComputeReady",
+    "ComputeFailed",
+    "FileData",
+    "JobSpec",
+    "JobResult",
+    "SubmitJobs",
+    "JobResults",
+    "CancelJob",
+    "CloseComputation",
+    "ComputationClosed",
+    "ErrorReport",
+    # discovery
+    "DiscoverRequest",
+    "DiscoverReply",
+    # inside a node
+    "ZygoteHello",
+    "ForkHost",
+    "HostHello",
+    "HostReady",
+    "SpawnWorker",
+    "WorkerStarted",
+    "WorkerExited",
+    "CleanupHost",
+    "HostDone",
+    "WorkerHello",
+]
+
+Payload = list[Any]  # buffers from serialization.dumps; memoryviews when received
+
+_BY_TYPE: dict[int, type[Message]] = {}
+
+
+class Message:
+    """Base of all messages; subclasses are frozen dataclasses with a unique ``TYPE``."""
+
+    TYPE: ClassVar[int] = 0
+    __slots__ = ()
+
+
+def message_types() -> dict[int, type[Message]]:
+    return dict(_BY_TYPE)
+
+
+def encode(msg: Message) -> tuple[list[Any], int]:
+    """Encode a message's body: (buffers, length)."""
+    return codec.encode_body({name: getattr(msg, name) for name in msg.__dispy_fields__})  # type: ignore[attr-defined]
+
+
+def decode(type_: int, body: memoryview) -> Message:
+    cls = _BY_TYPE.get(type_)
+    if cls is None:
+        raise ProtocolError(f"unknown message type {type_}")
+    fields_dict = codec.decode_body(body)
+    try:
+        return cls(**fields_dict)
+    except TypeError as exc:
+        raise ProtocolError(f"malformed {cls.__name__} message: {exc}") from None
+
+
+def _message(type_: int) -> Any:
+    def wrap(cls: type) -> type:
+        if type_ in _BY_TYPE:
+            raise TypeError(f"message type {type_} used twice")
+        cls.TYPE = type_  # type: ignore[attr-defined]
+        cls = codec.register(dataclass(frozen=True, slots=True)(cls))
+        _BY_TYPE[type_] = cls
+        return cls
+
+    return wrap
+
+
+def _record(cls: type) -> type:
+    return codec.register(dataclass(frozen=True, slots=True)(cls))
+
+
+# -- handshake (unauthenticated frames, see auth.py) ---------------------------------
+@_message(1)
+class Hello(Message):
+    protocol: int
+    nonce: str  # hex
+    software: str  # e.g. "dispy-client 0.1.0 / Python 3.11.7"
+
+
+@_message(2)
+class Challenge(Message):
+    nonce: str
+    proof: str  # responder's proof that it knows the secret
+
+
+@_message(3)
+class Proof(Message):
+    proof: str
+
+
+@_message(4)
+class Welcome(Message):
+    """Handshake done; delivered to both sides' applications as the first message."""
+
+    software: str = ""
+
+
+@_message(5)
+class Denied(Message):
+    """The responder refused the connection; ``reason`` is for the user."""
+
+    reason: str
+
+
+# -- client <-> node ------------------------------------------------------------------
+@_record
+class AvailInfo:
+    """Availability of a node (psutil): cpu %, memory bytes, disk bytes, swap %."""
+
+    cpu: float
+    memory: int
+    disk: int
+    swap: float
+
+
+@_message(10)
+class InfoRequest(Message):
+    pass
+
+
+@_message(11)
+class NodeInfo(Message):
+    name: str
+    ip_addr: str
+    port: int
+    cpus: int  # CPUs the node offers to dispy now
+    max_cpus: int  # CPUs the machine has
+    platform: str
+    python_version: str  # "3.11.7"
+    software: str
+    avail_info: AvailInfo | None = None
+
+
+@_record
+class FileData:
+    """A file's content and metadata; ``name`` is a base name, never a path."""
+
+    name: str
+    data: Any  # bytes-like
+    mode: int = 0o644
+    mtime: float = 0.0
+
+
+@_message(12)
+class Compute(Message):
+    compute_id: str
+    name: str
+    kind: str  # "function" or "program"
+    payload: Payload  # cloudpickled {"computation", "depends", "setup", "cleanup"}
+    setup_args: Payload  # cloudpickled tuple for setup()/cleanup()
+    files: list[FileData] = field(default_factory=list)
+    cpus: int = 0  # CPUs the client wants (0: all the node offers)
+    dest_path: str | None = None
+    cleanup_files: bool = True
+    process_per_job: bool = False
+    python_version: str = ""
+
+
+@_message(13)
+class ComputeReady(Message):
+    compute_id: str
+    cpus: int
+    dest_path: str
+
+
+@_message(14)
+class ComputeFailed(Message):
+    compute_id: str
+    error: str
+
+
+@_record
+class JobSpec:
+    job_id: int
+    args: Payload  # cloudpickled (args, kwargs)
+    files: list[FileData] = field(default_factory=list)
+    depends: Payload | None = None  # cloudpickled list of per-job functions/classes
+
+
+@_record
+class JobResult:
+    job_id: int
+    status: int  # DispyJob status number (Finished, Terminated, ProvisionalResult ...)
+    result: Payload | None = None  # cloudpickled return value
+    stdout: Any = ""  # str for functions, bytes-like for programs
+    stderr: Any = ""
+    exception: str | None = None  # traceback text
+    start_time: float = 0.0
+    end_time: float = 0.0
+
+
+@_message(15)
+class SubmitJobs(Message):
+    compute_id: str
+    jobs: list[JobSpec]
+
+
+@_message(16)
+class JobResults(Message):
+    compute_id: str
+    results: list[JobResult]
+
+
+@_message(17)
+class CancelJob(Message):
+    compute_id: str
+    job_id: int
+
+
+@_message(18)
+class CloseComputation(Message):
+    compute_id: str
+    terminate: bool = False
+
+
+@_message(19)
+class ComputationClosed(Message):
+    compute_id: str
+    error: str | None = None
+
+
+@_message(20)
+class ErrorReport(Message):
+    """A request could not be carried out; the connection stays usable."""
+
+    reason: str
+    compute_id: str = ""
+
+
+# -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------
+@_message(30)
+class DiscoverRequest(Message):
+    """Broadcast by a client looking for nodes; nodes answer with DiscoverReply."""
+
+    nonce: str
+    time: float
+
+
+@_message(31)
+class DiscoverReply(Message):
+    nonce: str  # echoes the request's nonce
+    time: float
+    ip_addr: str
+    port: int  # the node's TCP port
+    name: str
+    cpus: int
+
+
+# -- inside a node ------------------------------------------------------------------
+@_message(40)
+class ZygoteHello(Message):
+    pid: int
+
+
+@_message(41)
+class ForkHost(Message):
+    compute_id: str
+
+
+@_message(42)
+class HostHello(Message):
+    compute_id: str
+    pid: int
+
+
+@_message(43)
+class HostReady(Message):
+    error: str | None = None  # None: setup succeeded
+
+
+@_message(44)
+class SpawnWorker(Message):
+    worker_id: int
+
+
+@_message(45)
+class WorkerStarted(Message):
+    worker_id: int
+    pid: int
+
+
+@_message(46)
+class WorkerExited(Message):
+    worker_id: int
+    pid: int
+    returncode: int  # negative: killed by that signal
+
+
+@_message(47)
+class CleanupHost(Message):
+    pass
+
+
+@_message(48)
+class HostDone(Message):
+    error: str | None = None
+
+
+@_message(49)
+class WorkerHello(Message):
+    compute_id: str
+    worker_id: int
+    pid: int
