@@ -29,45 +29,85 @@ __all__ = ["dumps", "loads", "register_by_value", "OUT_OF_BAND_THRESHOLD"]
 OUT_OF_BAND_THRESHOLD = 64 * 1024
 
 
-def _rebuild_bytes(buf: Any) -> bytes:
-    return bytes(buf)
-
-
-def _rebuild_memoryview(buf: Any) -> memoryview:
-    return memoryview(buf)
-
-
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle's pickler, plus: large ``bytes`` and ``memoryview`` go out of band.
+    """cloudpickle's pickler, plus: large ``bytes``/``bytearray`` and any ``memoryview``
+    go out of band.
 
-    (``bytearray`` and NumPy arrays already do with protocol 5; plain ``bytes`` would be
-    copied into the stream, and ``memoryview`` can't be pickled at all.)
+    ``PickleBuffer`` and NumPy arrays go out of band by themselves with protocol 5
+    (through ``buffer_callback``). Exact ``bytes`` and ``bytearray`` don't: pickle writes
+    them in-band without consulting ``reducer_override``, and ``memoryview`` isn't
+    picklable at all. All three are caught in ``persistent_id``, which pickle calls for
+    every object first.
     """
 
-    def reducer_override(self, obj: Any) -> Any:
+    def __init__(self, stream: Any, buffers: list[Any], kinds: bytearray) -> None:
+        super().__init__(stream, protocol=5, buffer_callback=self._out_of_band)
+        self._buffers = buffers
+        self._kinds = kinds
+
+    def _out_of_band(self, buf: pickle.PickleBuffer) -> None:
+        self._buffers.append(buf.raw())
+        self._kinds.append(_OOB)
+
+    def persistent_id(self, obj: Any) -> Any:
         t = type(obj)
-        if t is bytes and len(obj) >= OUT_OF_BAND_THRESHOLD:
-            return _rebuild_bytes, (pickle.PickleBuffer(obj),)
-        if t is memoryview:
-            if obj.contiguous:
-                return _rebuild_memoryview, (pickle.PickleBuffer(obj),)
-            return _rebuild_memoryview, (obj.tobytes(),)
-        return super().reducer_override(obj)
+        if t is bytes or t is bytearray:
+            if len(obj) < OUT_OF_BAND_THRESHOLD:
+                return None
+            kind = _BYTES if t is bytes else _ARRAY
+        elif t is memoryview:
+            if not obj.contiguous:
+                obj = obj.tobytes()
+            kind = _VIEW
+        else:
+            return None
+        self._buffers.append(obj)
+        self._kinds.append(kind)
+        return len(self._buffers) - 1
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, stream: Any, buffers: list[Any], kinds: bytes) -> None:
+        self._all = buffers
+        self._kinds = kinds
+        super().__init__(stream, buffers=[b for b, k in zip(buffers, kinds) if k == _OOB])
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not isinstance(pid, int) or not 0 <= pid < len(self._all) or self._kinds[pid] == _OOB:
+            raise pickle.UnpicklingError(f"bad buffer reference {pid!r}")
+        buf = self._all[pid]
+        # bytes/bytearray must own their memory (one copy); a memoryview stays a view.
+        kind = self._kinds[pid]
+        if kind == _VIEW:
+            return memoryview(buf)
+        return bytes(buf) if kind == _BYTES else bytearray(buf)
+
+
+_OOB, _BYTES, _ARRAY, _VIEW = ord("o"), ord("b"), ord("a"), ord("m")
 
 
 def dumps(obj: Any) -> list[Any]:
-    """Serialize ``obj``; returns [pickle stream, out-of-band buffer, ...]."""
+    """Serialize ``obj``; returns ``[stream]`` or ``[stream, kinds, buffer, ...]``."""
     buffers: list[Any] = []
+    kinds = bytearray()
     stream = io.BytesIO()
-    _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(obj)
-    return [stream.getbuffer(), *(b.raw() for b in buffers)]
+    _Pickler(stream, buffers, kinds).dump(obj)
+    if not buffers:
+        return [stream.getbuffer()]
+    return [stream.getbuffer(), bytes(kinds), *buffers]
 
 
 def loads(parts: list[Any]) -> Any:
     """Inverse of :func:`dumps` (parts may be memoryviews of a received frame)."""
     if not parts:
         raise ValueError("empty payload")
-    return pickle.loads(parts[0], buffers=parts[1:])
+    if len(parts) == 1:
+        return pickle.loads(parts[0])
+    kinds = bytes(parts[1])
+    buffers = list(parts[2:])
+    if len(kinds) != len(buffers):
+        raise ValueError("payload buffers don't match their description")
+    return _Unpickler(io.BytesIO(parts[0]), buffers, kinds).load()
 
 
 def register_by_value(module: Any) -> None:

@@ -1,0 +1,122 @@
+"""Handshake, per-frame MACs and error reporting, with two connections piped in memory."""
+
+import pytest
+
+from dispy_core import messages as m
+from dispy_core import serialization
+from dispy_core.connection import HANDSHAKE_FRAME_LIMIT, Connection
+from dispy_core.errors import AuthenticationError, FrameTooLarge, ProtocolError, ProtocolVersionError
+from dispy_core.framing import pack_header
+from dispy_core.testing import connected_pair, pump, received
+
+
+def wire(parts) -> bytes:
+    return b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+
+
+@pytest.mark.parametrize("secret", ["", "s3cret"])
+def test_handshake_then_messages_both_ways(secret):
+    a, b = connected_pair(secret)
+    assert a.established and b.established
+    assert a.peer_software == "test-responder" and b.peer_software == "test-initiator"
+    b.feed(wire(a.send(m.InfoRequest())))
+    assert received(b) == [m.InfoRequest()]
+    info = m.NodeInfo("n", "127.0.0.1", 9701, 2, 2, "Linux", "3.11.7", "dispy-node",
+                      m.AvailInfo(50.0, 1 << 30, 1 << 32, 100.0))
+    a.feed(wire(b.send(info)))
+    assert received(a) == [info]
+
+
+def test_welcome_is_first_message_on_both_sides():
+    a = Connection(initiator=True, secret="x")
+    b = Connection(initiator=False, secret="x")
+    pump(a, b)
+    assert [type(x) for x in received(a)] == [m.Welcome]
+    assert [type(x) for x in received(b)] == [m.Welcome]
+
+
+def test_wrong_secret_fails_on_both_sides_and_secret_never_sent():
+    a = Connection(initiator=True, secret="right-secret")
+    b = Connection(initiator=False, secret="wrong-secret")
+    hello = wire(a.data_to_send())
+    assert b"secret" not in hello
+    b.feed(hello)
+    challenge = wire(b.data_to_send())
+    assert b"wrong-secret" not in challenge
+    with pytest.raises(AuthenticationError, match="secrets differ"):
+        a.feed(challenge)
+    with pytest.raises(AuthenticationError):
+        a.next_message()
+
+
+def test_responder_tells_initiator_why_it_refuses():
+    # An initiator that skips the proof check (an attacker) still gets refused.
+    a = Connection(initiator=True, secret="a")
+    b = Connection(initiator=False, secret="b")
+    b.feed(wire(a.data_to_send()))
+    b.data_to_send()
+    bogus = m.Proof("00" * 32)
+    parts, n = m.encode(bogus)
+    with pytest.raises(AuthenticationError):
+        b.feed(pack_header(m.Proof.TYPE, n) + wire(parts))
+    denied = wire(b.data_to_send())
+    c = Connection(initiator=True, secret="a")
+    c.data_to_send()
+    with pytest.raises(AuthenticationError, match="refused"):
+        c.feed(denied)
+
+
+def test_nothing_but_handshake_before_auth():
+    b = Connection(initiator=False, secret="x")
+    parts, n = m.encode(m.SubmitJobs("c", []))
+    with pytest.raises(ProtocolError, match="unexpected SubmitJobs"):
+        b.feed(pack_header(m.SubmitJobs.TYPE, n) + wire(parts))
+
+
+def test_handshake_frames_are_small():
+    b = Connection(initiator=False)
+    with pytest.raises(FrameTooLarge):
+        b.feed(pack_header(m.Hello.TYPE, HANDSHAKE_FRAME_LIMIT + 1))
+
+
+def test_tampered_frame_is_rejected():
+    a, b = connected_pair("k")
+    data = bytearray(wire(a.send(m.ErrorReport("hello"))))
+    data[-20] ^= 1  # flip a body bit
+    with pytest.raises(AuthenticationError, match="MAC"):
+        b.feed(bytes(data))
+
+
+def test_replayed_frame_is_rejected():
+    a, b = connected_pair("k")
+    data = wire(a.send(m.ErrorReport("once")))
+    b.feed(data)
+    assert received(b) == [m.ErrorReport("once")]
+    with pytest.raises(AuthenticationError):
+        b.feed(data)
+
+
+def test_version_mismatch_is_explained_to_the_peer():
+    a = Connection(initiator=True)
+    hello = bytearray(wire(a.data_to_send()))
+    hello[4] = 2
+    b = Connection(initiator=False)
+    with pytest.raises(ProtocolVersionError, match="version 2.*version 1"):
+        b.feed(bytes(hello))
+    assert b"protocol version 2" in wire(b.data_to_send())
+
+
+def test_large_payload_survives_with_mac():
+    a, b = connected_pair("k")
+    big = bytes(range(256)) * 40000  # ~10 MB
+    msg = m.SubmitJobs("c", [m.JobSpec(1, serialization.dumps(((big,), {})))])
+    b.feed(wire(a.send(msg)))
+    (got,) = received(b)
+    (args, kwargs) = serialization.loads(got.jobs[0].args)
+    assert args[0] == big and kwargs == {}
+
+
+def test_unknown_message_type_is_a_protocol_error():
+    a, b = connected_pair()
+    with pytest.raises(ProtocolError, match="unknown message type 250"):
+        b.feed(pack_header(250, 8) + b"\0" * 8)
