@@ -1,0 +1,240 @@
+"""dispy's benchmark suite: prints this project's figures beside ProcessPoolExecutor's.
+
+Run with ``./dev run bench`` (or ``python bench/bench.py`` where dispy is installed).
+Everything runs on this machine: one ``dispynode`` on 127.0.0.1 with 2 CPUs, the client
+in a child process of its own (so its peak RSS is its alone), and
+``concurrent.futures.ProcessPoolExecutor(2)`` doing the same work in the same run.
+
+Workloads:
+  tiny      2,000 jobs of f(x) = 2 * x, submitted at once              jobs/s
+  rtt       200 times submit-then-wait, one job at a time              ms p50 / p99
+  cpu       8 jobs burning 0.5 s of CPU each on 2 CPUs                 wall s (ideal 2.0)
+  args      20 jobs with a 10 MB bytes argument                        MB/s
+  start     cluster creation to first result, node already running     s
+  rss       peak RSS of the node's main process and of the client      MiB
+
+Figures are printed, never asserted: timing belongs here, not in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+TINY_JOBS = 2000
+RTT_JOBS = 200
+CPU_JOBS, CPU_SECONDS = 8, 0.5
+ARG_JOBS, ARG_BYTES = 20, 10 * 1000 * 1000
+
+
+def double(x):
+    return 2 * x
+
+
+def burn(seconds):
+    end = time.process_time() + seconds
+    n = 0
+    while time.process_time() < end:
+        n += 1
+    return n
+
+
+def arg_size(data):
+    return len(data)
+
+
+# -- the dispy side (runs in a child process) -----------------------------------------
+def dispy_client(port: int) -> dict:
+    import dispy
+
+    node = [dispy.NodeAllocate("127.0.0.1", port=port)]
+    out: dict = {}
+
+    t0 = time.perf_counter()
+    cluster = dispy.JobCluster(double, nodes=node, loglevel=dispy.logger.WARNING)
+    first = cluster.submit(1)
+    first()
+    out["start_s"] = time.perf_counter() - t0
+
+    # warm-up so the node's workers are running
+    for job in [cluster.submit(i) for i in range(100)]:
+        job()
+
+    t0 = time.perf_counter()
+    jobs = [cluster.submit(i) for i in range(TINY_JOBS)]
+    cluster.wait()
+    elapsed = time.perf_counter() - t0
+    assert all(j.result == 2 * i for i, j in enumerate(jobs)), "wrong results"
+    out["tiny_jobs_per_s"] = TINY_JOBS / elapsed
+
+    samples = []
+    for i in range(RTT_JOBS):
+        t0 = time.perf_counter()
+        cluster.submit(i)()
+        samples.append((time.perf_counter() - t0) * 1000)
+    out["rtt_ms"] = percentiles(samples)
+    cluster.close()
+
+    cluster = dispy.JobCluster(burn, nodes=node, loglevel=dispy.logger.WARNING)
+    cluster.submit(0.001)()
+    t0 = time.perf_counter()
+    jobs = [cluster.submit(CPU_SECONDS) for _ in range(CPU_JOBS)]
+    cluster.wait()
+    out["cpu_wall_s"] = time.perf_counter() - t0
+    cluster.close()
+
+    cluster = dispy.JobCluster(arg_size, nodes=node, loglevel=dispy.logger.WARNING)
+    cluster.submit(b"x")()
+    data = os.urandom(ARG_BYTES)
+    t0 = time.perf_counter()
+    jobs = [cluster.submit(data) for _ in range(ARG_JOBS)]
+    cluster.wait()
+    elapsed = time.perf_counter() - t0
+    assert all(j.result == ARG_BYTES for j in jobs), [j.exception for j in jobs][:1]
+    out["args_mb_per_s"] = ARG_JOBS * ARG_BYTES / elapsed / 1e6
+    cluster.close()
+
+    out["client_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def percentiles(samples: list[float]) -> dict:
+    samples = sorted(samples)
+    return {
+        "p50": statistics.median(samples),
+        "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+    }
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_dispy() -> dict:
+    prefix = tempfile.mkdtemp(prefix="dispy-bench-")
+    node = subprocess.Popen(
+        [sys.executable, "-m", "dispy_node.cli", "-i", "127.0.0.1", "-p", "0", "-c", "2",
+         "--daemon", "--dest_path_prefix", prefix],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        port = 0
+        assert node.stdout is not None
+        for line in node.stdout:
+            m = re.search(r"serving \d+ CPUs at 127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        if not port:
+            raise SystemExit("dispynode did not start")
+        child = subprocess.run(
+            [sys.executable, __file__, "--client", str(port)],
+            capture_output=True, text=True, timeout=600,
+        )
+        if child.returncode:
+            raise SystemExit(f"dispy client failed:\n{child.stdout}\n{child.stderr}")
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        result["node_peak_rss_mib"] = peak_rss_mib(node.pid)
+        return result
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.wait(15)
+        except subprocess.TimeoutExpired:
+            node.kill()
+
+
+# -- the ProcessPoolExecutor side ------------------------------------------------------
+def run_pool() -> dict:
+    out: dict = {}
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(2) as pool:
+        pool.submit(double, 1).result()
+        out["start_s"] = time.perf_counter() - t0
+        for f in [pool.submit(double, i) for i in range(100)]:
+            f.result()
+
+        t0 = time.perf_counter()
+        futures = [pool.submit(double, i) for i in range(TINY_JOBS)]
+        results = [f.result() for f in futures]
+        out["tiny_jobs_per_s"] = TINY_JOBS / (time.perf_counter() - t0)
+        assert results == [2 * i for i in range(TINY_JOBS)]
+
+        samples = []
+        for i in range(RTT_JOBS):
+            t0 = time.perf_counter()
+            pool.submit(double, i).result()
+            samples.append((time.perf_counter() - t0) * 1000)
+        out["rtt_ms"] = percentiles(samples)
+
+        t0 = time.perf_counter()
+        for f in [pool.submit(burn, CPU_SECONDS) for _ in range(CPU_JOBS)]:
+            f.result()
+        out["cpu_wall_s"] = time.perf_counter() - t0
+
+        data = os.urandom(ARG_BYTES)
+        t0 = time.perf_counter()
+        for f in [pool.submit(arg_size, data) for _ in range(ARG_JOBS)]:
+            assert f.result() == ARG_BYTES
+        out["args_mb_per_s"] = ARG_JOBS * ARG_BYTES / (time.perf_counter() - t0) / 1e6
+    return out
+
+
+def report(ours: dict, pool: dict) -> None:
+    rows = [
+        ("tiny jobs/s (2,000 x f(x)=2*x)", "tiny_jobs_per_s", "{:,.0f}", ">= 10,000"),
+        ("round trip p50, ms", ("rtt_ms", "p50"), "{:.3f}", "<= 0.5"),
+        ("round trip p99, ms", ("rtt_ms", "p99"), "{:.3f}", ""),
+        ("8 x 0.5 s CPU jobs on 2 CPUs, wall s", "cpu_wall_s", "{:.3f}", "<= 2.05"),
+        ("10 MB arguments, MB/s", "args_mb_per_s", "{:,.0f}", ">= 1,000"),
+        ("start to first result, s", "start_s", "{:.4f}", "<= 0.02"),
+        ("node peak RSS, MiB", "node_peak_rss_mib", "{:.1f}", "<= 30"),
+        ("client peak RSS, MiB", "client_peak_rss_mib", "{:.1f}", "<= 30"),
+    ]
+
+    def get(d: dict, key):  # noqa: ANN001
+        if isinstance(key, tuple):
+            return d.get(key[0], {}).get(key[1])
+        return d.get(key)
+
+    print(f"{'workload':<40} {'dispy':>12} {'ProcessPool':>12}   target")
+    print("-" * 80)
+    for label, key, fmt, target in rows:
+        a, b = get(ours, key), get(pool, key)
+        sa = fmt.format(a) if a is not None else "-"
+        sb = fmt.format(b) if b is not None else "-"
+        print(f"{label:<40} {sa:>12} {sb:>12}   {target}")
+    print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    args = parser.parse_args()
+    if args.client:
+        print(json.dumps(dispy_client(args.client)))
+        return
+    ours = run_dispy()
+    pool = run_pool()
+    report(ours, pool)
+    if args.json:
+        print(json.dumps({"dispy": ours, "process_pool": pool}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Fixtures for integration tests: real dispynode processes on 127.0.0.x.
+
+Every node is named explicitly and bound to a loopback address; nothing here broadcasts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dispy_core.testing import NodeProcess
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def node() -> Iterator[NodeProcess]:
+    """One node with 2 CPUs on 127.0.0.1."""
+    with NodeProcess("127.0.0.1", "-c", "2") as n:
+        yield n
+
+
+@pytest.fixture
+def start_node() -> Iterator:
+    """Factory: start_node(ip="127.0.0.1", *args, python=None) -> NodeProcess."""
+    started: list[NodeProcess] = []
+
+    def start(ip: str = "127.0.0.1", *args: str, python: str | None = None) -> NodeProcess:
+        n = NodeProcess(ip, *args, python=python)
+        started.append(n)
+        return n
+
+    yield start
+    for n in started:
+        n.stop()
+
+
+def other_python_versions() -> list[str]:
+    """Python minor versions other than this one that are on PATH (3.11-3.13)."""
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return [v for v in ("3.11", "3.12", "3.13") if v != mine and shutil.which(f"python{v}")]
+
+
+def node_venv(version: str) -> str:
+    """A virtualenv for Python ``version`` with only dispy-core and dispy-node (editable),
+    built once and reused; returns its python."""
+    root = Path(os.environ.get("DISPY_TEST_VENVS", Path.home() / ".cache" / "dispy-test-venvs"))
+    venv = root / f"node-py{version}"
+    python = venv / "bin" / "python"
+    marker = venv / ".dispy-installed"
+    if not marker.exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([shutil.which(f"python{version}"), "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q",
+                        "-e", str(REPO / "packages" / "dispy-core"),
+                        "-e", str(REPO / "packages" / "dispy-node")],
+                       check=True, stdout=subprocess.DEVNULL)
+        marker.write_text("ok")
+    return str(python)
+
+
+@pytest.fixture(params=other_python_versions() or ["none"])
+def other_python(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(version, python) of a node environment on another Python minor version."""
+    if request.param == "none":
+        pytest.skip("no other Python 3.11-3.13 on PATH (./dev test puts pyenv's there)")
+    return request.param, node_venv(request.param)
