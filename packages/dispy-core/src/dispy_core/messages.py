@@ -36,7 +36,7 @@ Inside a node (abstract Unix sockets, authenticated with a per-node random token
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 from . import codec
 from .errors import ProtocolError
@@ -116,6 +116,7 @@ def decode(type_: int, body: memoryview) -> Message:
         raise ProtocolError(f"malformed {cls.__name__} message: {exc}") from None
 
 
+@dataclass_transform(frozen_default=True)
 def _message(type_: int) -> Any:
     def wrap(cls: type) -> type:
         if type_ in _BY_TYPE:
@@ -128,6 +129,7 @@ def _message(type_: int) -> Any:
     return wrap
 
 
+@dataclass_transform(frozen_default=True)
 def _record(cls: type) -> type:
     return codec.register(dataclass(frozen=True, slots=True)(cls))
 
@@ -318,6 +320,7 @@ class ZygoteHello(Message):
 @_message(41)
 class ForkHost(Message):
     compute_id: str
+    ip_addr: str = ""  # the node address the client reached (dispy_node_ip_addr in jobs)
 
 
 @_message(42)
