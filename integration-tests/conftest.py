@@ -41,10 +41,28 @@ def start_node() -> Iterator:
         n.stop()
 
 
+def find_python(version: str) -> str | None:
+    """A working interpreter for Python ``version`` ("3.12"): on PATH, else from pyenv.
+
+    pyenv's shims are on PATH for every version but fail for the inactive ones, so each
+    candidate is tried before it is trusted.
+    """
+    candidates = [shutil.which(f"python{version}")]
+    if shutil.which("pyenv"):
+        bare = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True).stdout
+        for v in sorted((v for v in bare.split() if v.startswith(version + ".")), reverse=True):
+            prefix = subprocess.run(["pyenv", "prefix", v], capture_output=True, text=True).stdout.strip()
+            candidates.append(f"{prefix}/bin/python{version}")
+    for c in candidates:
+        if c and subprocess.run([c, "-c", "pass"], capture_output=True).returncode == 0:
+            return c
+    return None
+
+
 def other_python_versions() -> list[str]:
-    """Python minor versions other than this one that are on PATH (3.11-3.13)."""
+    """Python minor versions other than this one that can be found (3.11-3.13)."""
     mine = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return [v for v in ("3.11", "3.12", "3.13") if v != mine and shutil.which(f"python{v}")]
+    return [v for v in ("3.11", "3.12", "3.13") if v != mine and find_python(v)]
 
 
 def node_venv(version: str) -> str:
@@ -57,7 +75,9 @@ def node_venv(version: str) -> str:
     if not marker.exists():
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([shutil.which(f"python{version}"), "-m", "venv", str(venv)], check=True)
+        interpreter = find_python(version)
+        assert interpreter is not None
+        subprocess.run([interpreter, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q",
                         "-e", str(REPO / "packages" / "dispy-core"),
                         "-e", str(REPO / "packages" / "dispy-node")],
