@@ -120,3 +120,18 @@ def test_unknown_message_type_is_a_protocol_error():
     a, b = connected_pair()
     with pytest.raises(ProtocolError, match="unknown message type 250"):
         b.feed(pack_header(250, 8) + b"\0" * 8)
+
+
+def test_frame_macs_can_be_turned_off_but_the_handshake_still_checks_the_secret():
+    a = Connection(initiator=True, secret="token", frame_macs=False)
+    b = Connection(initiator=False, secret="token", frame_macs=False)
+    pump(a, b)
+    received(a), received(b)
+    data = wire(a.send(m.ErrorReport("x")))
+    assert len(data) == 16 + len(wire(m.encode(m.ErrorReport("x"))[0]))  # no MAC tag
+    b.feed(data)
+    assert received(b) == [m.ErrorReport("x")]
+    c = Connection(initiator=True, secret="guess", frame_macs=False)
+    d = Connection(initiator=False, secret="token", frame_macs=False)
+    with pytest.raises(AuthenticationError):
+        pump(c, d)

@@ -14,8 +14,9 @@ Rules this object enforces (the protocol's invariants):
 
 * Before the handshake completes only handshake messages are accepted, frames are limited
   to :data:`HANDSHAKE_FRAME_LIMIT` bytes, and nothing but JSON is decoded.
-* After it, every frame must carry a valid MAC when a secret is set; a frame with a bad
-  MAC raises AuthenticationError and the connection is finished.
+* After it, every frame must carry a valid MAC when a secret is set (unless both ends
+  chose ``frame_macs=False``); a frame with a bad MAC raises AuthenticationError and the
+  connection is finished.
 * Any error leaves the connection finished: every later call raises the same error.
   When the peer is owed an explanation (wrong secret, another protocol version, garbage),
   a :class:`Denied` frame is queued in :meth:`data_to_send` before the error is raised.
@@ -49,12 +50,16 @@ class Connection:
         secret: str | bytes = "",
         software: str = "dispy",
         max_frame_size: int | None = None,
+        frame_macs: bool | None = None,
     ) -> None:
         self.initiator = initiator
         self.software = software
         self.peer_software = ""
         self._key = auth.derive_key(secret)
-        self._use_mac = bool(secret)
+        # Per-frame MACs protect frames crossing a network. Channels that can't be tampered
+        # with in transit (a node's own Unix socket) may turn them off; the handshake still
+        # proves that the peer knows the secret.
+        self._use_mac = bool(secret) if frame_macs is None else frame_macs
         self._session = b""
         self._max_frame_size = config.MaxFrameSize if max_frame_size is None else max_frame_size
         self._decoder = FrameDecoder(HANDSHAKE_FRAME_LIMIT)

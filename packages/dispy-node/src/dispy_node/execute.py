@@ -1,0 +1,207 @@
+"""Running one job inside a worker process, and turning whatever happens into a JobResult.
+
+This is the only module that calls the user's computation. It owns the per-job
+environment the original dispynode gives jobs:
+
+* globals ``dispy_job_path``, ``dispy_node_name``, ``dispy_node_ip_addr`` and
+  ``dispynode_logger`` (messages for the node's log, not the job's stderr) in the
+  computation function's globals;
+* per-job ``depends`` (functions, classes) injected into those globals for the job only;
+* per-job files in a directory of their own (``dispy_job_path``), the job's working
+  directory while it runs, removed afterwards;
+* ``sys.stdout``/``sys.stderr`` captured as ``str`` for functions, the program's output
+  as ``bytes`` for programs;
+* an exception (any ``BaseException``: ``SystemExit`` and ``KeyboardInterrupt`` too)
+  gives status Terminated and the traceback text, without this module's own frames.
+
+SIGINT is how the node cancels a running job: the main process first sends the worker
+a CancelJob naming the job, then SIGINT. The handler raises KeyboardInterrupt only while
+user code runs and only if the worker's check (:func:`set_interrupt_check`, which reads
+the pending CancelJob messages) says the job running now is the one cancelled; so a
+cancel that arrives late, between jobs or after the job finished, interrupts nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from dispy_core import serialization
+from dispy_core.messages import JobResult, JobSpec
+from dispy_core.status import JobStatus
+
+from .paths import make_job_dir, remove_tree, write_files
+
+__all__ = ["Runtime", "run_job", "install_interrupt_handler", "set_interrupt_check",
+           "format_user_exception"]
+
+_MISSING = object()
+_JOB_LOGGER = logging.getLogger("dispynode.job")
+_interruptible = False  # True only while user code runs (see module docstring)
+_interrupt_check: Callable[[], bool] | None = None
+_checking = False  # the handler is running (Python handlers can nest)
+_check_again = False  # a SIGINT arrived while it ran
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    global _checking, _check_again
+    if not _interruptible:
+        return
+    if _interrupt_check is None:
+        raise KeyboardInterrupt
+    if _checking:
+        # A second SIGINT while the first is being checked: raising here would unwind
+        # through the outer check and lose the messages it had read. Let it look again.
+        _check_again = True
+        return
+    _checking = True
+    try:
+        while True:
+            _check_again = False
+            if _interrupt_check():
+                raise KeyboardInterrupt
+            if not _check_again:
+                return
+    finally:
+        _checking = False
+
+
+def install_interrupt_handler() -> None:
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def set_interrupt_check(check: Callable[[], bool] | None) -> None:
+    """``check()`` runs in the SIGINT handler while a job runs: True interrupts the job."""
+    global _interrupt_check
+    _interrupt_check = check
+
+
+_OURS = os.path.dirname(os.path.abspath(__file__))
+
+
+def format_user_exception(exc: BaseException) -> str:
+    """The traceback text of ``exc`` (and its chained exceptions) without the node's own
+    frames: the user's code is what the user needs to see."""
+    te = traceback.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    todo = [te]
+    while todo:
+        t = todo.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        t.stack = traceback.StackSummary.from_list(
+            [f for f in t.stack if os.path.dirname(f.filename) != _OURS])
+        todo.extend(x for x in (t.__cause__, t.__context__) if x is not None)
+    return "".join(te.format())
+
+
+@dataclass
+class Runtime:
+    """What every job of one computation shares (set up by the host, inherited by fork)."""
+
+    kind: str  # "function" or "program"
+    computation: Any  # the function, or the program's argv prefix (list of str)
+    comp_dir: str
+    node_name: str
+    ip_addr: str
+
+
+def run_job(rt: Runtime, spec: JobSpec) -> JobResult:
+    """Run one job to completion; never raises (except when the process is told to die)."""
+    job_dir = rt.comp_dir
+    start = time.time()
+    try:
+        if spec.files:
+            job_dir = make_job_dir(rt.comp_dir, spec.job_id)
+            write_files(job_dir, spec.files)
+            os.chdir(job_dir)
+        if rt.kind == "program":
+            return _run_program(rt, spec, job_dir)
+        return _run_function(rt, spec, job_dir)
+    except BaseException as exc:  # setting up the job failed: the job failed
+        return JobResult(spec.job_id, JobStatus.Terminated, exception=format_user_exception(exc),
+                         start_time=start, end_time=time.time())
+    finally:
+        if job_dir != rt.comp_dir:
+            os.chdir(rt.comp_dir)
+            remove_tree(job_dir)
+
+
+def _run_function(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
+    global _interruptible
+    g = rt.computation.__globals__
+    saved: dict[str, Any] = {}
+
+    def inject(name: str, value: Any) -> None:
+        if name not in saved:
+            saved[name] = g.get(name, _MISSING)
+        g[name] = value
+
+    inject("dispy_job_path", job_dir)
+    inject("dispy_node_name", rt.node_name)
+    inject("dispy_node_ip_addr", rt.ip_addr)
+    inject("dispynode_logger", _JOB_LOGGER)
+    out, err = io.StringIO(), io.StringIO()
+    stdout, stderr = sys.stdout, sys.stderr
+    status, result, exception = JobStatus.Finished, None, None
+    start = time.time()
+    try:
+        if spec.depends is not None:
+            for obj in serialization.loads(spec.depends):
+                name = getattr(obj, "__name__", None)
+                if isinstance(name, str):
+                    inject(name, obj)
+        args, kwargs = serialization.loads(spec.args)
+        sys.stdout, sys.stderr = out, err
+        _interruptible = True
+        try:
+            value = rt.computation(*args, **kwargs)
+        finally:
+            _interruptible = False
+            sys.stdout, sys.stderr = stdout, stderr
+        result = serialization.dumps(value)
+    except BaseException as exc:
+        status, result, exception = JobStatus.Terminated, None, format_user_exception(exc)
+    end = time.time()
+    for name, old in saved.items():
+        if old is _MISSING:
+            g.pop(name, None)
+        else:
+            g[name] = old
+    return JobResult(spec.job_id, status, result, out.getvalue(), err.getvalue(), exception, start, end)
+
+
+def _run_program(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
+    global _interruptible
+    args, _kwargs = serialization.loads(spec.args)
+    argv = [*rt.computation, *(str(a) for a in args)]
+    env = dict(os.environ)
+    # Files shipped with the computation are runnable by name, as with the original node.
+    env["PATH"] = os.pathsep.join([rt.comp_dir, env.get("PATH", os.defpath)])
+    env["DISPY_JOB_PATH"] = job_dir
+    env["DISPY_NODE_NAME"] = rt.node_name
+    env["DISPY_NODE_IP_ADDR"] = rt.ip_addr
+    start = time.time()
+    try:
+        _interruptible = True
+        try:
+            proc = subprocess.run(argv, cwd=job_dir, env=env, stdin=subprocess.DEVNULL,
+                                  capture_output=True)
+        finally:
+            _interruptible = False
+    except BaseException as exc:
+        return JobResult(spec.job_id, JobStatus.Terminated, exception=format_user_exception(exc),
+                         stdout=b"", stderr=b"", start_time=start, end_time=time.time())
+    return JobResult(spec.job_id, JobStatus.Finished, serialization.dumps(proc.returncode),
+                     proc.stdout, proc.stderr, None, start, time.time())

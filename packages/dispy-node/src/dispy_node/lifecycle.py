@@ -1,0 +1,492 @@
+"""The life of a computation in the node's main process: its host, its workers, the
+flow of its jobs' results, crashes, and its end.
+
+States (``Comp.state``)::
+
+    Compute -> checks -> ForkHost -> HostHello -> (Compute forwarded) -> HostReady
+      SETUP ------------------------------------------------------------+
+        |  HostReady(ok) -> SpawnWorker x cpus -> all WorkerHello -> ComputeReady
+        v                                                               |
+      READY  (SubmitJobs / JobResults / CancelJob)        HostReady(error) or a host
+        |                                                 that dies: ComputeFailed
+        |  CloseComputation or client gone                (FAILED)
+        v
+      CLOSING: jobs finish (or are terminated), worker connections close,
+               CleanupHost -> HostDone, directory removed -> ComputationClosed
+      CLOSED
+
+A worker that dies under a job: its connection closes, the job it was running is
+reported Terminated with the exit status the host reports (WorkerExited; waited for at
+most :data:`EXIT_STATUS_WAIT`), the jobs queued behind it go back to the front of the
+queue, and a new worker is asked for. A host that dies fails the computation: its jobs
+are reported Terminated, the client gets an ErrorReport (or ComputeFailed during setup).
+
+Hot path: once per event loop iteration (:meth:`Lifecycle._tick`) the scheduler hands
+pending jobs to workers and the results that arrived in that iteration go out to each
+client in one JobResults. Nothing per job is logged above DEBUG, written to disk, or
+timed.
+
+:class:`Lifecycle` is the base of :class:`~dispy_node.server.Node`, which adds the
+network edges (listeners, channels, client requests) around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispy_core.aio import Channel
+from dispy_core.errors import ConnectionClosed
+from dispy_core.messages import (
+    CleanupHost,
+    ComputationClosed,
+    Compute,
+    ComputeFailed,
+    ComputeReady,
+    ErrorReport,
+    HostDone,
+    HostReady,
+    JobResult,
+    JobResults,
+    JobSpec,
+    Message,
+    SpawnWorker,
+    SubmitJobs,
+    WorkerExited,
+    WorkerStarted,
+)
+from dispy_core.status import JobStatus
+
+from .paths import remove_tree
+from .scheduler import Computation, Scheduler, Worker
+
+__all__ = [
+    "Comp",
+    "Client",
+    "Lifecycle",
+    "describe_status",
+    "describe_exit",
+    "kill_process",
+    "kill_group",
+    "CLEANUP_TIMEOUT",
+    "EXIT_STATUS_WAIT",
+    "MAX_START_FAILURES",
+    "SETUP",
+    "READY",
+    "CLOSING",
+    "CLOSED",
+    "FAILED",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a computation's cleanup may take when it closes (then its host is killed).
+CLEANUP_TIMEOUT = 60.0
+#: Seconds to wait for a dead worker's exit status before reporting its job without it.
+EXIT_STATUS_WAIT = 1.0
+#: Workers that die before connecting, in a row, before a computation is given up.
+MAX_START_FAILURES = 3
+
+SETUP, READY, CLOSING, CLOSED, FAILED = "setup", "ready", "closing", "closed", "failed"
+
+
+@dataclass(eq=False)
+class Comp(Computation):
+    """A computation as the main process sees it (the scheduler's view plus its peers)."""
+
+    client: Any = None  # the client Channel that set it up
+    kind: str = "function"
+    directory: str = ""
+    cleanup_files: bool = True
+    ip_addr: str = ""
+    setup_msg: Compute | None = None  # forwarded to the host once it connects
+    host: Channel | None = None
+    host_pid: int = 0
+    state: str = SETUP
+    error: str | None = None  # why it failed, for the client
+    terminating: bool = False
+    start_failures: int = 0
+    lost: dict[int, tuple[Worker, JobSpec]] = field(default_factory=dict)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    host_done: asyncio.Future[str | None] | None = None
+    closed: asyncio.Future[str | None] | None = None
+
+    @property
+    def has_jobs(self) -> bool:
+        return bool(self.pending) or any(w.queue for w in self.workers.values()) or bool(self.lost)
+
+
+@dataclass(eq=False)
+class Client:
+    """Per client connection: the local address it reached and its computations."""
+
+    ip_addr: str
+    port: int
+    comps: set[Comp] = field(default_factory=set)
+
+
+def describe_status(code: int | None) -> str:
+    """How a process ended, from its exit code (negative: the signal that killed it)."""
+    if code is None:
+        return "exited unexpectedly"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "signal"
+        return f"killed by signal {name} ({-code})"
+    return f"exited with status {code}"
+
+
+def describe_exit(job_id: Any, code: int | None, why: str = "") -> str:
+    """The error text of a job whose worker process died under it."""
+    return f"job {job_id}: {why}worker process {describe_status(code)}"
+
+
+def kill_process(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def kill_group(pid: int) -> None:
+    """Kill a worker and whatever it started (it leads its own process group)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        kill_process(pid)
+
+
+class Lifecycle:
+    """Computations' processes, job flow and endings (the base of Node)."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self.comps: dict[str, Comp] = {}
+        self.jobs_done = 0
+        self._loop = asyncio.get_running_loop()
+        self._outbox: dict[Comp, list[JobResult]] = {}
+        self._tick_scheduled = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task whose failure is logged, never propagated."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("internal error")
+
+        task = self._loop.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # == results =========================================================================
+    def _job_failed(self, comp: Comp, spec: JobSpec, error: str | None, *,
+                    status: int = JobStatus.Terminated) -> None:
+        """Report a job that the node ended (with the next batch of results)."""
+        now = time.time()
+        result = JobResult(spec.job_id, status, exception=error, start_time=now, end_time=now)
+        self._outbox.setdefault(comp, []).append(result)
+        self._kick()
+
+    def _kick(self) -> None:
+        if not self._tick_scheduled:
+            self._tick_scheduled = True
+            self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        """Once per loop iteration: give jobs to workers, then send the results."""
+        self._tick_scheduled = False
+        for worker, jobs in self.sched.assign():
+            try:
+                worker.channel.send(SubmitJobs(worker.comp.compute_id, jobs))
+            except ConnectionClosed:
+                pass  # its close handler puts the jobs back
+        if self._outbox:
+            outbox, self._outbox = self._outbox, {}
+            for comp, results in outbox.items():
+                ch = comp.client
+                if ch is not None and not ch.closed:
+                    ch.send(JobResults(comp.compute_id, results))
+
+    def _on_results(self, worker: Worker, msg: JobResults) -> None:
+        comp: Comp = worker.comp  # type: ignore[assignment]
+        out = self._outbox.get(comp)
+        if out is None:
+            out = self._outbox[comp] = []
+        done = self.sched.job_done
+        observe = comp.observe
+        n = 0
+        for result in msg.results:
+            if done(worker, result.job_id) is not None:
+                out.append(result)
+                n += 1
+                try:
+                    observe(result.end_time - result.start_time)
+                except TypeError:
+                    pass  # a worker's result without times: nothing to learn
+        self.jobs_done += n
+        if comp.process_per_job and n and comp.state in (SETUP, READY, CLOSING) and not comp.terminating:
+            self._spawn_worker(comp)  # the one that ran the job is leaving
+        if comp.state == CLOSING and not comp.has_jobs:
+            comp.idle.set()
+        self._kick()
+
+    def _on_host_message(self, comp: Comp, msg: Message) -> None:
+        if isinstance(msg, WorkerExited):
+            self._worker_exited(comp, msg)
+        elif isinstance(msg, WorkerStarted):
+            worker = comp.workers.get(msg.worker_id)
+            if worker is not None and not worker.pid:
+                worker.pid = msg.pid
+        elif isinstance(msg, HostReady):
+            if comp.state != SETUP:
+                return
+            if msg.error is not None:
+                self._setup_failed(comp, str(msg.error))
+            else:
+                for _ in range(comp.cpus):
+                    self._spawn_worker(comp)
+        elif isinstance(msg, HostDone):
+            if comp.host_done is not None and not comp.host_done.done():
+                comp.host_done.set_result(msg.error)
+        else:
+            log.warning("unexpected %s from the host of %s", type(msg).__name__, comp.compute_id)
+
+    # == workers =========================================================================
+    def _spawn_worker(self, comp: Comp) -> None:
+        if comp.host is None or comp.host.closed:
+            return
+        worker = comp.new_worker()
+        comp.host.send(SpawnWorker(worker.worker_id))
+
+    def _ready(self, comp: Comp) -> None:
+        comp.state = READY
+        log.info("computation %s (%r) ready with %d workers", comp.compute_id, comp.name, comp.cpus)
+        if comp.client is not None and not comp.client.closed:
+            comp.client.send(ComputeReady(comp.compute_id, comp.cpus, comp.directory))
+
+    def _worker_gone(self, worker: Worker) -> None:
+        """A worker's connection closed: requeue its waiting jobs, report the running one
+        (with the exit status when the host tells it), and replace the worker."""
+        comp: Comp = worker.comp  # type: ignore[assignment]
+        head, requeued = self.sched.worker_lost(worker)
+        if requeued and comp.terminating:  # no worker will take them any more
+            self._cancel_pending(comp)
+        if head is not None:
+            if worker.exit_code is not None:
+                self._report_crash(comp, worker, head)
+            else:
+                comp.lost[worker.worker_id] = (worker, head)
+                self._loop.call_later(EXIT_STATUS_WAIT, self._exit_status_deadline, comp, worker.worker_id)
+        if comp.state in (SETUP, READY, CLOSING) and not comp.terminating and not worker.retiring:
+            if worker.channel is None:
+                comp.start_failures += 1
+                if comp.start_failures >= MAX_START_FAILURES:
+                    self._host_failed(comp, f"computation {comp.compute_id}: its worker processes "
+                                            "keep dying before they start (the last one "
+                                            f"{describe_status(worker.exit_code)})")
+                    return
+            self._spawn_worker(comp)
+        if comp.state == CLOSING and not comp.has_jobs:
+            comp.idle.set()
+        self._kick()
+
+    def _worker_exited(self, comp: Comp, msg: WorkerExited) -> None:
+        lost = comp.lost.pop(msg.worker_id, None)
+        if lost is not None:
+            self._report_crash(comp, lost[0], lost[1], msg.returncode)
+            if comp.state == CLOSING and not comp.has_jobs:
+                comp.idle.set()
+            return
+        worker = comp.workers.get(msg.worker_id)
+        if worker is None:
+            return
+        worker.exit_code = msg.returncode
+        if worker.channel is None:  # died before connecting: no connection will close
+            self._worker_gone(worker)
+
+    def _exit_status_deadline(self, comp: Comp, worker_id: int) -> None:
+        lost = comp.lost.pop(worker_id, None)
+        if lost is not None:
+            self._report_crash(comp, lost[0], lost[1])
+            if comp.state == CLOSING and not comp.has_jobs:
+                comp.idle.set()
+
+    def _report_crash(self, comp: Comp, worker: Worker, spec: JobSpec, code: int | None = None) -> None:
+        code = worker.exit_code if code is None else code
+        if spec.job_id in worker.cancelled:
+            why = "cancelled; "
+        elif comp.terminating:
+            why = "terminated (computation closed); "
+        else:
+            why = ""
+        text = describe_exit(spec.job_id, code, why)
+        if not comp.terminating:
+            log.warning("computation %s: %s", comp.compute_id, text)
+        comp.jobs_done += 1
+        self._job_failed(comp, spec, text)
+
+    # == hosts and the end of computations ===============================================
+    def _setup_failed(self, comp: Comp, error: str) -> None:
+        log.info("computation %s (%r): setup failed: %s", comp.compute_id, comp.name, error.strip().splitlines()[-1])
+        comp.state = FAILED
+        if comp.client is not None and not comp.client.closed:
+            comp.client.send(ComputeFailed(comp.compute_id, error))
+        self._background(self._teardown(comp))
+
+    def _host_gone(self, comp: Comp) -> None:
+        comp.host = None
+        if comp.host_done is not None:  # it was asked to clean up and leave
+            if not comp.host_done.done():
+                comp.host_done.set_result(f"the host process of computation {comp.compute_id} "
+                                          "exited during cleanup")
+        elif comp.state in (SETUP, READY, CLOSING):
+            self._host_failed(comp, f"the host process of computation {comp.compute_id} "
+                                    f"({comp.name!r}) exited unexpectedly")
+
+    def _host_failed(self, comp: Comp, error: str) -> None:
+        """The computation can't go on: fail its jobs and tell the client."""
+        log.warning("%s", error)
+        was = comp.state
+        comp.state, comp.error, comp.terminating = FAILED, error, True
+        if was == SETUP:
+            if comp.client is not None and not comp.client.closed:
+                comp.client.send(ComputeFailed(comp.compute_id, error))
+        self._fail_all_jobs(comp, error)
+        if was != SETUP and comp.client is not None and not comp.client.closed:
+            self._tick()  # the jobs' results first
+            comp.client.send(ErrorReport(error, comp.compute_id))
+        if comp.host is not None:
+            comp.host.close()
+        comp.idle.set()  # a close waiting for the jobs goes on
+        if comp.closed is None:  # a CloseComputation in progress finishes the teardown itself
+            self._background(self._teardown(comp, forget=was == SETUP))
+
+    def _fail_all_jobs(self, comp: Comp, error: str) -> None:
+        for spec in self.sched.remove(comp):
+            self._job_failed(comp, spec, error, status=JobStatus.Cancelled)
+        for worker in list(comp.workers.values()):
+            head, _ = self.sched.worker_lost(worker)
+            if worker.pid:
+                kill_group(worker.pid)
+            if worker.channel is not None:
+                worker.channel.close()
+            if head is not None:
+                self._job_failed(comp, head, f"job {head.job_id}: {error}")
+        for spec in self.sched.remove(comp):  # jobs requeued by worker_lost
+            self._job_failed(comp, spec, error, status=JobStatus.Cancelled)
+        for worker, spec in comp.lost.values():
+            self._job_failed(comp, spec, describe_exit(spec.job_id, worker.exit_code))
+        comp.lost.clear()
+
+    async def _teardown(self, comp: Comp, forget: bool = True) -> None:
+        """Stop a failed computation's processes and remove its directory."""
+        for worker in list(comp.workers.values()):
+            self.sched.worker_lost(worker)
+            if worker.pid:
+                kill_group(worker.pid)
+        if comp.host is not None:
+            # Alive (its connection is open): it leaves at EOF unless user code holds it
+            # up. A host whose connection closed is not signalled: its pid may be reused.
+            comp.host.close()
+            if comp.host_pid:
+                kill_process(comp.host_pid)
+        await self._remove_directory(comp)
+        if forget:
+            self._forget(comp)
+
+    def _forget(self, comp: Comp) -> None:
+        self.sched.remove(comp)
+        if self.comps.get(comp.compute_id) is comp:
+            del self.comps[comp.compute_id]
+        if comp.client is not None and isinstance(comp.client.user, Client):
+            comp.client.user.comps.discard(comp)
+
+    async def _remove_directory(self, comp: Comp) -> None:
+        if not comp.cleanup_files or not comp.directory:
+            return
+        if any(c is not comp and c.directory == comp.directory for c in self.comps.values()):
+            return  # another computation shares this dest_path
+        directory, comp.directory = comp.directory, ""
+        await asyncio.to_thread(remove_tree, directory)
+
+    async def _close(self, comp: Comp, *, terminate: bool, reply: bool,
+                     timeout: float = CLEANUP_TIMEOUT) -> None:
+        """Close a computation: its jobs finish (or are terminated), its workers and host
+        leave after cleanup, its directory goes; replies ComputationClosed if asked."""
+        if comp.closed is not None:  # closing already: wait for it, then answer
+            if terminate and not comp.closed.done() and comp.state == CLOSING:
+                self._terminate(comp)
+            error = await asyncio.shield(comp.closed)
+            if reply:
+                self._reply_closed(comp, error)
+            return
+        comp.closed = self._loop.create_future()
+        error = comp.error
+        if comp.state != FAILED:
+            comp.state = CLOSING
+            if terminate:
+                self._terminate(comp)
+            if comp.has_jobs:
+                comp.idle.clear()
+                await comp.idle.wait()
+            error = await self._stop_host(comp, timeout)
+        else:
+            await self._teardown(comp, forget=False)
+        await self._remove_directory(comp)
+        comp.state = CLOSED
+        self._forget(comp)
+        log.info("computation %s (%r) closed", comp.compute_id, comp.name)
+        comp.closed.set_result(error)
+        if reply:
+            self._reply_closed(comp, error)
+
+    def _reply_closed(self, comp: Comp, error: str | None) -> None:
+        self._tick()  # results before the close notice
+        if comp.client is not None and not comp.client.closed:
+            comp.client.send(ComputationClosed(comp.compute_id, error))
+
+    def _terminate(self, comp: Comp) -> None:
+        """Jobs not started are cancelled; running ones are killed with their workers."""
+        comp.terminating = True
+        self._cancel_pending(comp)
+        for worker in comp.workers.values():
+            if worker.queue and worker.pid:
+                kill_group(worker.pid)
+
+    def _cancel_pending(self, comp: Comp) -> None:
+        for spec in comp.pending:
+            self._job_failed(comp, spec, None, status=JobStatus.Cancelled)
+        comp.pending.clear()
+
+    async def _stop_host(self, comp: Comp, timeout: float) -> str | None:
+        for worker in list(comp.workers.values()):
+            worker.retiring = True
+            if worker.channel is not None:
+                worker.channel.close()  # the worker exits at EOF
+        if comp.host is None or comp.host.closed:
+            return comp.error
+        comp.host_done = self._loop.create_future()
+        comp.host.send(CleanupHost())
+        try:
+            error = await asyncio.wait_for(asyncio.shield(comp.host_done), timeout)
+        except TimeoutError:
+            error = f"cleanup of computation {comp.compute_id} did not finish in {timeout:.0f} s; killed it"
+            log.warning("%s", error)
+            if comp.host_pid:
+                kill_process(comp.host_pid)
+        if comp.host is not None:
+            comp.host.close()
+        return error

@@ -1,0 +1,84 @@
+"""The node's settings (:class:`NodeConfig`) and the rules that validate them.
+
+Everything here is pure: the CLI turns its arguments into a :class:`NodeConfig` through
+these functions, and the server only ever reads a finished, valid config. Validation
+errors are :class:`~dispy_core.errors.ConfigError` with a message that names the allowed
+range, so the CLI can show them to the user verbatim.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+
+from dispy_core import config
+from dispy_core.errors import ConfigError
+
+__all__ = ["NodeConfig", "machine_cpus", "resolve_cpus", "default_dest_path_prefix", "default_ip_addr"]
+
+
+def machine_cpus() -> int:
+    """The CPUs this machine has (what ``--cpus`` is checked against)."""
+    return os.cpu_count() or 1
+
+
+def resolve_cpus(requested: int | None, available: int) -> int:
+    """The CPUs the node offers for ``-c/--cpus requested`` on a machine with ``available``.
+
+    None means all of them; a positive number is used as is (1..available); a negative
+    number leaves that many unused and must leave at least one.
+    """
+    if requested is None:
+        return available
+    low = -(available - 1)
+    if requested == 0 or requested > available or requested < low:
+        allowed = f"1..{available}" if low == 0 else f"1..{available} or {low}..-1"
+        raise ConfigError(
+            f"invalid CPU count {requested}: this machine has {available} CPUs, so "
+            f"--cpus must be in {allowed} (a negative number leaves that many CPUs unused)"
+        )
+    return requested if requested > 0 else available + requested
+
+
+def default_dest_path_prefix() -> str:
+    return os.path.join(tempfile.gettempdir(), "dispy", "node")
+
+
+def default_ip_addr() -> str:
+    """The address of this host's name, as the original dispynode picks it."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A validated node configuration (see ``dispynode --help`` for each field)."""
+
+    ip_addrs: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    port: int = field(default_factory=config.node_port)
+    name: str = field(default_factory=socket.gethostname)
+    cpus: int = field(default_factory=machine_cpus)
+    secret: str = ""
+    dest_path_prefix: str = field(default_factory=default_dest_path_prefix)
+    clean: bool = False
+    msg_timeout: float = config.MsgTimeout
+    max_file_size: int = config.MaxFileSize
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.ip_addrs:
+            raise ConfigError("at least one address to serve on is needed")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"invalid port {self.port}: must be in 0..65535 (0 picks a free port)")
+        if self.cpus < 1:
+            raise ConfigError(f"invalid CPU count {self.cpus}: must be at least 1")
+        if not self.msg_timeout > 0:
+            raise ConfigError(f"invalid --msg_timeout {self.msg_timeout}: must be > 0 seconds")
+        if self.max_file_size < 0:
+            raise ConfigError(f"invalid --max_file_size {self.max_file_size}: must be >= 0")
+        if not self.name:
+            raise ConfigError("the node name must not be empty")

@@ -1,0 +1,207 @@
+"""Where a peer's files may go on this node, and the checks that keep them there.
+
+Rule (SPEC-NOTES, Security): nothing a peer sends is ever written outside its
+computation's directory. Every file a peer names must be a plain base name, every size is
+checked against ``--max_file_size`` *before* anything is written, a client's ``dest_path``
+is taken relative to ``--dest_path_prefix`` (leading ``/`` stripped, ``..`` refused, and
+symbolic links may not lead out of the prefix), and files are created with
+``O_NOFOLLOW`` so a link planted in a reused directory can't redirect a write.
+
+The main process uses the checks and creates/removes directories; the host and worker
+processes write the files (they are the processes that work for the computation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+from dispy_core.messages import FileData
+
+__all__ = [
+    "FileRefused",
+    "check_file_name",
+    "check_files",
+    "prepare_prefix",
+    "clean_prefix",
+    "computation_dir",
+    "write_files",
+    "make_job_dir",
+    "remove_tree",
+    "PREFIX_MARKER",
+]
+
+log = logging.getLogger(__name__)
+
+#: Created in every prefix a node uses; ``--clean`` only empties prefixes that have it,
+#: so a mistyped ``--dest_path_prefix`` can't wipe an unrelated directory.
+PREFIX_MARKER = ".dispynode-prefix"
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class FileRefused(ValueError):
+    """Raised when a peer's file name, file size or ``dest_path`` breaks the node's rules;
+    the message is meant for the client's user."""
+
+
+def check_file_name(name: Any) -> None:
+    """Accept only a plain base name: no directory part, not '.', '..' or empty."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+    ):
+        raise FileRefused(
+            f"refused file name {name!r}: only plain base names are accepted "
+            "(no directories, no '..', not empty)"
+        )
+
+
+def check_files(files: Any, max_file_size: int) -> None:
+    """Check a list of FileData from a peer: names, types and sizes (0 = no size limit)."""
+    if not isinstance(files, list):
+        raise FileRefused(f"malformed file list: expected a list, got {type(files).__name__}")
+    for f in files:
+        if not isinstance(f, FileData):
+            raise FileRefused(f"malformed file entry: expected FileData, got {type(f).__name__}")
+        check_file_name(f.name)
+        if not isinstance(f.data, _BYTES_LIKE):
+            raise FileRefused(f"malformed file {f.name!r}: its data is not bytes")
+        if not isinstance(f.mode, int) or not isinstance(f.mtime, (int, float)):
+            raise FileRefused(f"malformed file {f.name!r}: bad mode or mtime")
+        size = memoryview(f.data).nbytes
+        if max_file_size and size > max_file_size:
+            raise FileRefused(
+                f"refused file {f.name!r}: it is {size} bytes, more than this node's limit "
+                f"of {max_file_size} bytes (dispynode --max_file_size)"
+            )
+
+
+def prepare_prefix(prefix: str) -> str:
+    """Create the prefix (mode 0711 when we create it, so computations can't list each
+    other's directories) and mark it as a dispynode prefix; returns its real path."""
+    if not os.path.isdir(prefix):
+        os.makedirs(prefix, mode=0o711, exist_ok=True)
+        os.chmod(prefix, 0o711)
+    marker = os.path.join(prefix, PREFIX_MARKER)
+    if not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write("This directory holds dispynode's computation directories.\n")
+    return os.path.realpath(prefix)
+
+
+def clean_prefix(prefix: str) -> int:
+    """Remove everything a previous node left under ``prefix`` (``--clean``).
+
+    Only prefixes carrying :data:`PREFIX_MARKER` are emptied. Returns the number of
+    entries removed.
+    """
+    if not os.path.exists(os.path.join(prefix, PREFIX_MARKER)):
+        if os.path.isdir(prefix) and os.listdir(prefix):
+            log.warning("--clean: not emptying %s: it was not made by dispynode", prefix)
+        return 0
+    removed = 0
+    for entry in os.scandir(prefix):
+        if entry.name == PREFIX_MARKER:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree(entry.path)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError as exc:
+                log.warning("--clean: could not remove %s: %s", entry.path, exc)
+                continue
+        removed += 1
+    return removed
+
+
+def _safe_label(text: str) -> str:
+    return _UNSAFE_CHARS.sub("_", text)[:40].strip("._") or "computation"
+
+
+def computation_dir(prefix: str, dest_path: Any, name: str) -> str:
+    """Create (or reuse) a computation's directory under ``prefix``; returns its path.
+
+    ``dest_path`` from the client is made relative to the prefix; without one, a fresh
+    unique directory named after the computation is made.
+    """
+    if dest_path is not None and not isinstance(dest_path, str):
+        raise FileRefused(f"malformed dest_path {dest_path!r}: expected a string")
+    rel = (dest_path or "").replace("\\", "/").lstrip("/")
+    if not rel:
+        return tempfile.mkdtemp(prefix=f"{_safe_label(name)}-", dir=prefix)
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if "\0" in rel or ".." in parts:
+        raise FileRefused(
+            f"refused dest_path {dest_path!r}: it must stay inside the node's "
+            "dest_path_prefix (no '..')"
+        )
+    if not parts:
+        return tempfile.mkdtemp(prefix=f"{_safe_label(name)}-", dir=prefix)
+    path = os.path.join(prefix, *parts)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, prefix]) != prefix or real == prefix:
+        raise FileRefused(f"refused dest_path {dest_path!r}: it leads out of the node's dest_path_prefix")
+    return real
+
+
+def write_files(directory: str, files: Iterable[FileData], *, executable: str = "") -> None:
+    """Write ``files`` (already checked) into ``directory``.
+
+    An existing file of the same name is replaced (its old mode may forbid writing), and
+    the new one is created with O_EXCL | O_NOFOLLOW. ``executable`` names a file that must
+    be runnable (the program of a program computation).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for f in files:
+        path = os.path.join(directory, f.name)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(f.data)
+            mode = f.mode & 0o777 or 0o644
+            if f.name == executable:
+                mode |= 0o700
+            os.fchmod(fh.fileno(), mode | 0o600)  # the node must be able to remove it
+        if f.mtime:
+            os.utime(path, (f.mtime, f.mtime))
+
+
+def make_job_dir(comp_dir: str, job_id: Any) -> str:
+    """A fresh directory for one job's own files, inside the computation's directory."""
+    return tempfile.mkdtemp(prefix=f"job-{_safe_label(str(job_id))}-", dir=comp_dir)
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory tree, making read-only parts writable first; logs what stays."""
+
+    def retry(func: Any, p: str, _exc: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+            func(p)
+        except OSError as exc:
+            log.warning("could not remove %s: %s", p, exc)
+
+    if not os.path.lexists(path):
+        return
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:  # pragma: no cover - Python 3.11
+        shutil.rmtree(path, onerror=retry)

@@ -1,0 +1,525 @@
+"""The node's main process: listeners, the zygote, client requests, internal peers.
+
+The main process never runs or unpickles user code. It
+
+* serves clients over TCP (one :class:`~dispy_core.aio.Channel` per connection) and
+  answers discovery datagrams (:mod:`.discovery`) on every ``-i`` address;
+* listens on an abstract Unix socket, authenticated with a per-node token, for its own
+  processes: the zygote (:mod:`.zygote`), one host per computation (:mod:`.host`), and
+  the workers (:mod:`.worker`);
+* keeps the job queues and CPU accounting in a :class:`~.scheduler.Scheduler`, and moves
+  JobSpecs from clients to workers and JobResults back.
+
+The life of each computation (host, workers, job flow, crashes, closing) is
+:class:`~.lifecycle.Lifecycle`'s, the base class of :class:`Node`; this module holds the
+edges: the listeners, the zygote process, and what clients and internal peers send.
+
+One peer's failure (garbage, wrong secret, a crash of its processes) closes that peer's
+connection or fails that computation, never the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dispy_core.aio import Channel
+from dispy_core.connection import Connection
+from dispy_core.errors import ConnectionClosed, DispyError
+from dispy_core.messages import (
+    CancelJob,
+    CloseComputation,
+    ComputationClosed,
+    Compute,
+    ComputeFailed,
+    DiscoverReply,
+    ErrorReport,
+    ForkHost,
+    HostHello,
+    InfoRequest,
+    JobResult,
+    JobResults,
+    JobSpec,
+    Message,
+    SubmitJobs,
+    Welcome,
+    WorkerHello,
+    ZygoteHello,
+)
+from dispy_core.status import JobStatus
+
+from .discovery import DiscoveryProtocol
+from .ipc import internal_connection, new_address, new_token, peer_is_same_user
+from .lifecycle import CLOSED, CLOSING, FAILED, SETUP, Client, Comp, Lifecycle, kill_group
+from .options import NodeConfig
+from .paths import FileRefused, check_files, clean_prefix, computation_dir, prepare_prefix
+from .scheduler import Scheduler, Worker
+from .sysinfo import SOFTWARE, node_info, prime_cpu_percent, python_version_error
+
+__all__ = ["Node", "CANCEL_GRACE", "SHUTDOWN_TIMEOUT"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a cancelled job gets to stop after KeyboardInterrupt before its worker is killed.
+CANCEL_GRACE = 5.0
+#: Seconds the cleanups of all computations may take together when the node shuts down.
+SHUTDOWN_TIMEOUT = 8.0
+
+
+class _Zygote:
+    """Marker for the zygote's internal channel."""
+
+
+class Node(Lifecycle):
+    """A running dispynode (main process). Use :meth:`run`, or :meth:`start` + :meth:`stop`.
+
+    Must be created inside a running event loop."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        super().__init__(Scheduler(cfg.cpus))
+        self.cfg = cfg
+        self.address = new_address()
+        self.token = new_token()
+        self.prefix = ""
+        self.listening: list[tuple[str, int]] = []
+        self.clients: set[Channel] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._internal: asyncio.AbstractServer | None = None
+        self._zygote_proc: subprocess.Popen[bytes] | None = None
+        self._zygote: Channel | None = None
+        self._zygote_up: asyncio.Future[None] | None = None
+        self._zygote_started = 0.0
+        self._fork_queue: list[ForkHost] = []
+        self._stop = asyncio.Event()
+        self.closing = False
+
+    # == life of the node ================================================================
+    async def run(self, on_started: Callable[[Node], None] | None = None) -> None:
+        """Start, serve until :meth:`stop` is called, then shut down cleanly."""
+        try:
+            await self.start()
+            if on_started is not None:
+                on_started(self)
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.prefix = prepare_prefix(cfg.dest_path_prefix)
+        if cfg.clean:
+            n = clean_prefix(self.prefix)
+            log.info("--clean: removed %d leftovers under %s", n, self.prefix)
+        prime_cpu_percent()
+        self._internal = await self._loop.create_unix_server(self._internal_channel, path=self.address)
+        await self._start_zygote()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        port = self.cfg.port
+        for attempt in range(20):
+            try:
+                await self._bind_all(port)
+                return
+            except OSError as exc:
+                self._close_listeners()
+                if self.cfg.port or attempt == 19:
+                    raise OSError(exc.errno, f"can't listen on port {port or self.cfg.port}: {exc.strerror}") from exc
+                port = 0  # the free TCP port chosen was taken for UDP: pick another
+
+    async def _bind_all(self, port: int) -> None:
+        self.listening = []
+        for ip in self.cfg.ip_addrs:
+            server = await self._loop.create_server(self._client_channel, host=ip, port=port,
+                                                    reuse_address=True)
+            self._servers.append(server)
+            port = port or server.sockets[0].getsockname()[1]
+            protocol = DiscoveryProtocol(self.cfg.secret, self._discover_reply(ip, port))
+            transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol, local_addr=(ip, port))
+            self._udp.append(transport)
+            self.listening.append((ip, port))
+
+    def _close_listeners(self) -> None:
+        # close() stops listening at once. (Not wait_closed(): since Python 3.12 it also
+        # waits for every client connection to end, and clients are closed later.)
+        for server in self._servers:
+            server.close()
+        for transport in self._udp:
+            transport.close()
+        self._servers, self._udp = [], []
+
+    async def shutdown(self) -> None:
+        """Terminate every job, clean up every computation, stop the zygote; idempotent."""
+        if self.closing:
+            return
+        self.closing = True
+        log.info("dispynode %s shutting down", self.cfg.name)
+        self._close_listeners()
+        closes = [self._loop.create_task(self._close(c, terminate=True, reply=True,
+                                                     timeout=SHUTDOWN_TIMEOUT / 2))
+                  for c in list(self.comps.values())]
+        if closes:
+            _, late = await asyncio.wait(closes, timeout=SHUTDOWN_TIMEOUT)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("%d computations did not close in time", len(late))
+        self._tick()
+        for ch in list(self.clients):
+            ch.close()
+        await self._stop_zygote()  # and with it every host left
+        for comp in list(self.comps.values()):  # what a late close left behind
+            for worker in comp.workers.values():
+                if worker.pid:
+                    kill_group(worker.pid)
+            await self._remove_directory(comp)
+        if self._internal is not None:
+            self._internal.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # == the zygote ======================================================================
+    async def _start_zygote(self) -> None:
+        self._zygote_started = time.monotonic()
+        self._zygote_up = self._loop.create_future()
+        init = {"address": self.address, "token": self.token, "name": self.cfg.name,
+                "loglevel": logging.DEBUG if self.cfg.debug else logging.INFO}
+        # Its own session: a Ctrl-C at the node's terminal is the main process's to
+        # handle (shut down cleanly), not something every job should see. Its stdout is
+        # our stderr, so that user code's stray prints can't garble our stdout.
+        proc = subprocess.Popen([sys.executable, "-m", "dispy_node.zygote"], stdin=subprocess.PIPE,
+                                stdout=sys.stderr.fileno(), start_new_session=True, close_fds=True)
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps(init) + "\n").encode())
+        proc.stdin.close()
+        self._zygote_proc = proc
+        try:
+            await asyncio.wait_for(asyncio.shield(self._zygote_up), timeout=30)
+        except TimeoutError:
+            raise RuntimeError(f"the zygote process (pid {proc.pid}) did not start; see the log") from None
+
+    async def _stop_zygote(self) -> None:
+        proc = self._zygote_proc
+        if self._zygote is not None:
+            self._zygote.close()
+        if proc is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.to_thread(proc.wait), 2.0)
+        except TimeoutError:
+            pass
+        # The zygote leads a process group holding itself and any hosts left.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        await asyncio.to_thread(proc.wait)
+
+    def _zygote_lost(self) -> None:
+        self._zygote = None
+        if not self.closing:
+            log.warning("the zygote process exited; starting a new one")
+            self._background(self._restart_zygote())
+
+    async def _restart_zygote(self) -> None:
+        proc = self._zygote_proc
+        if proc is not None:
+            await asyncio.to_thread(proc.wait)
+        # A zygote that dies at once would otherwise be restarted in a tight loop.
+        await asyncio.sleep(max(0.0, self._zygote_started + 5.0 - time.monotonic()))
+        if not self.closing:
+            await self._start_zygote()
+
+    def _fork_host(self, msg: ForkHost) -> None:
+        if self._zygote is not None and not self._zygote.closed:
+            self._zygote.send(msg)
+        else:
+            self._fork_queue.append(msg)
+
+    # == channels ========================================================================
+    def _client_channel(self) -> Channel:
+        ch = Channel(Connection(initiator=False, secret=self.cfg.secret, software=SOFTWARE),
+                     self._on_client_message, self._on_client_close)
+        self._loop.call_later(self.cfg.msg_timeout, self._handshake_deadline, ch)
+        return ch
+
+    def _internal_channel(self) -> Channel:
+        ch = Channel(internal_connection(initiator=False, token=self.token, software=SOFTWARE),
+                     self._on_internal_message, self._on_internal_close)
+        self._loop.call_later(self.cfg.msg_timeout, self._handshake_deadline, ch)
+        return ch
+
+    def _handshake_deadline(self, ch: Channel) -> None:
+        if not ch.closed and not ch.established.done():
+            log.warning("closing connection from %s: no handshake within %.1f s (--msg_timeout)",
+                        ch.peer, self.cfg.msg_timeout)
+            ch.abort()
+
+    @staticmethod
+    def _log_close(ch: Channel, exc: BaseException | None, what: str) -> None:
+        if exc is None:
+            return
+        if not ch.established.done() or ch.established.exception() is not None or not isinstance(exc, ConnectionClosed):
+            log.warning("closed %s connection from %s: %s", what, ch.peer, exc)
+        else:
+            log.debug("%s %s disconnected", what, ch.peer)
+
+    # == clients =========================================================================
+    def _on_client_message(self, ch: Channel, msg: Message) -> None:
+        try:
+            t = type(msg)
+            if t is SubmitJobs:
+                self._submit(ch, msg)  # type: ignore[arg-type]
+            elif t is Welcome:
+                sockname = ch.transport.get_extra_info("sockname") if ch.transport else None
+                ch.user = Client(*(sockname[:2] if sockname else ("", 0)))
+                self.clients.add(ch)
+            elif t is InfoRequest:
+                ch.send(node_info(self.cfg, ch.user.ip_addr, ch.user.port))
+            elif t is Compute:
+                self._compute(ch, msg)  # type: ignore[arg-type]
+            elif t is CancelJob:
+                self._cancel(ch, msg)  # type: ignore[arg-type]
+            elif t is CloseComputation:
+                self._close_request(ch, msg)  # type: ignore[arg-type]
+            else:
+                ch.send(ErrorReport(f"{t.__name__} is not a request dispynode serves"))
+        except Exception as exc:
+            log.warning("request %s from %s failed: %s", type(msg).__name__, ch.peer, exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+            if not ch.closed:
+                cid = getattr(msg, "compute_id", "")
+                ch.send(ErrorReport(f"node could not handle {type(msg).__name__}: {exc}",
+                                    cid if isinstance(cid, str) else ""))
+
+    def _on_client_close(self, ch: Channel, exc: BaseException | None) -> None:
+        self._log_close(ch, exc, "client")
+        self.clients.discard(ch)
+        if isinstance(ch.user, Client):
+            for comp in list(ch.user.comps):
+                self._background(self._close(comp, terminate=True, reply=False))
+
+    def _owned(self, ch: Channel, compute_id: Any) -> Comp | None:
+        comp = self.comps.get(compute_id) if isinstance(compute_id, str) else None
+        return comp if comp is not None and comp.client is ch else None
+
+    def _compute(self, ch: Channel, msg: Compute) -> None:
+        cid = msg.compute_id
+
+        def refuse(error: str) -> None:
+            log.info("refused computation %r from %s: %s", msg.name, ch.peer, error)
+            ch.send(ComputeFailed(cid if isinstance(cid, str) else "", error))
+
+        if not isinstance(cid, str) or not cid or not isinstance(msg.name, str):
+            return refuse("malformed Compute: compute_id and name must be strings")
+        if msg.kind not in ("function", "program"):
+            return refuse(f"unknown computation kind {msg.kind!r}: expected 'function' or 'program'")
+        if not isinstance(msg.payload, list) or not isinstance(msg.setup_args, list):
+            return refuse("malformed Compute: payload and setup_args must be serialized buffers")
+        if self.closing:
+            return refuse(f"node {self.cfg.name} is shutting down")
+        if cid in self.comps:
+            return refuse(f"computation {cid} is already set up on this node")
+        if msg.kind == "function":
+            error = python_version_error(msg.python_version if isinstance(msg.python_version, str) else "")
+            if error:
+                return refuse(error)
+        try:
+            check_files(msg.files, self.cfg.max_file_size)
+            directory = computation_dir(self.prefix, msg.dest_path, msg.name)
+        except (FileRefused, OSError) as exc:
+            return refuse(str(exc))
+        want = msg.cpus if isinstance(msg.cpus, int) and msg.cpus > 0 else self.cfg.cpus
+        comp = Comp(cid, msg.name, min(want, self.cfg.cpus), bool(msg.process_per_job),
+                    client=ch, kind=msg.kind, directory=directory,
+                    cleanup_files=msg.cleanup_files is not False, ip_addr=ch.user.ip_addr,
+                    setup_msg=dataclasses.replace(msg, dest_path=directory))
+        self.comps[cid] = comp
+        self.sched.add(comp)
+        ch.user.comps.add(comp)
+        log.info("computation %s (%r) from %s: setting up in %s", cid, msg.name, ch.peer, directory)
+        self._fork_host(ForkHost(cid, comp.ip_addr))
+
+    def _submit(self, ch: Channel, msg: SubmitJobs) -> None:
+        comp = self._owned(ch, msg.compute_id)
+        jobs = msg.jobs
+        if not isinstance(jobs, list):
+            raise DispyError("malformed SubmitJobs: jobs must be a list")
+        if comp is None:
+            now = time.time()
+            why = f"computation {msg.compute_id} is not set up on this node"
+            ch.send(JobResults(msg.compute_id if isinstance(msg.compute_id, str) else "", [
+                JobResult(spec.job_id, JobStatus.Terminated, exception=why, start_time=now, end_time=now)
+                for spec in jobs if isinstance(spec, JobSpec)]))
+            return
+        if comp.state in (CLOSING, CLOSED, FAILED):
+            why = comp.error or f"computation {comp.compute_id} is closing"
+            for spec in jobs:
+                if isinstance(spec, JobSpec):
+                    self._job_failed(comp, spec, why)
+            return
+        accepted = []
+        for spec in jobs:
+            if type(spec) is not JobSpec:
+                raise DispyError("malformed SubmitJobs: jobs must be JobSpec records")
+            if spec.files:
+                try:
+                    check_files(spec.files, self.cfg.max_file_size)
+                except FileRefused as exc:
+                    self._job_failed(comp, spec, f"job {spec.job_id}: {exc}")
+                    continue
+            accepted.append(spec)
+        self.sched.submit(comp, accepted)
+        self._kick()
+
+    def _cancel(self, ch: Channel, msg: CancelJob) -> None:
+        comp = self._owned(ch, msg.compute_id)
+        if comp is None:
+            ch.send(ErrorReport(f"cancel: computation {msg.compute_id} is not set up on this node",
+                                msg.compute_id if isinstance(msg.compute_id, str) else ""))
+            return
+        spec = self.sched.cancel_pending(comp, msg.job_id)
+        if spec is not None:
+            self._job_failed(comp, spec, None, status=JobStatus.Cancelled)
+            return
+        found = self.sched.find(comp, msg.job_id)
+        if found is None:
+            ch.send(ErrorReport(f"cancel: job {msg.job_id} is not queued or running here "
+                                "(it may have finished)", comp.compute_id))
+            return
+        worker, position = found
+        log.debug("cancel job %s of %s: held by worker %d at position %d",
+                  msg.job_id, comp.compute_id, worker.pid, position)
+        # The worker interrupts the job only if it is the one that runs (it checks its
+        # messages when SIGINT arrives), or drops it if it hasn't started.
+        worker.cancelled.add(msg.job_id)
+        worker.channel.send(CancelJob(comp.compute_id, msg.job_id))
+        try:
+            os.kill(worker.pid, signal.SIGINT)
+        except OSError:
+            pass
+        self._loop.call_later(CANCEL_GRACE, self._cancel_deadline, worker, msg.job_id)
+
+    def _cancel_deadline(self, worker: Worker, job_id: Any) -> None:
+        if not worker.gone and worker.queue and worker.queue[0].job_id == job_id and job_id in worker.cancelled:
+            log.info("job %s of %s did not stop after KeyboardInterrupt; killing its worker %d",
+                     job_id, worker.comp.compute_id, worker.pid)
+            kill_group(worker.pid)
+
+    def _close_request(self, ch: Channel, msg: CloseComputation) -> None:
+        comp = self._owned(ch, msg.compute_id)
+        if comp is None:
+            ch.send(ComputationClosed(msg.compute_id if isinstance(msg.compute_id, str) else "",
+                                      f"computation {msg.compute_id} is not set up on this node"))
+            return
+        self._background(self._close(comp, terminate=bool(msg.terminate), reply=True))
+
+    # == internal peers ==================================================================
+    def _on_internal_message(self, ch: Channel, msg: Message) -> None:
+        role = ch.user
+        t = type(msg)
+        try:
+            if t is JobResults and isinstance(role, Worker):
+                self._on_results(role, msg)  # type: ignore[arg-type]
+            elif isinstance(role, Comp):
+                self._on_host_message(role, msg)
+            elif t is Welcome:
+                sock = ch.transport.get_extra_info("socket") if ch.transport else None
+                if sock is None or not peer_is_same_user(sock):
+                    log.warning("refused internal connection from another user")
+                    ch.abort()
+            elif role is None:
+                self._identify(ch, msg)
+            else:
+                log.warning("unexpected %s from internal peer %s", t.__name__, role)
+        except Exception:
+            log.exception("internal error handling %s", t.__name__)
+
+    def _identify(self, ch: Channel, msg: Message) -> None:
+        if isinstance(msg, WorkerHello):
+            comp = self.comps.get(msg.compute_id)
+            worker = comp.workers.get(msg.worker_id) if comp is not None else None
+            if worker is None or worker.channel is not None or worker.gone or worker.retiring:
+                ch.close()  # unknown, or no longer wanted: the worker exits at EOF
+                return
+            ch.user, worker.channel, worker.pid = worker, ch, msg.pid
+            assert comp is not None
+            comp.start_failures = 0
+            if comp.state == SETUP and all(w.channel is not None for w in comp.workers.values()):
+                self._ready(comp)
+            self._kick()
+        elif isinstance(msg, HostHello):
+            comp = self.comps.get(msg.compute_id)
+            if comp is None or comp.host is not None or comp.setup_msg is None:
+                ch.close()  # a computation forgotten meanwhile: the host exits on EOF
+                return
+            ch.user, comp.host, comp.host_pid = comp, ch, msg.pid
+            ch.send(comp.setup_msg)
+            comp.setup_msg = None  # its payload is the host's now
+        elif isinstance(msg, ZygoteHello):
+            ch.user, self._zygote = _Zygote(), ch
+            log.debug("zygote %d connected", msg.pid)
+            queued, self._fork_queue = self._fork_queue, []
+            for fork in queued:
+                ch.send(fork)
+            if self._zygote_up is not None and not self._zygote_up.done():
+                self._zygote_up.set_result(None)
+        else:
+            log.warning("internal peer %s sent %s before saying who it is", ch.peer, type(msg).__name__)
+            ch.close()
+
+    def _on_internal_close(self, ch: Channel, exc: BaseException | None) -> None:
+        role = ch.user
+        if isinstance(role, Worker):
+            self._worker_gone(role)
+        elif isinstance(role, Comp):
+            self._host_gone(role)
+        elif isinstance(role, _Zygote):
+            self._zygote_lost()
+        else:
+            self._log_close(ch, exc, "internal")
+
+    # == discovery and status ============================================================
+    def _discover_reply(self, ip: str, port: int) -> Callable[[str], DiscoverReply]:
+        def make(nonce: str) -> DiscoverReply:
+            return DiscoverReply(nonce, time.time(), ip, port, self.cfg.name, self.cfg.cpus)
+
+        return make
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the status table (see :mod:`.console`)."""
+        return {
+            "name": self.cfg.name,
+            "cpus": self.cfg.cpus,
+            "busy": self.sched.busy,
+            "jobs_done": self.jobs_done,
+            "listening": list(self.listening),
+            "computations": [
+                {
+                    "compute_id": c.compute_id,
+                    "name": c.name,
+                    "client": c.client.peer if c.client is not None else "",
+                    "state": c.state,
+                    "cpus": c.cpus,
+                    "pending": len(c.pending),
+                    "running": c.busy,
+                    "done": c.jobs_done,
+                }
+                for c in self.comps.values()
+            ],
+        }
+
+
