@@ -50,7 +50,7 @@ def peer_is_same_user(sock: socket.socket) -> bool:
     """True when the process at the other end of a Unix socket runs as our uid."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == os.getuid()
+    return bool(uid == os.getuid())
 
 
 def new_token() -> str:
