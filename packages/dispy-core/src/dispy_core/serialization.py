@@ -91,10 +91,17 @@ def dumps(obj: Any) -> list[Any]:
     buffers: list[Any] = []
     kinds = bytearray()
     stream = io.BytesIO()
-    _Pickler(stream, buffers, kinds).dump(obj)
+    pickler = _Pickler(stream, buffers, kinds)
+    pickler.dump(obj)
+    # getvalue() copies the stream (small: large buffers are out of band). A getbuffer()
+    # view would be cheaper but crashes CPython 3.12.1: the pickler/stream reference
+    # cycle can be collected while the view is alive ("deallocated BytesIO object has
+    # exported buffers").
+    data = stream.getvalue()
+    del pickler
     if not buffers:
-        return [stream.getbuffer()]
-    return [stream.getbuffer(), bytes(kinds), *buffers]
+        return [data]
+    return [data, bytes(kinds), *buffers]
 
 
 def loads(parts: list[Any]) -> Any:

@@ -1,0 +1,317 @@
+"""``JobCluster``: the blocking API on the user's threads.
+
+This module owns argument validation, job creation and the waiting methods; the work
+happens in :class:`._runtime.Runtime` on its own thread. Options of dispy that this
+release does not implement yet are accepted only at their default value: a program
+that sets one gets a :class:`~dispy_core.errors.ConfigError` naming it, never an option
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from dispy_core import config
+from dispy_core.errors import ConfigError
+from dispy_core.status import JobStatus
+
+from ._callbacks import CallbackThread
+from ._computation import build_computation, job_spec
+from ._job import DispyJob
+from ._log import set_level
+from ._node import DispyNode, parse_nodes
+from ._runtime import Runtime
+from ._status import ClusterStatus, format_status
+
+__all__ = ["JobCluster"]
+
+log = logging.getLogger(__name__)
+
+#: Options accepted at their default only (not implemented yet), with that default.
+_NOT_YET: dict[str, Any] = {
+    "ext_host": None,
+    "ipv4_udp_multicast": False,
+    "ping_interval": None,
+    "pulse_interval": None,
+    "poll_interval": None,
+    "reentrant": False,
+    "keyfile": None,
+    "certfile": None,
+    "recover_file": None,
+}
+
+_live: weakref.WeakSet[JobCluster] = weakref.WeakSet()
+
+
+def _check_callback(name: str, func: Any, nargs: int) -> None:
+    if func is None:
+        return
+    if not callable(func):
+        raise ConfigError(f"{name} must be a function, not {type(func).__name__}")
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: trust it
+    try:
+        sig.bind(*([None] * nargs))
+    except TypeError:
+        args = "job" if nargs == 1 else "status, node, job"
+        raise ConfigError(f"{name} must take {nargs} argument{'s' * (nargs > 1)} ({args}); "
+                          f"{getattr(func, '__qualname__', func)}{sig} does not") from None
+
+
+def _first_host(host: Any) -> str | None:
+    if host is None:
+        return None
+    if isinstance(host, str):
+        return host or None
+    if isinstance(host, (list, tuple)) and host and all(isinstance(h, str) for h in host):
+        return str(host[0])
+    raise ConfigError(f"host must be a host name or IP address (or a list of them), not {host!r}")
+
+
+class JobCluster:
+    """Distribute ``computation`` (a Python function or a program path) to nodes running
+    dispynode and run jobs on them: ``job = cluster.submit(args...)``, then ``job()``.
+
+    Parameters are dispy's (see the README); ``process_per_job=True`` runs every job in
+    a fresh process on the node instead of a reused worker.
+    """
+
+    def __init__(
+        self,
+        computation: Any,
+        nodes: Any = None,
+        depends: list[Any] | None = None,
+        job_status: Callable[[DispyJob], Any] | None = None,
+        cluster_status: Callable[[int, DispyNode | None, DispyJob | None], Any] | None = None,
+        host: str | list[str] | None = None,
+        ext_host: Any = None,
+        dispy_port: int | None = None,
+        ipv4_udp_multicast: bool = False,
+        dest_path: str | None = None,
+        loglevel: int | str = logging.INFO,
+        setup: Callable[..., Any] | None = None,
+        cleanup: bool | Callable[..., Any] = True,
+        ping_interval: float | None = None,
+        pulse_interval: float | None = None,
+        reentrant: bool = False,
+        secret: str | bytes = "",
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        recover_file: str | None = None,
+        process_per_job: bool = False,
+        *,
+        poll_interval: float | None = None,
+        ip_addr: str | list[str] | None = None,
+        ext_ip_addr: Any = None,
+        callback: Callable[[DispyJob], Any] | None = None,
+    ) -> None:
+        self._runtime: Runtime | None = None
+        self._closed = True
+        given = {
+            "ext_host": ext_host if ext_ip_addr is None else ext_ip_addr,
+            "ipv4_udp_multicast": ipv4_udp_multicast,
+            "ping_interval": ping_interval,
+            "pulse_interval": pulse_interval,
+            "poll_interval": poll_interval,
+            "reentrant": reentrant,
+            "keyfile": keyfile,
+            "certfile": certfile,
+            "recover_file": recover_file,
+        }
+        for name, value in given.items():
+            if value != _NOT_YET[name]:
+                raise ConfigError(f"JobCluster option {name}={value!r} is not supported yet")
+        if ip_addr is not None:  # dispy 4's name for host
+            if host is not None:
+                raise ConfigError("give host or its old name ip_addr, not both")
+            host = ip_addr
+        if callback is not None:  # dispy 4's name for job_status
+            if job_status is not None:
+                raise ConfigError("give job_status or its old name callback, not both")
+            job_status = callback
+        _check_callback("job_status", job_status, 1)
+        _check_callback("cluster_status", cluster_status, 3)
+        local_host = _first_host(host)
+        if dispy_port is not None and (not isinstance(dispy_port, int) or isinstance(dispy_port, bool)
+                                       or not 0 <= dispy_port < 65535):
+            raise ConfigError(f"dispy_port must be an int in 0-65534 (0: any free port), not {dispy_port!r}")
+        if dest_path is not None and not isinstance(dest_path, str):
+            raise ConfigError(f"dest_path must be a string, not {type(dest_path).__name__}")
+        if not isinstance(secret, (str, bytes)):
+            raise ConfigError(f"secret must be a string, not {type(secret).__name__}")
+        if not isinstance(process_per_job, bool):
+            raise ConfigError(f"process_per_job must be True or False, not {process_per_job!r}")
+        if depends is not None and not isinstance(depends, (list, tuple)):
+            raise ConfigError(f"depends must be a list, not {type(depends).__name__}")
+        set_level(loglevel)
+
+        specs = parse_nodes(nodes, dispy_port)
+        self._computation = build_computation(computation, list(depends or ()), setup, cleanup)
+        self._kind = self._computation.kind
+        self._job_status = job_status
+        self._cluster_status = cluster_status
+        self._callbacks = CallbackThread() if (job_status or cluster_status) else None
+        self._uids = itertools.count(1)
+        self._start_time = time.time()
+        self._close_lock = threading.Lock()
+        self._runtime = Runtime(
+            self,
+            self._computation,
+            specs,
+            secret=secret,
+            dest_path=dest_path,
+            cleanup_files=cleanup is not False,
+            process_per_job=process_per_job,
+            local_host=local_host,
+            client_port=config.client_port(dispy_port) if dispy_port != 0 else 0,
+            job_status=job_status,
+            cluster_status=cluster_status,
+            callbacks=self._callbacks,
+        )
+        self._closed = False
+        _live.add(self)
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def submit(self, *args: Any, **kwargs: Any) -> DispyJob | None:
+        """Create a job running ``computation(*args, **kwargs)`` on some node.
+
+        ``dispy_job_depends=[...]`` (files, functions, classes, modules) is taken out of
+        ``kwargs`` and sent with this job only. Returns the :class:`DispyJob`, or None
+        (with the reason logged) if the job could not be created: arguments that can't
+        be serialized, or a closed cluster.
+        """
+        runtime = self._runtime
+        if self._closed or runtime is None:
+            log.error("submit(): the cluster for %s is closed", self.name)
+            return None
+        job_depends = kwargs.pop("dispy_job_depends", None)
+        uid = next(self._uids)
+        job = DispyJob(uid, args, kwargs, time.time())
+        try:
+            job._spec, job._tx = job_spec(uid, self._kind, args, kwargs, job_depends)
+        except Exception as exc:
+            log.error("creating job %d for %s failed: %s: %s", uid, self.name, type(exc).__name__, exc)
+            return None
+        job._uid = uid
+        if self._cluster_status is not None:
+            self._callbacks.put(self._cluster_status, JobStatus.Created, None, job)  # type: ignore[union-attr]
+        if not runtime.submit(job):
+            log.error("submit(): the cluster for %s is closed", self.name)
+            return None
+        return job
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted job is done; False if ``timeout`` seconds passed first."""
+        runtime = self._runtime
+        if runtime is None:
+            return True
+        with runtime.cond:
+            done = runtime.cond.wait_for(lambda: runtime.pending <= 0, timeout)
+        if not done and not runtime.ever_initialized and not self._closed:
+            self._warn_no_node(timeout)
+        return done
+
+    __call__ = wait
+
+    def _warn_no_node(self, timeout: float | None) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        tried = runtime.tried()
+        if tried:
+            why = "; ".join(f"{label}: {reason or 'the computation is being set up there'}"
+                            for label, reason in tried.items())
+            detail = f"nodes tried: {why}"
+        elif any(spec.wildcard for spec in runtime.specs):
+            detail = "no node answered the discovery broadcast (are nodes running with the same secret?)"
+        else:
+            detail = "no node has answered yet"
+        log.warning("wait(timeout=%s) timed out with %d jobs pending and no node serving "
+                    "computation %s; %s", timeout, runtime.pending, self.name, detail)
+
+    # -- closing ------------------------------------------------------------------------------
+    def close(self, timeout: float | None = None, terminate: bool = False) -> bool:
+        """Wait for pending jobs (at most ``timeout`` seconds), then close the computation
+        on every node and stop. Returns False, leaving the cluster open, if jobs are still
+        pending after ``timeout`` and ``terminate`` is False; with ``terminate`` pending
+        jobs are cancelled (queued) or terminated (running) instead."""
+        if self._closed:
+            return True
+        if not self.wait(timeout) and not terminate:
+            return False
+        self._shutdown(terminate)
+        return True
+
+    def _shutdown(self, terminate: bool) -> None:
+        runtime = self._runtime
+        with self._close_lock:
+            if self._closed or runtime is None:
+                return
+            self._closed = True
+        runtime.refuse_submits()
+        if runtime.thread.alive:
+            try:
+                runtime.thread.run(runtime.shutdown(terminate), timeout=config.MsgTimeout + 10)
+            except Exception as exc:
+                log.warning("closing computation %s: %s: %s", self.name, type(exc).__name__, exc)
+            runtime.thread.join(config.MsgTimeout)
+        if self._callbacks is not None:
+            self._callbacks.stop()
+        _live.discard(self)
+
+    def __enter__(self) -> JobCluster:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # leaving the block because of an exception: don't wait for the jobs
+            self.close(timeout=0, terminate=True)
+
+    # -- status -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The computation's name (its function's or program's name)."""
+        return self._computation.name
+
+    def status(self) -> ClusterStatus:
+        """The nodes that served the cluster (DispyNode objects) and the jobs pending."""
+        runtime = self._runtime
+        if runtime is None:
+            return ClusterStatus([], 0)
+        return ClusterStatus(list(runtime.nodes.values()), max(0, runtime.pending))
+
+    def print_status(self, wall_time: float | None = None) -> None:
+        """Print a table of the nodes' work: CPUs, jobs, time per job, data sent and
+        received, then the total job time, wall time (since the cluster was created,
+        unless given) and speedup."""
+        if wall_time is None:
+            wall_time = time.time() - self._start_time
+        runtime = self._runtime
+        nodes = list(runtime.nodes.values()) if runtime is not None else []
+        print(format_status(nodes, wall_time), end="", flush=True)
+
+    stats = print_status
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<JobCluster {self.name} {state}>"
+
+
+@atexit.register
+def _close_all() -> None:
+    """At interpreter exit, close clusters the program left open (terminating jobs)."""
+    for cluster in list(_live):
+        try:
+            cluster._shutdown(terminate=True)
+        except Exception:  # pragma: no cover - best effort at exit
+            pass

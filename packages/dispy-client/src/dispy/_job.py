@@ -1,0 +1,142 @@
+"""``DispyJob``: what ``cluster.submit()`` returns, and how results land in it.
+
+A job is written by two threads: the user's (``submit`` creates it; ``id`` may be
+reassigned at any time) and the cluster's event-loop thread (dispatch and results). The
+loop thread writes every result field *before* it marks the job done, and readers wait on
+``finish`` (or ``job()``), so a reader that saw the job done sees its fields.
+
+Jobs are numerous (tens of thousands in flight is normal), so the class has slots and
+creates its ``finish`` event only when somebody asks for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from dispy_core.status import JobStatus, job_status_name
+
+__all__ = ["DispyJob"]
+
+# Guards the lazy creation of DispyJob.finish against a result arriving at the same time.
+_finish_lock = threading.Lock()
+
+
+class DispyJob:
+    """One execution of the cluster's computation with given arguments.
+
+    Attributes read by programs: ``id`` (1, 2, 3 ... per cluster; the only field a
+    program may write), ``status`` (one of the class attributes below), ``host`` (IP
+    address of the node that runs or ran it; ``ip_addr`` is the same), ``result``,
+    ``stdout``, ``stderr`` (str for Python functions, bytes for programs), ``exception``
+    (traceback text, or None), ``submit_time``, ``start_time``, ``end_time``, ``args``,
+    ``kwargs`` and ``finish`` (a :class:`threading.Event` set once the job is done).
+    """
+
+    Created = JobStatus.Created
+    Running = JobStatus.Running
+    ProvisionalResult = JobStatus.ProvisionalResult
+    Cancelled = JobStatus.Cancelled
+    Terminated = JobStatus.Terminated
+    Abandoned = JobStatus.Abandoned
+    Finished = JobStatus.Finished
+
+    __slots__ = (
+        "id",
+        "status",
+        "host",
+        "result",
+        "stdout",
+        "stderr",
+        "exception",
+        "submit_time",
+        "start_time",
+        "end_time",
+        "args",
+        "kwargs",
+        "_finish",
+        "_uid",
+        "_spec",
+        "_node",
+        "_tx",
+    )
+
+    def __init__(self, job_id: Any, args: tuple[Any, ...], kwargs: dict[str, Any], submit_time: float) -> None:
+        self.id: Any = job_id
+        self.status: int = JobStatus.Created
+        self.host: str | None = None
+        self.result: Any = None
+        self.stdout: str | bytes | None = None
+        self.stderr: str | bytes | None = None
+        self.exception: str | None = None
+        self.submit_time = submit_time
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.args = args
+        self.kwargs = kwargs
+        self._finish: threading.Event | None = None
+        self._uid = 0  # the job's id on the wire (users may change ``id``)
+        self._spec: Any = None  # the JobSpec until it is sent
+        self._node: Any = None  # the client's record of the node running it
+        self._tx = 0  # serialized bytes sent for it
+
+    # -- waiting ---------------------------------------------------------------------
+    @property
+    def finish(self) -> threading.Event:
+        """Set when the job is done (finished, terminated, cancelled or abandoned)."""
+        event = self._finish
+        if event is None:
+            with _finish_lock:
+                event = self._finish
+                if event is None:
+                    event = threading.Event()
+                    if self.status in JobStatus.DONE:
+                        event.set()
+                    self._finish = event
+        return event
+
+    def _mark_done(self) -> None:
+        """Called by the cluster after the final fields are set (status already done)."""
+        event = self._finish
+        if event is None:
+            with _finish_lock:
+                event = self._finish
+        if event is not None:
+            event.set()
+
+    def __call__(self, clear: bool = False) -> Any:
+        """Wait until the job is done and return its ``result``.
+
+        With ``clear=True`` the ``finish`` event is cleared afterwards (as dispy always
+        allowed), so a later ``finish.wait()`` blocks until it is set again.
+        """
+        event = self.finish
+        event.wait()
+        if clear:
+            event.clear()
+        return self.result
+
+    job = __call__
+
+    # -- aliases and display -----------------------------------------------------------
+    @property
+    def ip_addr(self) -> str | None:
+        """Alias of ``host`` for programs written against dispy 4."""
+        return self.host
+
+    def __repr__(self) -> str:
+        where = f" on {self.host}" if self.host else ""
+        return f"<DispyJob {self.id!s} {job_status_name(self.status)}{where}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Jobs may be pickled by programs (e.g. to store results): keep the public
+        # fields, drop the event and the client's internal links.
+        return {name: getattr(self, name) for name in self.__slots__ if not name.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in self.__slots__:
+            setattr(self, name, None)
+        self._finish = None
+        self._uid = self._tx = 0
+        for name, value in state.items():
+            setattr(self, name, value)

@@ -1,0 +1,551 @@
+"""The cluster's engine: one asyncio loop in a background thread that owns every socket.
+
+Threads and what they own:
+
+* the **user's threads** call ``JobCluster`` methods. ``submit`` serializes the arguments
+  right there, appends the job to a deque and wakes the loop with
+  ``call_soon_threadsafe`` only if no wake-up is already pending, so a burst of submits
+  costs one wake-up;
+* the **loop thread** (:class:`LoopThread`) runs :class:`Runtime`: node sessions
+  (:mod:`._session`), discovery (:mod:`._discovery`), the scheduler
+  (:class:`dispy_core.scheduling.Scheduler`), dispatch of job batches and the results;
+* the **callback thread** (:mod:`._callbacks`) runs ``job_status``/``cluster_status``.
+
+Shared state between them is small: the incoming deque (append / popleft are atomic), the
+pending-jobs counter under a Condition (``wait()``), the per-job fields (written by the
+loop before ``finish`` is set) and the list of nodes tried (under a lock).
+
+Per-job work on the loop is kept minimal (no logging above DEBUG, one dict lookup, one
+``loads``); argument buffers from ``dumps`` go to the socket without being copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import operator
+import platform
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from dispy_core import config, serialization
+from dispy_core.messages import CloseComputation, JobResults, JobSpec, NodeInfo, SubmitJobs
+from dispy_core.scheduling import Scheduler
+from dispy_core.status import JobStatus, NodeStatus
+
+from .__about__ import __version__
+from ._callbacks import CallbackThread
+from ._computation import Computation, payload_size
+from ._discovery import Discovery, needs_discovery
+from ._job import DispyJob
+from ._node import DispyNode, DispyNodeAvailInfo, NodeAllocate
+from ._session import NodeSession
+
+__all__ = ["LoopThread", "Runtime"]
+
+log = logging.getLogger(__name__)
+
+#: Work (seconds per CPU) worth keeping queued at a node whose jobs are short. Two jobs
+#: per CPU in flight keep a CPU busy only if a job outlasts a network round trip; for
+#: shorter jobs a node's depth grows until about this much work per CPU is queued there,
+#: so long jobs stay at 2 per CPU (spread and rebalanced freely) and tiny jobs travel in
+#: batches big enough to hide the round trip.
+PIPELINE_BUDGET = 0.002
+MAX_DEPTH = 32
+
+#: Unsent bytes a node's transport may hold before more jobs wait in its outbox.
+WRITE_LIMIT = 1 << 20
+#: Largest SubmitJobs frame built from several jobs (a larger job goes alone).
+BATCH_BYTES = 1 << 20
+
+_Running = JobStatus.Running
+_Provisional = JobStatus.ProvisionalResult
+
+
+class LoopThread:
+    """An asyncio event loop running ``main()`` in a daemon thread."""
+
+    def __init__(self, main: Callable[[], Coroutine[Any, Any, None]], name: str = "dispy-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._main = main
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException:
+            log.exception("dispy's event loop failed")
+        finally:
+            try:
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive() and not self.loop.is_closed()
+
+    def call_soon(self, func: Callable[..., Any], *args: Any) -> bool:
+        """Run ``func(*args)`` in the loop; False if the loop has ended."""
+        try:
+            self.loop.call_soon_threadsafe(func, *args)
+            return True
+        except RuntimeError:  # loop closed
+            return False
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        """Run a coroutine in the loop and wait for its result (from another thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout)
+
+
+class Runtime:
+    """Everything a JobCluster does on the network: nodes, jobs in flight, results."""
+
+    def __init__(
+        self,
+        cluster: Any,
+        computation: Computation,
+        specs: list[NodeAllocate],
+        *,
+        secret: str | bytes,
+        dest_path: str | None,
+        cleanup_files: bool,
+        process_per_job: bool,
+        local_host: str | None,
+        client_port: int,
+        job_status: Callable[[DispyJob], Any] | None,
+        cluster_status: Callable[[int, DispyNode | None, DispyJob | None], Any] | None,
+        callbacks: CallbackThread | None,
+    ) -> None:
+        self.cluster = cluster
+        self.computation = computation
+        self.computation_ships_code = computation.ships_code
+        self.specs = specs
+        self.secret = secret
+        self.dest_path = dest_path
+        self.cleanup_files = cleanup_files
+        self.process_per_job = process_per_job
+        self.local_addr = (local_host, 0) if local_host else None
+        self.local_host = local_host
+        self.client_port = client_port
+        self.python_version = platform.python_version()
+        self.software = f"dispy-client {__version__} / Python {self.python_version}"
+        self.compute_id = uuid.uuid4().hex
+        self.job_status = job_status
+        self.cluster_status = cluster_status
+        self.callbacks = callbacks
+        self.closing = False
+
+        self.sched: Scheduler[DispyJob] = Scheduler(key=operator.attrgetter("_uid"))
+        self._incoming: deque[DispyJob] = deque()
+        self._wake_pending = False
+        self.cond = threading.Condition(threading.Lock())
+        self.pending = 0  # jobs submitted and not done; under cond
+        self._refusing = False  # under cond
+        self._dispatch_pending = False
+        self._jobs: dict[int, DispyJob] = {}  # loop only: queued or in flight, by uid
+        self._ready: dict[tuple[str, int], NodeSession] = {}  # loop only
+        self._claims: dict[tuple[str, int], NodeSession] = {}  # loop only
+        self.nodes: dict[tuple[str, int], DispyNode] = {}  # every node that served
+        self._tried_lock = threading.Lock()
+        self._tried: dict[str, str] = {}  # node label -> last reason it could not be used
+        self.ever_initialized = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sessions: set[NodeSession] = set()
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop: asyncio.Event | None = None
+        self._discovery: Discovery | None = None
+        self._discovered: set[tuple[str, int]] = set()
+        self.thread = LoopThread(self._main)
+
+    # -- the loop's main task -------------------------------------------------------------
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for spec in self.specs:
+                if not spec.wildcard:
+                    assert spec.port is not None
+                    self._start_session(spec, spec.host, spec.port, retry=True)
+            if needs_discovery(self.specs):
+                port = next(s.port for s in self.specs if s.wildcard)
+                assert port is not None
+                self._discovery = Discovery(self.secret, port, self._on_discovered,
+                                            bind_host=self.local_host, client_port=self.client_port)
+                self._spawn(self._discovery.run())
+            await self._stop.wait()
+            log.debug("stopping: cancelling %d tasks", len(self._tasks))
+            for session in list(self._sessions):
+                session.abort()  # ends its awaits even if a cancellation gets lost
+            for task in list(self._tasks):
+                task.cancel()
+        self._tg = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._tg is not None
+        task = self._tg.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_session(self, spec: NodeAllocate, host: str, port: int, *, retry: bool) -> None:
+        session = NodeSession(self, spec, host, port, retry=retry)
+        self._sessions.add(session)
+        self._spawn(self._run_session(session))
+
+    async def _run_session(self, session: NodeSession) -> None:
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+
+    def _on_discovered(self, reply: Any) -> None:
+        key = (reply.ip_addr, reply.port)
+        if self.closing or key in self._discovered or key in self._claims:
+            return
+        for spec in sorted((s for s in self.specs if s.wildcard), key=lambda s: s.host, reverse=True):
+            if spec.matches(reply.ip_addr):
+                self._discovered.add(key)
+                log.debug("discovered node %s:%s (%s)", reply.ip_addr, reply.port, reply.name)
+                self._start_session(spec, reply.ip_addr, reply.port, retry=False)
+                return
+        log.debug("node %s:%s answered but matches no node spec", reply.ip_addr, reply.port)
+
+    # -- sessions report here ---------------------------------------------------------------
+    def claim(self, session: NodeSession) -> NodeSession | None:
+        """Reserve a node for ``session``; returns the session already serving it, if any."""
+        assert session.key is not None
+        other = self._claims.get(session.key)
+        if other is not None and other is not session:
+            return other
+        self._claims[session.key] = session
+        return None
+
+    def release(self, session: NodeSession) -> None:
+        if session.key is not None and self._claims.get(session.key) is session:
+            del self._claims[session.key]
+
+    def note_tried(self, label: str, reason: str) -> None:
+        with self._tried_lock:
+            self._tried[label] = reason
+
+    def tried(self) -> dict[str, str]:
+        with self._tried_lock:
+            return dict(self._tried)
+
+    def node_record(self, session: NodeSession, info: NodeInfo, avail: DispyNodeAvailInfo | None) -> DispyNode:
+        """The DispyNode for a node that is ready (the same object after a reconnect)."""
+        assert session.key is not None
+        node = self.nodes.get(session.key)
+        if node is None:
+            node = DispyNode(session.key[0], info.name, session.cpus, info.platform)
+            self.nodes[session.key] = node
+        node.name = info.name
+        node.cpus = session.cpus
+        node.avail_cpus = info.cpus
+        node.platform = info.platform
+        node.avail_info = avail
+        node.busy = 0
+        node.update_time = time.time()
+        return node
+
+    def node_ready(self, session: NodeSession) -> None:
+        assert session.key is not None and session.node is not None
+        session.ready = True
+        self._ready[session.key] = session
+        session.job_time = None
+        session.depth = self.sched.pipeline
+        self.sched.add_node(session.key, session.cpus)
+        self.ever_initialized = True
+        self.note_tried(session.label, "")
+        log.info("node %s (%s) ready with %d CPUs for computation %s",
+                 session.label, session.node.name, session.cpus, self.computation.name)
+        if self.cluster_status is not None and self.callbacks is not None:
+            self.callbacks.put(self.cluster_status, NodeStatus.Initialized, session.node, None)
+        self._dispatch()
+
+    def node_lost(self, session: NodeSession, reason: str) -> None:
+        self.release(session)
+        if self._ready.get(session.key) is not session:  # type: ignore[arg-type]
+            return
+        session.ready = False
+        del self._ready[session.key]  # type: ignore[arg-type]
+        lost = self.sched.remove_node(session.key)
+        session.outbox.clear()
+        node = session.node
+        node.busy = 0
+        if not self.closing:
+            log.warning("node %s closed the connection (%s)%s", session.label, reason,
+                        f"; {len(lost)} jobs running there are abandoned" if lost else "")
+            self.note_tried(session.label, f"connection lost: {reason}")
+        now = time.time()
+        for job in lost:
+            self._finish(job, JobStatus.Abandoned, node, now,
+                         f"node {session.label} closed the connection before the job finished: {reason}")
+        self._count_done(len(lost))
+        if self.cluster_status is not None and self.callbacks is not None:
+            self.callbacks.put(self.cluster_status, NodeStatus.Closed, node, None)
+
+    # -- jobs in ------------------------------------------------------------------------------
+    def submit(self, job: DispyJob) -> bool:
+        """From any thread: queue a job whose ``_spec`` is set; False once closing."""
+        with self.cond:
+            if self._refusing:
+                return False
+            self.pending += 1
+            self._incoming.append(job)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.thread.call_soon(self._drain)
+        return True
+
+    def refuse_submits(self) -> None:
+        """From any thread: later submits fail; jobs queued before are still drained."""
+        with self.cond:
+            self._refusing = True
+
+    def _drain(self) -> None:
+        self._wake_pending = False  # before draining: later submits schedule a new wake
+        incoming, jobs, submit = self._incoming, self._jobs, self.sched.submit
+        while incoming:
+            job = incoming.popleft()
+            jobs[job._uid] = job
+            submit(job)
+        self._dispatch()
+
+    def _dispatch_soon(self) -> None:
+        """Dispatch once at the end of this loop iteration: results of several messages
+        read together free slots that one SubmitJobs per node then fills."""
+        if not self._dispatch_pending:
+            self._dispatch_pending = True
+            self.thread.loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_pending = False
+        batches = self.sched.assign()
+        if not batches:
+            return
+        now = time.time()
+        callbacks, cluster_status = self.callbacks, self.cluster_status
+        for key, jobs in batches:
+            session = self._ready[key]  # type: ignore[index]
+            node = session.node
+            ip_addr = node.ip_addr
+            for job in jobs:
+                job.status = _Running
+                job.host = ip_addr
+                job.start_time = now
+                job._node = session
+            node.busy += len(jobs)
+            session.outbox.extend(jobs)
+            self._flush(session)
+            if callbacks is not None and cluster_status is not None:
+                put = callbacks.put
+                for job in jobs:
+                    put(cluster_status, _Running, node, job)
+
+    def _flush(self, session: NodeSession) -> None:
+        """Send a node's assigned jobs, as long as its socket keeps up.
+
+        Jobs leave in frames of at most BATCH_BYTES (one job per frame if it is larger),
+        and only while the transport holds less than WRITE_LIMIT unsent bytes: a burst of
+        large arguments is written one after the other, never piled up (and copied) in
+        the transport's buffer. When the socket is behind, a waiter resumes the flush
+        once it has drained.
+        """
+        outbox = session.outbox
+        channel = session.channel
+        if channel is None or channel.transport is None or session.flush_waiting:
+            return
+        transport = channel.transport
+        node = session.node
+        while outbox:
+            if transport.get_write_buffer_size() > WRITE_LIMIT:
+                session.flush_waiting = True
+                self._spawn(self._resume_flush(session))
+                return
+            specs: list[JobSpec] = []
+            size = 0
+            while outbox and (not specs or size + outbox[0]._tx <= BATCH_BYTES):
+                job = outbox.popleft()
+                specs.append(job._spec)
+                job._spec = None  # the buffers are the socket's now
+                size += job._tx
+            node.tx += size
+            try:
+                session.send(SubmitJobs(self.compute_id, specs))
+            except Exception as exc:  # closed under us: node_lost abandons the jobs
+                log.debug("sending jobs to %s failed: %s", session.label, exc)
+                outbox.clear()
+                session.close()
+                return
+
+    async def _resume_flush(self, session: NodeSession) -> None:
+        channel = session.channel
+        assert channel is not None
+        closed = session.closed_future()
+        try:
+            drained: asyncio.Future[Any] = asyncio.ensure_future(channel.drain())
+            await asyncio.wait([drained, closed], return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
+        finally:
+            session.flush_waiting = False
+        if session.ready and session.channel is channel:
+            self._flush(session)
+
+    # -- results in ------------------------------------------------------------------------------
+    def on_results(self, session: NodeSession, msg: JobResults) -> None:
+        jobs = self._jobs
+        node = session.node
+        now = time.time()
+        rx = 0
+        done = 0
+        busy = 0.0  # node-measured seconds of the jobs finished in this batch
+        job_status, cluster_status, callbacks = self.job_status, self.cluster_status, self.callbacks
+        loads = serialization.loads
+        for r in msg.results:
+            job = jobs.get(r.job_id)
+            if job is None or job._node is not session:
+                log.debug("node %s: result for unknown job %s ignored", session.label, r.job_id)
+                continue
+            exception = r.exception
+            if r.result is not None:
+                rx += payload_size(r.result)
+                try:
+                    job.result = loads(r.result)
+                except Exception as exc:
+                    job.result = None
+                    exception = (exception or "") + (
+                        f"the result could not be deserialized here: {type(exc).__name__}: {exc}")
+            else:
+                job.result = None
+            stdout, stderr = r.stdout, r.stderr
+            if isinstance(stdout, memoryview):
+                stdout = bytes(stdout)
+            if isinstance(stderr, memoryview):
+                stderr = bytes(stderr)
+            job.stdout, job.stderr, job.exception = stdout, stderr, exception
+            rx += len(stdout or "") + len(stderr or "")
+            if r.start_time:
+                job.start_time = r.start_time
+            status = r.status
+            if status == _Provisional:
+                job.status = status
+            else:
+                job.end_time = r.end_time or now
+                job.status = status
+                del jobs[r.job_id]
+                self.sched.job_done(r.job_id)
+                job._node = None
+                node.jobs_done += 1
+                node.busy -= 1
+                if job.start_time is not None:
+                    busy += job.end_time - job.start_time
+                job._mark_done()
+                done += 1
+            if callbacks is not None:
+                if job_status is not None:
+                    callbacks.put(job_status, job)
+                if cluster_status is not None:
+                    callbacks.put(cluster_status, status, node, job)
+        node.rx += rx
+        node.update_time = now
+        if done:
+            node.cpu_time += busy
+            self._tune_depth(session, busy / done)
+            self._count_done(done)
+            self._dispatch_soon()
+
+    def _tune_depth(self, session: NodeSession, job_time: float) -> None:
+        """Follow the node's mean job time (moving average) and set its pipeline depth."""
+        mean = session.job_time
+        mean = job_time if mean is None else 0.7 * mean + 0.3 * job_time
+        session.job_time = mean
+        if mean * self.sched.pipeline >= PIPELINE_BUDGET:
+            depth = self.sched.pipeline
+        else:
+            depth = min(MAX_DEPTH, max(self.sched.pipeline, int(PIPELINE_BUDGET / max(mean, 1e-6))))
+        if depth != session.depth:
+            session.depth = depth
+            self.sched.set_depth(session.key, depth)
+
+    def _finish(self, job: DispyJob, status: int, node: DispyNode | None, now: float, exception: str) -> None:
+        """End a job that got no result from a node (cancelled, abandoned, terminated)."""
+        self._jobs.pop(job._uid, None)
+        job._node = job._spec = None
+        job.status = status
+        job.exception = exception
+        job.end_time = now
+        job._mark_done()
+        if self.callbacks is not None:
+            if self.job_status is not None:
+                self.callbacks.put(self.job_status, job)
+            if self.cluster_status is not None:
+                self.callbacks.put(self.cluster_status, status, node, job)
+
+    def _count_done(self, n: int) -> None:
+        if not n:
+            return
+        with self.cond:
+            self.pending -= n
+            if self.pending <= 0:
+                self.cond.notify_all()
+
+    # -- closing ------------------------------------------------------------------------------
+    async def shutdown(self, terminate: bool) -> None:
+        """Close the computation on every node (bounded by MsgTimeout) and stop."""
+        self.closing = True
+        now = time.time()
+        self._drain()
+        if terminate:
+            cancelled = list(self.sched.queued_jobs())
+            for job in cancelled:
+                self.sched.cancel(job._uid)
+                self._finish(job, JobStatus.Cancelled, None, now, "cancelled: the cluster was closed")
+            self._count_done(len(cancelled))
+        loop = asyncio.get_running_loop()
+        acks = []
+        for session in list(self._ready.values()):
+            session.close_ack = loop.create_future()
+            try:
+                session.send(CloseComputation(self.compute_id, terminate))
+            except Exception as exc:
+                log.debug("closing computation on %s: %s", session.label, exc)
+                session.close_ack.set_result(None)
+            acks.append(session.close_ack)
+        if acks:
+            log.debug("closing computation %s on %d nodes", self.computation.name, len(acks))
+            done, waiting = await asyncio.wait(acks, timeout=config.MsgTimeout)
+            if waiting:
+                log.warning("%d nodes did not confirm closing the computation within %g s",
+                            len(waiting), config.MsgTimeout)
+        now = time.time()
+        left = 0
+        for session in list(self._ready.values()):
+            for job in self.sched.in_flight(session.key):
+                self._finish(job, JobStatus.Terminated, session.node, now,
+                             "terminated: the cluster was closed before the job finished")
+                left += 1
+        self._count_done(left)
+        for session in list(self._ready.values()):
+            session.close()
+        for job in list(self._jobs.values()):  # queued with no node ever ready
+            self._finish(job, JobStatus.Cancelled, None, now, "cancelled: the cluster was closed")
+            self._count_done(1)
+        assert self._stop is not None
+        self._stop.set()

@@ -1,0 +1,346 @@
+"""One node's conversation with the cluster, from TCP connect to close.
+
+A :class:`NodeSession` runs in the cluster's event loop::
+
+    connect (aio.open_channel: handshake, secret check)
+    InfoRequest  -> NodeInfo        Python version check, duplicate check, allocate()
+    Compute      -> ComputeReady    the node is ready: the runtime starts sending jobs
+                 -> ComputeFailed   the node refused or setup failed: don't use it
+    ... JobResults go straight to the runtime ...
+    connection closed               the runtime abandons the node's jobs in flight
+
+Nodes named explicitly are retried, with back-off up to a few seconds, while they can't
+be reached or answer with a transient error, and after a served node's connection drops.
+Definite answers (ComputeFailed, another Python version, ``allocate()`` returning 0) are
+final. Every reason a node can't be used is logged once per node per distinct reason at
+WARNING level and kept for the summary that ``wait()`` logs on a timeout: a cluster that
+finds no node says so, instead of hanging silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from dispy_core import aio, config
+from dispy_core.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectionClosed,
+    DispyError,
+    ProtocolVersionError,
+)
+from dispy_core.messages import (
+    ComputationClosed,
+    Compute,
+    ComputeFailed,
+    ComputeReady,
+    ErrorReport,
+    InfoRequest,
+    JobResults,
+    Message,
+    NodeInfo,
+    Welcome,
+)
+
+from ._computation import file_data, python_minor, setup_args_payload
+from ._node import DispyNodeAvailInfo, NodeAllocate, depends_files
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["NodeSession", "describe_error", "RETRY_FIRST", "RETRY_MAX"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds before the first retry of an unreachable node; doubles up to RETRY_MAX.
+RETRY_FIRST = 0.5
+RETRY_MAX = 5.0
+
+_RETRY, _FINAL, _SERVED = "retry", "final", "served"
+
+
+class _Unusable(Exception):
+    """This attempt failed with a reason for the user; ``final`` means don't retry."""
+
+    def __init__(self, reason: str, final: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.final = final
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """Why a connection failed, in words a user can act on."""
+    if exc is None:
+        return "the connection was closed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is dispynode running there, on this port?)"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return f"no answer within {config.MsgTimeout:g} s (config.MsgTimeout)"
+    if isinstance(exc, AuthenticationError):
+        return f"authentication failed, the secrets differ ({exc})"
+    if isinstance(exc, ProtocolVersionError):
+        return f"protocol version mismatch: {exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"can't resolve the host name: {exc.strerror or exc}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, DispyError):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+class NodeSession:
+    """Connects to one node, sets the computation up there and carries its messages."""
+
+    def __init__(self, runtime: Runtime, spec: NodeAllocate, host: str, port: int, *, retry: bool) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.host = host
+        self.port = port
+        self.retry = retry
+        self.label = f"{host}:{port}"
+        self.channel: aio.Channel | None = None
+        self.key: tuple[str, int] | None = None  # (node IP, port) once NodeInfo arrived
+        self.node: Any = None  # the DispyNode, once the node is ready
+        self.cpus = 0
+        self.ready = False
+        self.close_ack: asyncio.Future[ComputationClosed | None] | None = None
+        self.outbox: deque[Any] = deque()  # jobs assigned here, not yet written
+        self.flush_waiting = False
+        self.job_time: float | None = None  # moving average of the node's job times
+        self.depth = 0  # jobs in flight per CPU the scheduler allows here
+        self._reply: asyncio.Future[Message] | None = None
+        self._expect: tuple[type[Message], ...] = ()
+        self._closed: asyncio.Future[BaseException | None] | None = None
+        self._logged: set[str] = set()
+
+    # -- the session's life -------------------------------------------------------------
+    async def run(self) -> None:
+        delay = RETRY_FIRST
+        while not self.runtime.closing:
+            try:
+                outcome = await self._attempt()
+            except asyncio.CancelledError:
+                self._abort()
+                raise
+            except Exception:  # a bug here must not take the cluster down
+                log.exception("node %s: unexpected error", self.label)
+                self._abort()
+                self.runtime.release(self)
+                outcome = _FINAL
+            if outcome == _FINAL or not self.retry or self.runtime.closing:
+                return
+            if outcome == _SERVED:
+                delay = RETRY_FIRST
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _attempt(self) -> str:
+        runtime = self.runtime
+        loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
+        self.close_ack = None
+        self.channel = None
+        try:
+            self.channel = await aio.open_channel(
+                self.host, self.port, secret=runtime.secret, software=runtime.software,
+                on_message=self._on_message, on_close=self._on_close,
+                timeout=config.MsgTimeout, local_addr=runtime.local_addr,
+            )
+        except (OSError, TimeoutError, asyncio.TimeoutError, DispyError) as exc:
+            self._failed(describe_error(exc))
+            return _RETRY
+        # Python 3.11's wait_for() may swallow a cancellation that races with the result;
+        # ``closing`` is checked after every await of the setup so a closing cluster wins.
+        if runtime.closing:
+            self._abort()
+            return _FINAL
+        try:
+            await self._setup()
+        except _Unusable as exc:
+            self._failed(exc.reason, final=exc.final)
+            self._abort()
+            runtime.release(self)
+            return _FINAL if exc.final else _RETRY
+        if runtime.closing:
+            self._abort()
+            runtime.release(self)
+            return _FINAL
+        runtime.node_ready(self)
+        reason = await self._closed
+        runtime.node_lost(self, describe_error(reason))
+        return _SERVED
+
+    async def _setup(self) -> None:
+        runtime = self.runtime
+        info = await self._request(InfoRequest(), (NodeInfo,))
+        assert isinstance(info, NodeInfo)
+        if runtime.closing:
+            raise _Unusable("", final=True)
+        ip_addr = info.ip_addr or self._peer_ip()
+        if runtime.computation_ships_code:
+            theirs, ours = python_minor(info.python_version), python_minor(runtime.python_version)
+            if theirs and theirs != ours:
+                raise _Unusable(
+                    f"node runs Python {info.python_version} but this client runs Python "
+                    f"{runtime.python_version}: Python functions can't be shipped between Python "
+                    f"versions; use the same minor version or a program computation",
+                    final=True,
+                )
+        self.key = (ip_addr, info.port or self.port)
+        other = runtime.claim(self)
+        if other is not None:
+            log.debug("node %s is already served through %s", self.label, other.label)
+            self._abort()
+            raise _Unusable("", final=True)
+        avail = None
+        if info.avail_info is not None:
+            a = info.avail_info
+            avail = DispyNodeAvailInfo(a.cpu, a.memory, a.disk, a.swap)
+        try:
+            cpus = self.spec.allocate(runtime.cluster, ip_addr, info.name, info.cpus, avail, info.platform)
+        except Exception as exc:
+            log.exception("node %s: %s.allocate() raised", self.label, type(self.spec).__name__)
+            raise _Unusable(f"allocate() raised {type(exc).__name__}: {exc}", final=True) from None
+        if not isinstance(cpus, int) or cpus <= 0:
+            log.info("node %s (%s, %s CPUs) not used: allocate() returned %r",
+                     self.label, info.name, info.cpus, cpus)
+            raise _Unusable("", final=True)
+        cpus = min(cpus, info.cpus) if info.cpus > 0 else cpus
+        try:
+            files = list(runtime.computation.files)
+            files.extend(file_data(p) for p in depends_files(self.spec.depends))
+            setup_args = setup_args_payload(self.spec.setup_args)
+        except ConfigError as exc:
+            raise _Unusable(f"can't prepare the computation for it: {exc}", final=True) from None
+        compute = Compute(
+            compute_id=runtime.compute_id,
+            name=runtime.computation.name,
+            kind=runtime.computation.kind,
+            payload=runtime.computation.payload,
+            setup_args=setup_args,
+            files=files,
+            cpus=cpus,
+            dest_path=runtime.dest_path,
+            cleanup_files=runtime.cleanup_files,
+            process_per_job=runtime.process_per_job,
+            python_version=runtime.python_version,
+        )
+        sent = runtime.computation.size + sum(len(f.data) for f in files[len(runtime.computation.files):])
+        # Setup runs the user's setup function on the node: no time limit, as always.
+        runtime.note_tried(self.label, "")  # it answered; the computation is being set up
+        reply = await self._request(compute, (ComputeReady, ComputeFailed), timeout=None)
+        if runtime.closing:
+            raise _Unusable("", final=True)
+        if isinstance(reply, ComputeFailed):
+            raise _Unusable(f"node refused the computation: {reply.error}", final=True)
+        assert isinstance(reply, ComputeReady)
+        self.cpus = reply.cpus if reply.cpus > 0 else cpus
+        self.node = runtime.node_record(self, info, avail)
+        self.node.tx += sent
+
+    # -- messages ------------------------------------------------------------------------
+    async def _request(self, msg: Message, expect: tuple[type[Message], ...],
+                       timeout: float | None = -1.0) -> Message:
+        assert self.channel is not None
+        if timeout is not None and timeout < 0:
+            timeout = config.MsgTimeout
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._reply, self._expect = fut, expect
+        try:
+            self.channel.send(msg)
+            return await asyncio.wait_for(fut, timeout)
+        except ConnectionClosed as exc:
+            raise _Unusable(describe_error(exc)) from None
+        except (TimeoutError, asyncio.TimeoutError):
+            raise _Unusable(f"no answer to {type(msg).__name__} within {timeout:g} s") from None
+        finally:
+            self._reply = None
+
+    def _on_message(self, channel: aio.Channel, msg: Message) -> None:
+        if type(msg) is JobResults:
+            self.runtime.on_results(self, msg)
+            return
+        if isinstance(msg, Welcome):
+            return
+        fut = self._reply
+        if isinstance(msg, ComputationClosed):
+            if self.close_ack is not None and not self.close_ack.done():
+                self.close_ack.set_result(msg)
+            elif not self.runtime.closing:
+                log.warning("node %s closed the computation%s", self.label,
+                            f": {msg.error}" if msg.error else "")
+                channel.close()
+            return
+        if isinstance(msg, ErrorReport):
+            if fut is not None and not fut.done():
+                fut.set_exception(_Unusable(f"node reported: {msg.reason}"))
+            elif self.close_ack is not None and not self.close_ack.done():
+                log.debug("node %s while closing: %s", self.label, msg.reason)
+                self.close_ack.set_result(None)
+            elif self.ready and msg.compute_id == self.runtime.compute_id:
+                # The computation failed there (its processes died): this connection can't
+                # run jobs any more. Closing it abandons what is in flight; an explicit node
+                # is then set up afresh.
+                log.warning("node %s: the computation failed there: %s", self.label, msg.reason)
+                channel.close()
+            else:
+                log.warning("node %s reported an error: %s", self.label, msg.reason)
+            return
+        if fut is not None and not fut.done() and isinstance(msg, self._expect):
+            fut.set_result(msg)
+            return
+        log.debug("node %s: unexpected %s", self.label, type(msg).__name__)
+
+    def _on_close(self, channel: aio.Channel, exc: BaseException | None) -> None:
+        if channel is not self.channel and self.channel is not None:
+            return
+        fut = self._reply
+        if fut is not None and not fut.done():
+            fut.set_exception(_Unusable(describe_error(exc or ConnectionClosed("the node closed the connection"))))
+        if self.close_ack is not None and not self.close_ack.done():
+            self.close_ack.set_result(None)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(exc)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def send(self, msg: Message) -> None:
+        assert self.channel is not None
+        self.channel.send(msg)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+
+    def closed_future(self) -> asyncio.Future[BaseException | None]:
+        """Done when the current connection has closed."""
+        assert self._closed is not None
+        return self._closed
+
+    def abort(self) -> None:
+        """Close the current connection, whatever the session is doing."""
+        self._abort()
+
+    def _abort(self) -> None:
+        if self.channel is not None and not self.channel.closed:
+            self.channel.close()
+
+    def _peer_ip(self) -> str:
+        peer = self.channel.peer if self.channel is not None else ""
+        return peer[0] if isinstance(peer, tuple) and peer else self.host
+
+    def _failed(self, reason: str, final: bool = False) -> None:
+        if not reason:
+            return
+        self.runtime.note_tried(self.label, reason)
+        if reason in self._logged:
+            return
+        self._logged.add(reason)
+        if final or not self.retry:
+            log.warning("can't use node %s: %s", self.label, reason)
+        else:
+            log.warning("can't use node %s: %s; will keep trying", self.label, reason)

@@ -1,0 +1,268 @@
+"""The public surface without any node: names, status numbers, DispyJob, DispyNode,
+NodeAllocate, node specs, dispy.config aliasing, dispy.logger and option validation."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import pickle
+import threading
+
+import pytest
+
+import dispy
+import dispy_core.config
+from dispy import DispyJob, DispyNode, DispyNodeAvailInfo, JobCluster, NodeAllocate
+from dispy._node import parse_nodes
+from dispy_core.errors import ConfigError
+
+
+def compute(n):
+    return n
+
+
+def test_all_is_pinned() -> None:
+    assert dispy.__all__ == [
+        "__version__",
+        "JobCluster",
+        "DispyJob",
+        "DispyNode",
+        "DispyNodeAvailInfo",
+        "NodeAllocate",
+        "ClusterStatus",
+        "DispyError",
+        "ConfigError",
+        "logger",
+        "config",
+    ]
+    for name in dispy.__all__:
+        assert hasattr(dispy, name), name
+
+
+# -- dispy.config and dispy.logger ------------------------------------------------------
+def test_config_is_the_core_module() -> None:
+    import dispy.config as imported
+    from dispy import config
+
+    assert config is dispy_core.config
+    assert imported is dispy_core.config
+    assert dispy.config.DispyPort == 9700
+
+
+def test_setting_config_changes_default_node_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispy.config, "DispyPort", 12000)
+    assert dispy_core.config.DispyPort == 12000
+    assert parse_nodes(["127.0.0.1"])[0].port == 12001
+    assert parse_nodes(["127.0.0.1"], dispy_port=15000)[0].port == 15001
+
+
+def test_logger_level_names() -> None:
+    assert isinstance(dispy.logger, logging.Logger)
+    assert dispy.logger.name == "dispy"
+    assert (dispy.logger.DEBUG, dispy.logger.INFO, dispy.logger.WARNING, dispy.logger.ERROR,
+            dispy.logger.CRITICAL) == (10, 20, 30, 40, 50)
+
+
+# -- DispyJob ------------------------------------------------------------------------------
+def test_job_status_numbers() -> None:
+    assert (DispyJob.Created, DispyJob.Running, DispyJob.ProvisionalResult, DispyJob.Cancelled,
+            DispyJob.Terminated, DispyJob.Abandoned, DispyJob.Finished) == (5, 6, 7, 8, 9, 10, 11)
+
+
+def test_job_fields_and_finish() -> None:
+    job = DispyJob(1, (2,), {"k": 3}, 100.0)
+    assert job.id == 1 and job.status == DispyJob.Created
+    assert job.args == (2,) and job.kwargs == {"k": 3} and job.submit_time == 100.0
+    for name in ("host", "ip_addr", "result", "stdout", "stderr", "exception", "start_time", "end_time"):
+        assert getattr(job, name) is None
+    job.id = "renamed"  # the one field programs may write
+    assert job.id == "renamed"
+    assert isinstance(job.finish, threading.Event) and not job.finish.is_set()
+    job.host = "10.0.0.1"
+    assert job.ip_addr == "10.0.0.1"
+    job.result, job.status = 42, DispyJob.Finished
+    job._mark_done()
+    assert job.finish.is_set()
+    assert job() == 42 and job.job() == 42
+    assert "renamed" in repr(job) and "Finished" in repr(job)
+
+
+def test_finish_created_after_done_is_set() -> None:
+    job = DispyJob(1, (), {}, 0.0)
+    job.status = DispyJob.Terminated
+    job._mark_done()  # nobody asked for the event yet
+    assert job.finish.is_set()
+
+
+def test_job_call_clear() -> None:
+    job = DispyJob(1, (), {}, 0.0)
+    job.status, job.result = DispyJob.Finished, "r"
+    job._mark_done()
+    assert job(clear=True) == "r"
+    assert not job.finish.is_set()
+
+
+def test_job_pickles_public_fields() -> None:
+    job = DispyJob(7, (1,), {}, 5.0)
+    job.status, job.result, job.host = DispyJob.Finished, [1, 2], "127.0.0.1"
+    copy = pickle.loads(pickle.dumps(job))
+    assert (copy.id, copy.status, copy.result, copy.host) == (7, 11, [1, 2], "127.0.0.1")
+    assert copy.finish.is_set()
+
+
+# -- DispyNode, DispyNodeAvailInfo, NodeAllocate ---------------------------------------------
+def test_node_status_numbers_and_fields() -> None:
+    assert (DispyNode.Initialized, DispyNode.Closed, DispyNode.AvailInfo) == (4, 16, 17)
+    node = DispyNode("10.0.0.2", "n2", 4, "Linux")
+    for name in ("ip_addr", "name", "cpus", "avail_cpus", "busy", "jobs_done", "cpu_time", "tx", "rx",
+                 "update_time", "avail_info", "platform"):
+        assert hasattr(node, name), name
+    info = DispyNodeAvailInfo(50.0, 1 << 30, 1 << 34, 2.0)
+    assert (info.cpu, info.memory, info.disk, info.swap) == (50.0, 1 << 30, 1 << 34, 2.0)
+
+
+@pytest.mark.parametrize(("mine", "found", "expected"), [
+    (0, 8, 8), (4, 8, 4), (16, 8, 8), (-2, 8, 6), (-10, 8, 0),
+])
+def test_allocate_default(mine: int, found: int, expected: int) -> None:
+    assert NodeAllocate("h", cpus=mine).allocate(None, "10.0.0.1", "h", found) == expected
+
+
+def test_allocate_signature_and_defaults() -> None:
+    params = inspect.signature(NodeAllocate.allocate).parameters
+    assert list(params) == ["self", "cluster", "ip_addr", "name", "cpus", "avail_info", "platform"]
+    assert params["avail_info"].default is None
+    alloc = NodeAllocate("h")
+    assert alloc.port is None and alloc.cpus == 0 and alloc.depends == [] and alloc.setup_args == ()
+    # no shared mutable default
+    alloc.depends.append("x")
+    assert NodeAllocate("h").depends == []
+
+
+@pytest.mark.parametrize("bad", [
+    {"host": ""}, {"host": 5}, {"host": "h", "port": 0}, {"host": "h", "port": "9701"},
+    {"host": "h", "cpus": 1.5}, {"host": "h", "depends": "file"},
+])
+def test_node_allocate_validation(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        NodeAllocate(**bad)
+
+
+def test_wildcard_matching() -> None:
+    spec = NodeAllocate("192.168.3.*")
+    assert spec.wildcard
+    assert spec.matches("192.168.3.17") and not spec.matches("192.168.4.1")
+    assert NodeAllocate("*").matches("10.1.2.3")
+    exact = NodeAllocate("10.0.0.1")
+    assert not exact.wildcard and exact.matches("10.0.0.1") and not exact.matches("10.0.0.11")
+
+
+# -- the nodes argument ---------------------------------------------------------------------------
+def test_parse_nodes_forms() -> None:
+    class Mine(NodeAllocate):
+        pass
+
+    mine = Mine("10.0.0.9")
+    specs = parse_nodes(["10.0.0.1", ("10.0.0.2", 5000), ("10.0.0.3", 5001, 2),
+                         {"host": "10.0.0.4", "cpus": 3}, NodeAllocate("10.0.0.5", 7000), mine,
+                         DispyNode("10.0.0.6"), "10.0.1.*"])
+    assert [(s.host, s.port) for s in specs] == [
+        ("10.0.0.1", 9701), ("10.0.0.2", 5000), ("10.0.0.3", 5001), ("10.0.0.4", 9701),
+        ("10.0.0.5", 7000), ("10.0.0.9", 9701), ("10.0.0.6", 9701), ("10.0.1.*", 9701)]
+    assert specs[2].cpus == 2 and specs[3].cpus == 3
+    assert specs[5] is mine  # a subclass keeps its identity (and its allocate)
+    assert [s.wildcard for s in specs] == [False] * 7 + [True]
+
+
+def test_parse_nodes_defaults_to_everything() -> None:
+    for nodes in (None, []):
+        (spec,) = parse_nodes(nodes)
+        assert spec.host == "*" and spec.wildcard and spec.port == 9701
+
+
+def test_parse_nodes_does_not_modify_given_objects() -> None:
+    given = NodeAllocate("10.0.0.1")
+    (spec,) = parse_nodes([given], dispy_port=2000)
+    assert spec.port == 2001 and given.port is None
+
+
+@pytest.mark.parametrize("bad", [5, [5], [("h", 1, 2, [], (), "extra")], [{"hostname": "h"}], "a"[0:0]])
+def test_parse_nodes_rejects(bad: object) -> None:
+    with pytest.raises(ConfigError):
+        parse_nodes(bad)
+
+
+# -- JobCluster's parameters ---------------------------------------------------------------------
+def test_no_mutable_defaults() -> None:
+    for func in (JobCluster.__init__, NodeAllocate.__init__):
+        for p in inspect.signature(func).parameters.values():
+            assert not isinstance(p.default, (list, dict, set)), (func, p.name)
+
+
+def test_documented_parameter_order() -> None:
+    params = list(inspect.signature(JobCluster.__init__).parameters)[1:21]
+    assert params == ["computation", "nodes", "depends", "job_status", "cluster_status", "host",
+                      "ext_host", "dispy_port", "ipv4_udp_multicast", "dest_path", "loglevel", "setup",
+                      "cleanup", "ping_interval", "pulse_interval", "reentrant", "secret", "keyfile",
+                      "certfile", "recover_file"]
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("ext_host", "1.2.3.4"), ("ipv4_udp_multicast", True), ("ping_interval", 10),
+    ("pulse_interval", 5), ("reentrant", True), ("keyfile", "k.pem"), ("certfile", "c.pem"),
+    ("recover_file", "rec"), ("poll_interval", 10), ("ext_ip_addr", "1.2.3.4"),
+])
+def test_options_not_supported_yet_are_refused(option: str, value: object) -> None:
+    with pytest.raises(ConfigError, match="not supported yet"):
+        JobCluster(compute, nodes=["127.0.0.1"], **{option: value})
+
+
+def test_options_at_default_are_accepted_signature() -> None:
+    params = inspect.signature(JobCluster.__init__).parameters
+    assert params["ext_host"].default is None and params["reentrant"].default is False
+    assert params["loglevel"].default == dispy.logger.INFO and params["secret"].default == ""
+    assert params["cleanup"].default is True and params["depends"].default is None
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"job_status": lambda a, b: None}, "job_status must take 1 argument"),
+    ({"cluster_status": lambda job: None}, "cluster_status must take 3 arguments"),
+    ({"job_status": 5}, "job_status must be a function"),
+    ({"dispy_port": -1}, "dispy_port"),
+    ({"dispy_port": "9700"}, "dispy_port"),
+    ({"dest_path": 5}, "dest_path"),
+    ({"secret": 5}, "secret"),
+    ({"process_per_job": "yes"}, "process_per_job"),
+    ({"depends": "file.txt"}, "depends must be a list"),
+    ({"setup": 5}, "setup must be a function"),
+    ({"cleanup": "yes"}, "cleanup must be"),
+    ({"host": 5}, "host must be"),
+    ({"loglevel": "LOUD"}, "unknown log level"),
+    ({"host": "127.0.0.1", "ip_addr": "127.0.0.1"}, "not both"),
+    ({"callback": lambda j: None, "job_status": lambda j: None}, "not both"),
+])
+def test_parameter_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        JobCluster(compute, nodes=["127.0.0.1"], **kwargs)
+
+
+def test_computation_must_be_function_or_program() -> None:
+    with pytest.raises(ConfigError, match="computation must be"):
+        JobCluster(42, nodes=["127.0.0.1"])
+    with pytest.raises(ConfigError, match="empty string"):
+        JobCluster("  ", nodes=["127.0.0.1"])
+
+
+def test_callbacks_may_be_bound_methods_and_accept_defaults() -> None:
+    from dispy._cluster import _check_callback
+
+    class Handler:
+        def job(self, job):  # noqa: ANN001
+            pass
+
+        def status(self, status, node, job, extra=None):  # noqa: ANN001
+            pass
+
+    _check_callback("job_status", Handler().job, 1)
+    _check_callback("cluster_status", Handler().status, 3)
+    _check_callback("job_status", print, 1)

@@ -1,0 +1,464 @@
+"""Tests of dispy_core.scheduling: pipelining limit, FIFO order, least-loaded spreading,
+pinned jobs, node loss and cancellation, plus a hypothesis state machine that checks the
+invariants after every step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from dispy_core.scheduling import PIPELINE, Scheduler
+
+
+@dataclass(eq=False)
+class Job:
+    uid: int
+
+
+def make(n: int, start: int = 0) -> list[Job]:
+    return [Job(i) for i in range(start, start + n)]
+
+
+def sched() -> Scheduler[Job]:
+    return Scheduler(key=lambda j: j.uid)
+
+
+def flat(batches: list[tuple[object, list[Job]]]) -> list[Job]:
+    return [job for _, jobs in batches for job in jobs]
+
+
+# -- basics ---------------------------------------------------------------------------
+def test_no_node_no_assignment() -> None:
+    s = sched()
+    s.submit(Job(1))
+    assert s.assign() == []
+    assert s.queued == 1 and s.running == 0
+
+
+def test_pipeline_limit_is_twice_cpus() -> None:
+    assert PIPELINE == 2
+    s = sched()
+    s.add_node("a", 3)
+    jobs = make(10)
+    for j in jobs:
+        s.submit(j)
+    batches = s.assign()
+    assert batches == [("a", jobs[:6])]
+    assert s.queued == 4 and s.running == 6
+    assert s.assign() == []  # full
+    s.job_done(0)
+    s.job_done(1)
+    assert s.assign() == [("a", jobs[6:8])]
+
+
+def test_fifo_order_across_batches() -> None:
+    s = sched()
+    s.add_node("a", 1)
+    jobs = make(7)
+    for j in jobs:
+        s.submit(j)
+    sent: list[Job] = []
+    while s.queued or s.running:
+        for _, batch in s.assign():
+            sent.extend(batch)
+        for j in s.in_flight("a")[:1]:
+            s.job_done(j.uid)
+    assert sent == jobs
+
+
+def test_least_loaded_spreading_proportional_to_cpus() -> None:
+    s = sched()
+    s.add_node("big", 4)
+    s.add_node("small", 1)
+    for j in make(5):
+        s.submit(j)
+    s.assign()
+    assert len(s.in_flight("big")) == 4
+    assert len(s.in_flight("small")) == 1
+
+
+def test_ties_go_to_the_node_added_first_and_batches_alternate() -> None:
+    s = sched()
+    s.add_node("a", 1)
+    s.add_node("b", 1)
+    jobs = make(3)
+    for j in jobs:
+        s.submit(j)
+    batches = dict(s.assign())
+    assert batches == {"a": [jobs[0], jobs[2]], "b": [jobs[1]]}
+
+
+def test_new_node_gets_work_first() -> None:
+    s = sched()
+    s.add_node("a", 2)
+    for j in make(3):
+        s.submit(j)
+    s.assign()  # a has 3 in flight (load 1.5)
+    s.add_node("b", 2)
+    for j in make(2, 100):
+        s.submit(j)
+    batches = dict(s.assign())
+    assert [j.uid for j in batches["b"]] == [100, 101]
+    assert "a" not in batches
+
+
+def test_zero_cpu_node_gets_nothing() -> None:
+    s = sched()
+    s.add_node("idle", 0)
+    s.submit(Job(1))
+    assert s.assign() == []
+    s.set_cpus("idle", 1)
+    assert flat(s.assign()) and s.where(1) == "idle"
+
+
+def test_job_done_returns_node_and_ignores_unknown() -> None:
+    s = sched()
+    s.add_node("a", 1)
+    s.submit(Job(1))
+    s.assign()
+    assert s.job_done(1) == "a"
+    assert s.job_done(1) is None
+    assert s.job_done(42) is None
+    assert s.running == 0
+
+
+def test_remove_node_returns_in_flight_in_dispatch_order() -> None:
+    s = sched()
+    s.add_node("a", 2)
+    jobs = make(6)
+    for j in jobs:
+        s.submit(j)
+    s.assign()
+    s.job_done(1)
+    lost = s.remove_node("a")
+    assert lost == [jobs[0], jobs[2], jobs[3]]
+    assert s.running == 0 and s.queued == 2
+    assert s.remove_node("a") == []
+    assert s.job_done(0) is None
+
+
+def test_duplicate_node_and_job_rejected() -> None:
+    s = sched()
+    s.add_node("a", 1)
+    with pytest.raises(ValueError):
+        s.add_node("a", 2)
+    with pytest.raises(ValueError):
+        s.add_node("b", -1)
+    s.submit(Job(1))
+    with pytest.raises(ValueError):
+        s.submit(Job(1))
+    with pytest.raises(ValueError):
+        Scheduler(pipeline=0)
+
+
+def test_default_key_is_the_job_itself() -> None:
+    s: Scheduler[Job] = Scheduler()
+    s.add_node("a", 1)
+    j = Job(7)
+    s.submit(j)
+    assert s.assign() == [("a", [j])]
+    assert s.job_done(j) == "a"
+
+
+def test_cancel_queued_job() -> None:
+    s = sched()
+    jobs = make(4)
+    for j in jobs:
+        s.submit(j)
+    assert s.cancel(1) is jobs[1]
+    assert s.cancel(1) is None
+    assert s.queued == 3
+    assert list(s.queued_jobs()) == [jobs[0], jobs[2], jobs[3]]
+    s.add_node("a", 5)
+    assert flat(s.assign()) == [jobs[0], jobs[2], jobs[3]]
+    assert s.cancel(0) is None  # in flight: not the queue's business
+
+
+def test_cancelled_then_resubmitted_id_runs_once() -> None:
+    s = sched()
+    j = Job(1)
+    s.submit(j)
+    s.cancel(1)
+    s.submit(j)
+    s.add_node("a", 4)
+    assert flat(s.assign()) == [j]
+
+
+# -- pinned jobs ------------------------------------------------------------------------
+def test_pinned_jobs_only_go_to_their_node() -> None:
+    s = sched()
+    s.add_node("a", 1)
+    s.add_node("b", 1)
+    pinned = make(3, 10)
+    for j in pinned:
+        s.submit(j, node_id="b")
+    batches = dict(s.assign())
+    assert batches == {"b": pinned[:2]}
+    s.job_done(10)
+    assert dict(s.assign()) == {"b": [pinned[2]]}
+
+
+def test_pinned_jobs_wait_for_absent_node_and_survive_its_removal() -> None:
+    s = sched()
+    s.submit(Job(1), node_id="later")
+    s.add_node("other", 4)
+    assert s.assign() == []
+    assert s.queued == 1
+    s.add_node("later", 1)
+    assert s.assign() == [("later", [s.in_flight("later")[0]])]
+    s.submit(Job(2), node_id="later")
+    s.submit(Job(3), node_id="later")
+    s.remove_node("later")
+    assert s.queued == 2
+    dropped = s.drop_pinned("later")
+    assert [j.uid for j in dropped] == [2, 3]
+    assert s.queued == 0 and s.drop_pinned("later") == []
+
+
+def test_pinned_before_general_in_one_round() -> None:
+    s = sched()
+    general = make(3)
+    for j in general:
+        s.submit(j)
+    pinned = Job(99)
+    s.submit(pinned, node_id="a")
+    s.add_node("a", 1)
+    assert s.assign() == [("a", [pinned, general[0]])]
+
+
+def test_cancel_pinned_job() -> None:
+    s = sched()
+    jobs = make(3)
+    for j in jobs:
+        s.submit(j, node_id="a")
+    assert s.cancel(1) is jobs[1]
+    assert s.cancel(1) is None
+    s.add_node("a", 4)
+    assert flat(s.assign()) == [jobs[0], jobs[2]]
+
+
+# -- properties ---------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(
+    cpus=st.lists(st.integers(min_value=0, max_value=8), min_size=1, max_size=6),
+    njobs=st.integers(min_value=0, max_value=120),
+)
+def test_one_assign_fills_nodes_least_loaded_first(cpus: list[int], njobs: int) -> None:
+    s = sched()
+    for i, c in enumerate(cpus):
+        s.add_node(i, c)
+    jobs = make(njobs)
+    for j in jobs:
+        s.submit(j)
+    batches = s.assign()
+    sent = flat(batches)
+    capacity = sum(2 * c for c in cpus)
+    assert len(sent) == min(njobs, capacity)
+    # Every node within its limit; leftovers only when every node is full.
+    for i, c in enumerate(cpus):
+        assert len(s.in_flight(i)) <= 2 * c
+    if s.queued:
+        assert all(len(s.in_flight(i)) == 2 * c for i, c in enumerate(cpus))
+    # Greedy least-loaded: a node's last job went to it while it was (one of) the least
+    # loaded, so its load minus one job never exceeds any other node's final load.
+    for i, ci in enumerate(cpus):
+        n_i = len(s.in_flight(i))
+        if n_i == 0:
+            continue
+        for k, ck in enumerate(cpus):
+            if k != i and ck > 0:
+                assert (n_i - 1) / ci <= len(s.in_flight(k)) / ck + 1e-12
+    # FIFO: the jobs that left are exactly the first ones submitted.
+    assert sorted(j.uid for j in sent) == list(range(len(sent)))
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    """Random interleavings of every operation; invariants checked after each step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = sched()
+        self.cpus: dict[str, int] = {}
+        self.next_uid = 0
+        self.submitted: list[int] = []  # general-queue uids in submission order
+        self.dispatched: list[int] = []  # general-queue uids in dispatch order
+        self.pinned: dict[int, str] = {}
+        self.done: set[int] = set()
+        self.lost: set[int] = set()
+        self.cancelled: set[int] = set()
+        self.alive: set[int] = set()  # queued or in flight
+
+    @rule(name=st.sampled_from("abcd"), cpus=st.integers(0, 4))
+    def add_node(self, name: str, cpus: int) -> None:
+        if name in self.cpus:
+            self.s.set_cpus(name, cpus)
+        else:
+            self.s.add_node(name, cpus)
+        self.cpus[name] = cpus
+
+    @rule(n=st.integers(1, 10))
+    def submit(self, n: int) -> None:
+        for _ in range(n):
+            uid = self.next_uid
+            self.next_uid += 1
+            self.s.submit(Job(uid))
+            self.submitted.append(uid)
+            self.alive.add(uid)
+
+    @rule(name=st.sampled_from("abcd"))
+    def submit_pinned(self, name: str) -> None:
+        uid = self.next_uid
+        self.next_uid += 1
+        self.s.submit(Job(uid), node_id=name)
+        self.pinned[uid] = name
+        self.alive.add(uid)
+
+    @rule()
+    def assign(self) -> None:
+        before = {n: len(self.s.in_flight(n)) for n in self.cpus}
+        for node_id, jobs in self.s.assign():
+            assert jobs
+            for j in jobs:
+                assert self.s.where(j.uid) == node_id
+                if j.uid in self.pinned:
+                    assert self.pinned[j.uid] == node_id
+                else:
+                    self.dispatched.append(j.uid)
+        for n, c in self.cpus.items():
+            assert len(self.s.in_flight(n)) <= max(2 * c, before[n])
+
+    @precondition(lambda self: self.s.running > 0)
+    @rule(data=st.data())
+    def finish(self, data: st.DataObject) -> None:
+        running = [j.uid for n in self.cpus for j in self.s.in_flight(n)]
+        uid = data.draw(st.sampled_from(running))
+        assert self.s.job_done(uid) is not None
+        self.done.add(uid)
+        self.alive.discard(uid)
+
+    @precondition(lambda self: bool(self.cpus))
+    @rule(data=st.data())
+    def remove(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.cpus)))
+        expected = [j.uid for j in self.s.in_flight(name)]
+        lost = [j.uid for j in self.s.remove_node(name)]
+        assert lost == expected
+        del self.cpus[name]
+        self.lost.update(lost)
+        self.alive.difference_update(lost)
+
+    @precondition(lambda self: bool(self.alive))
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        uid = data.draw(st.sampled_from(sorted(self.alive)))
+        was_queued = self.s.where(uid) is None
+        got = self.s.cancel(uid)
+        assert (got is not None) == was_queued
+        if got is not None:
+            assert got.uid == uid
+            self.cancelled.add(uid)
+            self.alive.discard(uid)
+
+    @invariant()
+    def limits_and_counts(self) -> None:
+        in_flight = 0
+        for n, c in self.cpus.items():
+            k = len(self.s.in_flight(n))
+            in_flight += k
+        assert in_flight == self.s.running
+        assert self.s.running + self.s.queued == len(self.alive)
+
+    @invariant()
+    def fifo(self) -> None:
+        # The general jobs dispatched so far are a prefix of those submitted (less the
+        # cancelled ones): no job left while an earlier one still waited.
+        dispatched = set(self.dispatched)
+        waiting = False
+        for uid in self.submitted:
+            if uid in self.cancelled:
+                continue
+            if uid not in dispatched:
+                waiting = True
+            else:
+                assert not waiting, f"job {uid} dispatched before an earlier job"
+
+    @invariant()
+    def no_job_twice(self) -> None:
+        assert len(self.dispatched) == len(set(self.dispatched))
+
+
+SchedulerMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+test_scheduler_state_machine = SchedulerMachine.TestCase
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 30)), min_size=1, max_size=5))
+def test_never_more_than_twice_cpus_under_churn(spec: list[tuple[int, int]]) -> None:
+    """Submit, assign and finish in rounds: the limit holds after every assign and every
+    submitted job is eventually dispatched exactly once."""
+    s = sched()
+    for i, (cpus, _) in enumerate(spec):
+        s.add_node(i, cpus)
+    uid = 0
+    seen: set[int] = set()
+    for _, burst in spec:
+        for _ in range(burst):
+            s.submit(Job(uid))
+            uid += 1
+        for _, jobs in s.assign():
+            for j in jobs:
+                assert j.uid not in seen
+                seen.add(j.uid)
+        for i, (cpus, _) in enumerate(spec):
+            assert len(s.in_flight(i)) <= 2 * cpus
+            for j in s.in_flight(i)[:cpus]:
+                s.job_done(j.uid)
+    while s.queued:
+        for _, jobs in s.assign():
+            seen.update(j.uid for j in jobs)
+        for i in range(len(spec)):
+            for j in s.in_flight(i):
+                s.job_done(j.uid)
+    assert seen == set(range(uid))
+
+
+# -- per-node depth ---------------------------------------------------------------------------
+def test_depth_per_node() -> None:
+    s = sched()
+    s.add_node("deep", 1, depth=5)
+    s.add_node("default", 1)
+    assert s.node("deep").depth == 5 and s.node("default").depth == 2
+    for j in make(10):
+        s.submit(j)
+    s.assign()
+    assert len(s.in_flight("deep")) == 5 and len(s.in_flight("default")) == 2
+    s.set_depth("deep", 1)  # jobs already there stay; no more until below the new limit
+    for j in s.in_flight("deep")[:3]:
+        s.job_done(j.uid)
+    assert s.assign() == []
+    s.job_done(s.in_flight("deep")[0].uid)
+    s.job_done(s.in_flight("deep")[0].uid)
+    assert [n for n, _ in s.assign()] == ["deep"]
+    with pytest.raises(ValueError):
+        s.set_depth("deep", 0)
+    with pytest.raises(ValueError):
+        s.add_node("x", 1, depth=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(1, 8)), min_size=1, max_size=5),
+       st.integers(0, 100))
+def test_depth_limit_holds(nodes: list[tuple[int, int]], njobs: int) -> None:
+    s = sched()
+    for i, (cpus, depth) in enumerate(nodes):
+        s.add_node(i, cpus, depth=depth)
+    for j in make(njobs):
+        s.submit(j)
+    s.assign()
+    for i, (cpus, depth) in enumerate(nodes):
+        assert len(s.in_flight(i)) <= depth * cpus
+    assert s.running == min(njobs, sum(c * d for c, d in nodes))
