@@ -123,6 +123,8 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
