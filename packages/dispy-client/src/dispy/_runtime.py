@@ -372,10 +372,9 @@ class Runtime:
         channel = session.channel
         if channel is None or channel.transport is None or session.flush_waiting:
             return
-        transport = channel.transport
         node = session.node
         while outbox:
-            if transport.get_write_buffer_size() > WRITE_LIMIT:
+            if channel.write_buffer_size() > WRITE_LIMIT:
                 session.flush_waiting = True
                 self._spawn(self._resume_flush(session))
                 return

@@ -7,14 +7,20 @@ messages come out to a callback.
 
 :class:`Channel` is an ``asyncio.BufferedProtocol``: the kernel writes received bytes
 straight into the frame decoder's buffer (no intermediate ``bytes`` objects), and sends
-go out with ``writelines`` (scatter-gather on Python 3.12+).
+go out through :class:`_Writer`: a queue of the caller's own buffers handed to
+``socket.sendmsg`` (scatter-gather), so a 10 MB argument is never joined, sliced or
+copied into a transport buffer on its way out. asyncio's transports copy on 3.11 (and
+TLS transports always do), so the transport writes only for TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +34,86 @@ log = logging.getLogger(__name__)
 
 MessageHandler = Callable[["Channel", Message], None]
 CloseHandler = Callable[["Channel", BaseException | None], None]
+
+#: Unsent bytes above which ``drain()`` waits, and below which it is released again.
+HIGH_WATER = 1 << 20
+LOW_WATER = 256 << 10
+_IOV_MAX = 512  # buffers per sendmsg call (Linux allows 1024)
+
+
+class _Writer:
+    """Zero-copy output for a plain (non-TLS) stream socket.
+
+    Owns a duplicate of the transport's socket, used only for sending; the transport
+    keeps reading from the original. Buffers are queued as they are (memoryviews of the
+    caller's objects) and sent with ``sendmsg``; a partial send only advances a view.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, channel: Channel) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._sock.setblocking(False)
+        self._channel = channel
+        self._queue: deque[memoryview] = deque()
+        self.size = 0
+        self._watching = False
+        self.close_when_done = False
+
+    def write(self, parts: list[Any]) -> None:
+        queue = self._queue
+        for part in parts:
+            view = part if type(part) is memoryview else memoryview(part)
+            if view.nbytes:
+                if view.format != "B" or view.ndim != 1:
+                    view = view.cast("B")
+                queue.append(view)
+                self.size += view.nbytes
+        if not self._watching:
+            self._send()
+            if queue:
+                self._loop.add_writer(self._sock.fileno(), self._send)
+                self._watching = True
+        if self.size > HIGH_WATER:
+            self._channel._writable.clear()
+
+    def _send(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                batch = [queue[i] for i in range(min(len(queue), _IOV_MAX))]
+                sent = self._sock.sendmsg(batch)
+                self.size -= sent
+                while sent:
+                    head = queue[0]
+                    if sent >= head.nbytes:
+                        sent -= head.nbytes
+                        queue.popleft()
+                    else:
+                        queue[0] = head[sent:]
+                        sent = 0
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._stop()
+            self._channel._write_failed(exc)
+            return
+        if self.size < LOW_WATER:
+            self._channel._writable.set()
+        if not queue:
+            self._stop()
+            if self.close_when_done:
+                self._channel._close_transport()
+
+    def _stop(self) -> None:
+        if self._watching:
+            self._loop.remove_writer(self._sock.fileno())
+            self._watching = False
+
+    def close(self) -> None:
+        self._stop()
+        self._queue.clear()
+        self.size = 0
+        self._sock.close()
 
 
 class Channel(asyncio.BufferedProtocol):
@@ -53,6 +139,7 @@ class Channel(asyncio.BufferedProtocol):
         self.closed = False
         self._writable = asyncio.Event()
         self._writable.set()
+        self._writer: _Writer | None = None
         self.user: Any = None  # free slot for the owner (node/computation state)
 
     # -- asyncio.BufferedProtocol -----------------------------------------------------
@@ -63,6 +150,10 @@ class Channel(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            # Our own descriptor of the same socket, for sending; closing it is ours to do.
+            dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+            self._writer = _Writer(asyncio.get_running_loop(), dup, self)
         self._flush()
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -82,9 +173,11 @@ class Channel(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conn.eof()
+        if self._writer is not None:
+            self._writer.close()
         self._finish(exc or self.conn.error)
 
-    def pause_writing(self) -> None:
+    def pause_writing(self) -> None:  # TLS transports only
         self._writable.clear()
 
     def resume_writing(self) -> None:
@@ -95,29 +188,58 @@ class Channel(asyncio.BufferedProtocol):
         """Queue ``msg`` for sending; raises ConnectionClosed if the channel is closed."""
         if self.closed or self.transport is None:
             raise ConnectionClosed(f"connection to {self.peer} is closed")
-        self.transport.writelines(self.conn.send(msg))
+        self._write(self.conn.send(msg))
 
     async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its high-water mark."""
+        """Wait until fewer than HIGH_WATER bytes are waiting to be sent."""
         await self._writable.wait()
 
+    def write_buffer_size(self) -> int:
+        """Bytes queued and not yet handed to the kernel."""
+        if self._writer is not None:
+            return self._writer.size
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
     def close(self) -> None:
+        """Close after everything queued has been sent."""
         if self.transport is not None and not self.closed:
             self._flush()
-            self.transport.close()
+            if self._writer is not None and self._writer.size:
+                self._writer.close_when_done = True
+            else:
+                self._close_transport()
         self._finish(None)
 
     def abort(self) -> None:
+        """Close now, dropping anything not yet sent."""
+        if self._writer is not None:
+            self._writer.close()
         if self.transport is not None:
             self.transport.abort()
         self._finish(None)
 
     # -- internals ------------------------------------------------------------------
+    def _write(self, parts: list[Any]) -> None:
+        if self._writer is not None:
+            self._writer.write(parts)
+        elif self.transport is not None:
+            self.transport.writelines(parts)
+
     def _flush(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             out = self.conn.data_to_send()
             if out:
-                self.transport.writelines(out)
+                self._write(out)
+
+    def _close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _write_failed(self, exc: OSError) -> None:
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+            log.debug("send to %s failed: %s", self.peer, exc)
+        if self.transport is not None:
+            self.transport.abort()  # connection_lost follows and finishes the channel
 
     def _dispatch(self) -> None:
         try:
@@ -128,10 +250,12 @@ class Channel(asyncio.BufferedProtocol):
                     self.on_message(self, msg)
             self._flush()
         except DispyError as exc:
-            self._flush()  # a Denied notice for the peer, if one is owed
             log.debug("connection with %s ended: %s", self.peer, exc)
-            if self.transport is not None:
-                self.transport.close()
+            self._flush()  # a Denied notice for the peer, if one is owed
+            if self._writer is not None and self._writer.size:
+                self._writer.close_when_done = True
+            else:
+                self._close_transport()
             self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
