@@ -356,3 +356,30 @@ def test_close_removes_directory_unless_cleanup_files_false(node):
         assert os.path.exists(os.path.join(reply.dest_path, "f.txt"))
 
     client_test(node, body)
+
+
+def nap(data):
+    import time
+
+    time.sleep(0.01)
+    return len(data)
+
+
+def test_node_stops_reading_a_client_that_floods_it_with_arguments():
+    # 40 jobs x 4 MiB sent at once to one CPU: the node must not read 160 MiB of
+    # arguments into its main process; it stops reading until its queue drains.
+    from dispy_core.testing import NodeProcess
+
+    data = os.urandom(4 << 20)
+    with NodeProcess("127.0.0.1", "-s", "flood", "-c", "1") as proc:
+        async def body(c: TestClient):
+            cid = await c.ready(nap)
+            ids = [c.submit(cid, (data,))[0] for _ in range(40)]
+            results = await c.wait_results(cid, ids, timeout=60)
+            assert [value(r) for r in results] == [len(data)] * 40
+            await c.close_computation(cid)
+
+        client_test(proc, body, timeout=90, secret="flood")
+        with open(f"/proc/{proc.proc.pid}/status") as f:
+            peak_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    assert peak_kib < 100 * 1024, f"node main process peaked at {peak_kib // 1024} MiB"

@@ -256,3 +256,20 @@ def test_status_table():
     assert "127.0.0.1:5000" in text and "ready" in text
     st["computations"] = []
     assert "no computations" in format_status(st)
+
+
+def test_queued_payload_is_counted_and_bounds_worker_queues():
+    sched = Scheduler(cpus=1)
+    comp = _comp(sched, "a", 1)
+    comp.mean_duration = 1e-4  # tiny jobs would otherwise queue deep at the worker
+    big = [JobSpec(i, [b"x" * (3 << 20)]) for i in range(1, 5)]
+    sched.submit(comp, big)
+    assert comp.pending_bytes == 4 * (3 << 20)
+    # a worker holding a 3 MiB job gets no second one: arguments wait in the queue
+    assert _ids(sched.assign()) == {("a", 1): [1]}
+    assert comp.pending_bytes == 3 * (3 << 20)
+    sched.job_done(comp.workers[1], 1)
+    assert _ids(sched.assign()) == {("a", 1): [2]}
+    assert sched.cancel_pending(comp, 4) is not None
+    assert comp.pending_bytes == 3 << 20
+    assert sched.remove(comp) == [big[2]] and comp.pending_bytes == 0

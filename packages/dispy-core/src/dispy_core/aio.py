@@ -200,6 +200,15 @@ class Channel(asyncio.BufferedProtocol):
             return self._writer.size
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
+    def pause_reading(self) -> None:
+        """Stop reading from the peer (TCP flow control pushes back on it)."""
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def close(self) -> None:
         """Close after everything queued has been sent."""
         if self.transport is not None and not self.closed:

@@ -164,6 +164,12 @@ def kill_group(pid: int) -> None:
         kill_process(pid)
 
 
+#: Queued job payload per computation above which the node stops reading its client,
+#: and below which it reads again.
+PAUSE_BYTES = 8 << 20
+RESUME_BYTES = 2 << 20
+
+
 class Lifecycle:
     """Computations' processes, job flow and endings (the base of Node)."""
 
@@ -174,6 +180,10 @@ class Lifecycle:
         self._loop = asyncio.get_running_loop()
         self._outbox: dict[Comp, list[JobResult]] = {}
         self._tick_scheduled = False
+        # Clients whose socket we stopped reading: their computation holds more queued
+        # job payload than PAUSE_BYTES. TCP then pushes back on the client, so a client
+        # can't fill the node's memory with arguments faster than jobs start.
+        self._paused: dict[Channel, Comp] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -200,6 +210,11 @@ class Lifecycle:
         self._outbox.setdefault(comp, []).append(result)
         self._kick()
 
+    def _limit_intake(self, ch: Channel, comp: Comp) -> None:
+        if comp.pending_bytes > PAUSE_BYTES and ch not in self._paused:
+            self._paused[ch] = comp
+            ch.pause_reading()
+
     def _kick(self) -> None:
         if not self._tick_scheduled:
             self._tick_scheduled = True
@@ -213,6 +228,11 @@ class Lifecycle:
                 worker.channel.send(SubmitJobs(worker.comp.compute_id, jobs))
             except ConnectionClosed:
                 pass  # its close handler puts the jobs back
+        if self._paused:
+            for ch, comp in list(self._paused.items()):
+                if comp.pending_bytes <= RESUME_BYTES or ch.closed or comp.client is not ch:
+                    del self._paused[ch]
+                    ch.resume_reading()
         if self._outbox:
             outbox, self._outbox = self._outbox, {}
             for comp, results in outbox.items():

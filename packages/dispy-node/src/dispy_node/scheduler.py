@@ -70,6 +70,7 @@ class Computation:
     cpus: int = 1
     process_per_job: bool = False
     pending: deque[JobSpec] = field(default_factory=deque)
+    pending_bytes: int = 0  # payload bytes of the jobs in ``pending`` (for flow control)
     workers: dict[int, Worker] = field(default_factory=dict)
     busy: int = 0  # workers of this computation holding a CPU
     jobs_done: int = 0
@@ -98,6 +99,18 @@ class Computation:
         return w
 
 
+#: Argument bytes queued at one worker beyond which it gets no more jobs until it drains.
+WORKER_BYTES = 1 << 20
+
+
+def spec_size(spec: JobSpec) -> int:
+    """Bytes a queued job holds in memory: its arguments and files."""
+    n = sum(memoryview(b).nbytes for b in spec.args)
+    for f in spec.files:
+        n += memoryview(f.data).nbytes
+    return n
+
+
 class Scheduler:
     def __init__(self, cpus: int) -> None:
         self.cpus = cpus
@@ -115,10 +128,13 @@ class Scheduler:
         self.computations.pop(comp.compute_id, None)
         jobs = list(comp.pending)
         comp.pending.clear()
+        comp.pending_bytes = 0
         return jobs
 
     def submit(self, comp: Computation, jobs: Iterable[JobSpec]) -> None:
-        comp.pending.extend(jobs)
+        for spec in jobs:
+            comp.pending.append(spec)
+            comp.pending_bytes += spec_size(spec)
 
     def job_done(self, worker: Worker, job_id: Any) -> JobSpec | None:
         """A worker answered ``job_id``; returns its spec (None if it was not expected)."""
@@ -155,6 +171,7 @@ class Scheduler:
         worker.queue.clear()
         self._release(worker)
         comp.pending.extendleft(reversed(rest))
+        comp.pending_bytes += sum(map(spec_size, rest))
         return head, rest
 
     def cancel_pending(self, comp: Computation, job_id: Any) -> JobSpec | None:
@@ -162,6 +179,7 @@ class Scheduler:
         for spec in comp.pending:
             if spec.job_id == job_id:
                 comp.pending.remove(spec)
+                comp.pending_bytes -= spec_size(spec)
                 return spec
         return None
 
@@ -225,8 +243,14 @@ class Scheduler:
     def _give(comp: Computation, w: Worker, plan: dict[Worker, list[JobSpec]], most: int = 0) -> None:
         jobs = plan.setdefault(w, [])
         depth = most or comp.depth
-        while comp.pending and len(w.queue) < depth:
+        # Queued payload counts too: a worker holds at most one job beyond its first once
+        # that much argument data is waiting for it (10 MB arguments go one at a time).
+        held = sum(map(spec_size, w.queue))
+        while comp.pending and len(w.queue) < depth and (not w.queue or held < WORKER_BYTES):
             spec = comp.pending.popleft()
+            size = spec_size(spec)
+            comp.pending_bytes -= size
+            held += size
             w.queue.append(spec)
             jobs.append(spec)
 

@@ -383,6 +383,7 @@ class Node(Lifecycle):
                     continue
             accepted.append(spec)
         self.sched.submit(comp, accepted)
+        self._limit_intake(ch, comp)
         self._kick()
 
     def _cancel(self, ch: Channel, msg: CancelJob) -> None:
