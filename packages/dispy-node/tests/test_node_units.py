@@ -273,3 +273,16 @@ def test_queued_payload_is_counted_and_bounds_worker_queues():
     assert sched.cancel_pending(comp, 4) is not None
     assert comp.pending_bytes == 3 << 20
     assert sched.remove(comp) == [big[2]] and comp.pending_bytes == 0
+
+
+def test_discovery_answers_only_requesters_on_a_served_network():
+    import ipaddress
+
+    from dispy_node.discovery import pick_address
+
+    nets = [("10.0.0.5", ipaddress.IPv4Network("10.0.0.0/24")),
+            ("127.0.0.1", ipaddress.IPv4Network("127.0.0.0/8"))]
+    assert pick_address(nets, "10.0.0.77") == "10.0.0.5"
+    assert pick_address(nets, "127.0.0.9") == "127.0.0.1"
+    assert pick_address(nets, "192.168.1.4") is None
+    assert pick_address(nets, "not-an-ip") is None

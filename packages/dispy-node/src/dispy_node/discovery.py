@@ -1,4 +1,10 @@
-"""Answering discovery datagrams (UDP, on the node's address and port).
+"""Answering discovery datagrams (UDP, on the node's port).
+
+Clients broadcast, so the node listens on the wildcard address (only such a socket
+receives broadcasts), with SO_REUSEADDR so that several nodes on one machine, each on
+its own address, all hear them. A request is answered only when it comes from a network
+of one of the addresses the node serves (``-i``), and the reply names that address: a
+node serving 127.0.0.1 ignores requests arriving from the LAN.
 
 A client looking for nodes sends a sealed DiscoverRequest (see
 :func:`dispy_core.auth.seal_datagram`); the node answers the sender, and only the sender,
@@ -11,16 +17,20 @@ dispy's, are sealed with another secret, or are older than :data:`MAX_AGE` secon
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
+
+import psutil
 
 from dispy_core import auth, messages
 from dispy_core.errors import DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest
 
-__all__ = ["DiscoveryProtocol", "MAX_AGE"]
+__all__ = ["DiscoveryProtocol", "MAX_AGE", "discovery_socket", "pick_address", "served_networks"]
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +38,41 @@ log = logging.getLogger(__name__)
 MAX_AGE = 60.0
 
 
-class DiscoveryProtocol(asyncio.DatagramProtocol):
-    """Answers DiscoverRequests; ``make_reply(nonce)`` builds the reply for this address."""
+def discovery_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", port))
+    return sock
 
-    def __init__(self, secret: str, make_reply: Callable[[str], DiscoverReply]) -> None:
+
+Networks = list[tuple[str, ipaddress.IPv4Network]]
+
+
+def served_networks(ips: list[str]) -> Networks:
+    """Each served IPv4 address with its interface's network (from psutil)."""
+    masks = {a.address: a.netmask for addrs in psutil.net_if_addrs().values() for a in addrs
+             if a.family == socket.AF_INET and a.netmask}
+    return [(ip, ipaddress.IPv4Network(f"{ip}/{masks.get(ip, '255.255.255.255')}", strict=False))
+            for ip in ips]
+
+
+def pick_address(networks: Networks, source: str) -> str | None:
+    """The served address on the requester's network, or None (then don't answer)."""
+    try:
+        src = ipaddress.IPv4Address(source)
+    except ValueError:
+        return None
+    for ip, net in networks:
+        if src in net:
+            return ip
+    return None
+
+
+class DiscoveryProtocol(asyncio.DatagramProtocol):
+    """Answers DiscoverRequests; ``make_reply(nonce, source_ip)`` builds the reply, or
+    returns None when the requester is not on a network this node serves."""
+
+    def __init__(self, secret: str, make_reply: Callable[[str, str], DiscoverReply | None]) -> None:
         self.key = auth.derive_key(secret)
         self.make_reply = make_reply
         self.transport: asyncio.DatagramTransport | None = None
@@ -52,7 +93,10 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
         except DispyError as exc:
             log.debug("dropped datagram from %s: %s", addr, exc)
             return
-        reply = self.make_reply(msg.nonce)
+        reply = self.make_reply(msg.nonce, addr[0])
+        if reply is None:
+            log.debug("ignored discovery request from %s: not on a network this node serves", addr)
+            return
         parts, _ = messages.encode(reply)
         body = b"".join(bytes(p) for p in parts)
         if self.transport is not None:

@@ -57,7 +57,7 @@ from dispy_core.messages import (
 )
 from dispy_core.status import JobStatus
 
-from .discovery import DiscoveryProtocol
+from .discovery import DiscoveryProtocol, discovery_socket, pick_address, served_networks
 from .ipc import internal_connection, new_address, new_token, peer_is_same_user
 from .lifecycle import CLOSED, CLOSING, FAILED, SETUP, Client, Comp, Lifecycle, kill_group
 from .options import NodeConfig
@@ -147,10 +147,16 @@ class Node(Lifecycle):
                                                     reuse_address=True)
             self._servers.append(server)
             port = port or server.sockets[0].getsockname()[1]
-            protocol = DiscoveryProtocol(self.cfg.secret, self._discover_reply(ip, port))
-            transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol, local_addr=(ip, port))
-            self._udp.append(transport)
             self.listening.append((ip, port))
+        # Discovery requests are broadcasts, which only a socket bound to the wildcard
+        # address receives; the reply names whichever served address shares the
+        # requester's network (see discovery.py).
+        served = [ip for ip in self.cfg.ip_addrs if ":" not in ip]
+        if served:
+            protocol = DiscoveryProtocol(self.cfg.secret, self._discover_reply(served, port))
+            transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol,
+                                                                     sock=discovery_socket(port))
+            self._udp.append(transport)
 
     def _close_listeners(self) -> None:
         # close() stops listening at once. (Not wait_closed(): since Python 3.12 it also
@@ -494,8 +500,13 @@ class Node(Lifecycle):
             self._log_close(ch, exc, "internal")
 
     # == discovery and status ============================================================
-    def _discover_reply(self, ip: str, port: int) -> Callable[[str], DiscoverReply]:
-        def make(nonce: str) -> DiscoverReply:
+    def _discover_reply(self, served: list[str], port: int) -> Callable[[str, str], DiscoverReply | None]:
+        networks = served_networks(served)
+
+        def make(nonce: str, source: str) -> DiscoverReply | None:
+            ip = pick_address(networks, source)
+            if ip is None:
+                return None
             return DiscoverReply(nonce, time.time(), ip, port, self.cfg.name, self.cfg.cpus)
 
         return make
