@@ -107,7 +107,9 @@ def test_sigterm_terminates_jobs_cleans_up_and_exits_0(tmp_path):
         async def body(c: TestClient):
             reply = await c.compute(record_pid_and_sleep)
             c.submit(reply.compute_id, (str(pid_file), 60))
-            assert await asyncio.to_thread(wait_until, pid_file.exists, 5)
+            # the file exists before the job has written its pid into it
+            assert await asyncio.to_thread(
+                wait_until, lambda: pid_file.exists() and pid_file.read_text().strip(), 5)
             job_pid = int(pid_file.read_text())
             family = psutil.Process(node.proc.pid).children(recursive=True)  # zygote, host, workers
             assert job_pid in {p.pid for p in family}

@@ -260,7 +260,8 @@ def test_client_disconnect_closes_its_computations(node, tmp_path):
         reply = await c.compute(record_pid_and_sleep, cpus=1)
         state["dir"] = reply.dest_path
         c.submit(reply.compute_id, (str(pid_file), 60))
-        assert await asyncio.to_thread(wait_until, pid_file.exists, 5)
+        assert await asyncio.to_thread(
+            wait_until, lambda: pid_file.exists() and pid_file.read_text().strip(), 5)
 
     client_test(node, body)
     assert wait_until(lambda: not os.path.exists(state["dir"]), 10), "directory not removed"
