@@ -5,7 +5,7 @@ States (``Comp.state``)::
 
     Compute -> checks -> ForkHost -> HostHello -> (Compute forwarded) -> HostReady
       SETUP ------------------------------------------------------------+
-        |  HostReady(ok) -> SpawnWorker x cpus -> all WorkerHello -> ComputeReady
+        |  HostReady(ok) -> SpawnWorker x cpus -> first WorkerHello -> ComputeReady
         v                                                               |
       READY  (SubmitJobs / JobResults / CancelJob)        HostReady(error) or a host
         |                                                 that dies: ComputeFailed
@@ -293,7 +293,7 @@ class Lifecycle:
 
     def _ready(self, comp: Comp) -> None:
         comp.state = READY
-        log.info("computation %s (%r) ready with %d workers", comp.compute_id, comp.name, comp.cpus)
+        log.info("computation %s (%r) ready (%d CPUs)", comp.compute_id, comp.name, comp.cpus)
         if comp.client is not None and not comp.client.closed:
             comp.client.send(ComputeReady(comp.compute_id, comp.cpus, comp.directory))
 

@@ -465,7 +465,9 @@ class Node(Lifecycle):
             ch.user, worker.channel, worker.pid = worker, ch, msg.pid
             assert comp is not None
             comp.start_failures = 0
-            if comp.state == SETUP and all(w.channel is not None for w in comp.workers.values()):
+            if comp.state == SETUP:
+                # Ready as soon as one worker runs: the client's first job need not wait
+                # for the other workers to fork and connect.
                 self._ready(comp)
             self._kick()
         elif isinstance(msg, HostHello):
