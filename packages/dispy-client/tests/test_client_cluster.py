@@ -450,3 +450,43 @@ def dispy_wait(predicate: Any, timeout: float = T) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+# -- job control ---------------------------------------------------------------------------
+def test_cancel_queued_job_without_any_node(clusters: list) -> None:
+    seen: list[Any] = []
+    statuses: list[Any] = []
+    cluster = make(clusters, square, [("127.0.0.9", free_port())], job_status=seen.append,
+                   cluster_status=lambda s, n, j: statuses.append((s, j)))
+    jobs = [cluster.submit(i) for i in range(3)]
+    assert cluster.cancel(jobs[1]) == 0
+    assert jobs[1].finish.wait(T) and jobs[1]() is None
+    assert jobs[1].status == DispyJob.Cancelled == 8
+    assert cluster.cancel(jobs[1]) == -1
+    assert cluster.cancel(DispyJob(1, (), {}, 0.0)) == -1  # not this cluster's
+    for job in (jobs[0], jobs[2]):
+        assert cluster.cancel(job) == 0
+    assert cluster.wait(T)  # nothing pending any more
+    deadline = time.monotonic() + T
+    while len(seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(j.id for j in seen) == [1, 2, 3]
+    assert (JobStatus.Cancelled, jobs[1]) in statuses
+
+
+def test_submit_node_and_node_jobs_for_unknown_node(clusters: list, caplog: pytest.LogCaptureFixture) -> None:
+    cluster = make(clusters, square, [("127.0.0.9", free_port())])
+    with caplog.at_level(logging.ERROR, "dispy"):
+        assert cluster.submit_node("127.0.0.9", 1) is None
+        assert cluster.submit_node(DispyNode("127.0.0.8"), 1) is None
+    assert "not in the cluster" in caplog.records[-1].getMessage()
+    assert cluster.node_jobs("127.0.0.9") == []
+
+
+def test_job_snapshot_shares_finish_and_points_back() -> None:
+    job = DispyJob(7, (1,), {}, 0.0)
+    job.status, job.result = JobStatus.ProvisionalResult, "partial"
+    snap = job._snapshot()
+    job.result = "final"
+    assert snap.result == "partial" and snap.status == JobStatus.ProvisionalResult and snap.id == 7
+    assert snap._origin is job and snap.finish is job.finish

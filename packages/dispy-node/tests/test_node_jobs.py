@@ -10,7 +10,7 @@ import sys
 
 from node_testkit import MAX_FILE_SIZE, TestClient, client_test, ship_by_value, value
 
-from dispy_core.messages import ComputeFailed, ComputeReady, FileData
+from dispy_core.messages import ComputeFailed, ComputeReady, FileData, JobResults
 from dispy_core.status import JobStatus
 from dispy_core.testing import wait_until
 
@@ -383,3 +383,33 @@ def test_node_stops_reading_a_client_that_floods_it_with_arguments():
         with open(f"/proc/{proc.proc.pid}/status") as f:
             peak_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     assert peak_kib < 100 * 1024, f"node main process peaked at {peak_kib // 1024} MiB"
+
+
+def sends_provisional(n):
+    sent = [dispy_provisional_result(("partial", i)) for i in range(n)]  # noqa: F821
+    return sent
+
+
+def test_provisional_results_are_relayed_and_do_not_complete_the_job(node):
+    async def body(c: TestClient):
+        cid = await c.ready(sends_provisional)
+        (job_id,) = c.submit(cid, (3,))
+        seen = []
+        while True:
+            msg = await c.recv()
+            if not isinstance(msg, JobResults):
+                continue
+            for r in msg.results:
+                assert r.job_id == job_id
+                seen.append((r.status, value(r)))
+            if seen and seen[-1][0] != JobStatus.ProvisionalResult:
+                break
+        P = JobStatus.ProvisionalResult
+        assert seen == [(P, ("partial", 0)), (P, ("partial", 1)), (P, ("partial", 2)),
+                        (JobStatus.Finished, [0, 0, 0])]
+        # the node's slots are intact: as many jobs as ever run to the end
+        results = await c.run_jobs(cid, *[(0,)] * 6)
+        assert all(r.status == JobStatus.Finished for r in results)
+        await c.close_computation(cid)
+
+    client_test(node, body)

@@ -286,3 +286,26 @@ def test_discovery_answers_only_requesters_on_a_served_network():
     assert pick_address(nets, "127.0.0.9") == "127.0.0.1"
     assert pick_address(nets, "192.168.1.4") is None
     assert pick_address(nets, "not-an-ip") is None
+
+
+def test_provisional_result_passes_its_timeout_and_reports_failure():
+    from dispy_node import execute
+
+    calls = []
+
+    def sender(job_id, payload, timeout):
+        calls.append((job_id, timeout))
+        if timeout == 0.5:
+            raise TimeoutError("main process not listening")
+
+    execute.set_result_sender(sender)
+    old = execute._current_job
+    execute._current_job = 7
+    try:
+        assert execute.provisional_result("x", timeout=3) == 0
+        assert execute.provisional_result("x", timeout=0.5) == -1
+        assert calls == [(7, 3), (7, 0.5)]
+    finally:
+        execute._current_job = old
+        execute.set_result_sender(None)
+    assert execute.provisional_result("x") == -1  # no job running

@@ -194,6 +194,27 @@ class JobCluster:
         if self._closed or runtime is None:
             log.error("submit(): the cluster for %s is closed", self.name)
             return None
+        return self._submit(runtime, None, args, kwargs)
+
+    def submit_node(self, node: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
+        """Like :meth:`submit`, but the job runs on ``node`` only: a :class:`DispyNode`
+        (e.g. from ``cluster_status``), an IP address or a host name of a node that
+        serves (or served) the cluster. Returns None, with an error logged, if no such
+        node is in the cluster. If the node's connection is lost, the job waits for it
+        to come back."""
+        runtime = self._runtime
+        if self._closed or runtime is None:
+            log.error("submit_node(): the cluster for %s is closed", self.name)
+            return None
+        key = runtime.node_key(node)
+        if key is None:
+            log.error("submit_node(): node %s is not in the cluster for %s",
+                      getattr(node, "ip_addr", node), self.name)
+            return None
+        return self._submit(runtime, key, args, kwargs)
+
+    def _submit(self, runtime: Runtime, pin: Any, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> DispyJob | None:
         job_depends = kwargs.pop("dispy_job_depends", None)
         uid = next(self._uids)
         job = DispyJob(uid, args, kwargs, time.time())
@@ -203,12 +224,45 @@ class JobCluster:
             log.error("creating job %d for %s failed: %s: %s", uid, self.name, type(exc).__name__, exc)
             return None
         job._uid = uid
+        job._pin = pin
         if self._cluster_status is not None:
             self._callbacks.put(self._cluster_status, JobStatus.Created, None, job)  # type: ignore[union-attr]
         if not runtime.submit(job):
             log.error("submit(): the cluster for %s is closed", self.name)
             return None
         return job
+
+    def cancel(self, job: DispyJob) -> int:
+        """Cancel a job: one still queued here ends Cancelled at once; a running one is
+        interrupted on its node (KeyboardInterrupt in the job, killed 5 s later if it is
+        still running) and ends Cancelled, with whatever result, output and exception
+        the node sent. Returns 0, or -1 if the job is already done or not this
+        cluster's."""
+        runtime = self._runtime
+        if runtime is None or not isinstance(job, DispyJob) or not runtime.thread.alive:
+            return -1
+        try:
+            return int(runtime.call(runtime.cancel, job, timeout=config.MsgTimeout))
+        except Exception as exc:
+            log.warning("cancel(): %s: %s", type(exc).__name__, exc)
+            return -1
+
+    def node_jobs(self, node: Any, from_node: bool = False) -> list[DispyJob]:
+        """The jobs running on ``node`` (a :class:`DispyNode`, IP address or host name):
+        sent there and not finished, in the order they were sent. ``from_node`` is
+        accepted for compatibility; the answer is always the client's own record (which
+        is what the node would report, give or take results in transit)."""
+        runtime = self._runtime
+        if runtime is None or not runtime.thread.alive:
+            return []
+        key = runtime.node_key(node)
+        if key is None:
+            return []
+        try:
+            return list(runtime.call(runtime.node_jobs, key, timeout=config.MsgTimeout))
+        except Exception as exc:
+            log.warning("node_jobs(): %s: %s", type(exc).__name__, exc)
+            return []
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every submitted job is done; False if ``timeout`` seconds passed first."""

@@ -59,6 +59,8 @@ class DispyJob:
         "_spec",
         "_node",
         "_tx",
+        "_pin",
+        "_origin",
     )
 
     def __init__(self, job_id: Any, args: tuple[Any, ...], kwargs: dict[str, Any], submit_time: float) -> None:
@@ -79,6 +81,8 @@ class DispyJob:
         self._spec: Any = None  # the JobSpec until it is sent
         self._node: Any = None  # the client's record of the node running it
         self._tx = 0  # serialized bytes sent for it
+        self._pin: Any = None  # the node key it must run on (submit_node), or None
+        self._origin: DispyJob | None = None  # for a snapshot: the job it copies
 
     # -- waiting ---------------------------------------------------------------------
     @property
@@ -117,6 +121,18 @@ class DispyJob:
         return self.result
 
     job = __call__
+
+    def _snapshot(self) -> DispyJob:
+        """A copy of the job as it is now, for callbacks of provisional results: the job
+        itself may change (next result) before the callback runs. The copy shares the
+        job's ``finish`` event, and ``cluster.cancel(copy)`` cancels the job."""
+        snap = DispyJob.__new__(DispyJob)
+        for name in self.__slots__:
+            setattr(snap, name, getattr(self, name))
+        snap._finish = self.finish
+        snap._spec = snap._node = None
+        snap._origin = self
+        return snap
 
     # -- aliases and display -----------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import operator
 import platform
+import socket
 import threading
 import time
 import uuid
@@ -33,7 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dispy_core import config, serialization
-from dispy_core.messages import CloseComputation, JobResults, JobSpec, NodeInfo, SubmitJobs
+from dispy_core.messages import CancelJob, CloseComputation, JobResults, JobSpec, NodeInfo, SubmitJobs
 from dispy_core.scheduling import Scheduler
 from dispy_core.status import JobStatus, NodeStatus
 
@@ -160,6 +161,7 @@ class Runtime:
         self._refusing = False  # under cond
         self._dispatch_pending = False
         self._jobs: dict[int, DispyJob] = {}  # loop only: queued or in flight, by uid
+        self._cancelling: set[int] = set()  # loop only: uids of running jobs cancelled
         self._ready: dict[tuple[str, int], NodeSession] = {}  # loop only
         self._claims: dict[tuple[str, int], NodeSession] = {}  # loop only
         self.nodes: dict[tuple[str, int], DispyNode] = {}  # every node that served
@@ -319,13 +321,19 @@ class Runtime:
         with self.cond:
             self._refusing = True
 
+    def call(self, func: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+        """From a user's thread: ``func(*args)`` run in the loop; its return value."""
+        async def run() -> Any:
+            return func(*args)
+        return self.thread.run(run(), timeout)
+
     def _drain(self) -> None:
         self._wake_pending = False  # before draining: later submits schedule a new wake
         incoming, jobs, submit = self._incoming, self._jobs, self.sched.submit
         while incoming:
             job = incoming.popleft()
             jobs[job._uid] = job
-            submit(job)
+            submit(job, job._pin)
         self._dispatch()
 
     def _dispatch_soon(self) -> None:
@@ -422,6 +430,9 @@ class Runtime:
             if job is None or job._node is not session:
                 log.debug("node %s: result for unknown job %s ignored", session.label, r.job_id)
                 continue
+            if r.status == _Provisional:
+                self._provisional(session, job, r)
+                continue
             exception = r.exception
             if r.result is not None:
                 rx += payload_size(r.result)
@@ -443,20 +454,20 @@ class Runtime:
             if r.start_time:
                 job.start_time = r.start_time
             status = r.status
-            if status == _Provisional:
-                job.status = status
-            else:
-                job.end_time = r.end_time or now
-                job.status = status
-                del jobs[r.job_id]
-                self.sched.job_done(r.job_id)
-                job._node = None
-                node.jobs_done += 1
-                node.busy -= 1
-                if job.start_time is not None:
-                    busy += job.end_time - job.start_time
-                job._mark_done()
-                done += 1
+            if self._cancelling and r.job_id in self._cancelling:
+                self._cancelling.discard(r.job_id)
+                status = JobStatus.Cancelled  # whatever the node made of the interrupt
+            job.end_time = r.end_time or now
+            job.status = status
+            del jobs[r.job_id]
+            self.sched.job_done(r.job_id)
+            job._node = None
+            node.jobs_done += 1
+            node.busy -= 1
+            if job.start_time is not None:
+                busy += job.end_time - job.start_time
+            job._mark_done()
+            done += 1
             if callbacks is not None:
                 if job_status is not None:
                     callbacks.put(job_status, job)
@@ -469,6 +480,90 @@ class Runtime:
             self._tune_depth(session, busy / done)
             self._count_done(done)
             self._dispatch_soon()
+
+    def _provisional(self, session: NodeSession, job: DispyJob, r: Any) -> None:
+        """A provisional result (dispy_provisional_result): the job goes on running."""
+        if r.result is not None:
+            session.node.rx += payload_size(r.result)
+            try:
+                job.result = serialization.loads(r.result)
+            except Exception as exc:
+                log.warning("job %s: a provisional result could not be deserialized: %s: %s",
+                            job.id, type(exc).__name__, exc)
+                return
+        else:
+            job.result = None
+        job.status = _Provisional
+        callbacks = self.callbacks
+        if callbacks is not None and (self.job_status is not None or self.cluster_status is not None):
+            snap = job._snapshot()  # the job may change before the callback runs
+            if self.job_status is not None:
+                callbacks.put(self.job_status, snap)
+            if self.cluster_status is not None:
+                callbacks.put(self.cluster_status, _Provisional, session.node, snap)
+
+    # -- job control (called in the loop) ---------------------------------------------
+    def cancel(self, job: DispyJob) -> int:
+        """Cancel a queued job (it ends Cancelled now) or a running one (CancelJob to its
+        node; its result, when it comes, makes it Cancelled). -1 if done or unknown."""
+        self._drain()
+        if job._origin is not None:
+            job = job._origin
+        uid = job._uid
+        if self._jobs.get(uid) is not job:
+            return -1
+        now = time.time()
+        if self.sched.cancel(uid) is not None:
+            self._finish(job, JobStatus.Cancelled, None, now, "cancelled")
+            self._count_done(1)
+            return 0
+        session = job._node
+        if session is None:
+            return -1
+        if job in session.outbox:  # assigned but not written yet: it never left
+            session.outbox.remove(job)
+            self.sched.job_done(uid)
+            session.node.busy -= 1
+            self._finish(job, JobStatus.Cancelled, session.node, now, "cancelled")
+            self._count_done(1)
+            self._dispatch_soon()
+            return 0
+        if uid in self._cancelling:
+            return 0
+        try:
+            session.send(CancelJob(self.compute_id, uid))
+        except Exception as exc:
+            log.warning("cancelling job %s on %s failed: %s", job.id, session.label, exc)
+            return -1
+        self._cancelling.add(uid)
+        return 0
+
+    def node_key(self, node: Any) -> tuple[str, int] | None:
+        """The key of a node that served the cluster, given as a DispyNode, an IP address
+        or a host name (resolved); None if no such node."""
+        nodes = list(self.nodes.items())
+        if isinstance(node, DispyNode):
+            for key, n in nodes:
+                if n is node:
+                    return key
+            node = node.ip_addr
+        if not isinstance(node, str) or not node:
+            return None
+        for key, n in nodes:
+            if key[0] == node or n.name == node:
+                return key
+        try:
+            ip = socket.gethostbyname(node)
+        except OSError:
+            return None
+        for key, _n in nodes:
+            if key[0] == ip:
+                return key
+        return None
+
+    def node_jobs(self, key: tuple[str, int]) -> list[DispyJob]:
+        """Jobs dispatched to a node and not finished (in the loop)."""
+        return self.sched.in_flight(key)
 
     def _tune_depth(self, session: NodeSession, job_time: float) -> None:
         """Follow the node's mean job time (moving average) and set its pipeline depth."""
@@ -486,6 +581,7 @@ class Runtime:
     def _finish(self, job: DispyJob, status: int, node: DispyNode | None, now: float, exception: str) -> None:
         """End a job that got no result from a node (cancelled, abandoned, terminated)."""
         self._jobs.pop(job._uid, None)
+        self._cancelling.discard(job._uid)
         job._node = job._spec = None
         job.status = status
         job.exception = exception

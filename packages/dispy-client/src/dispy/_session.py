@@ -277,6 +277,11 @@ class NodeSession:
                 channel.close()
             return
         if isinstance(msg, ErrorReport):
+            if msg.reason.startswith("cancel:"):
+                # A CancelJob crossed the job's result (or the node lost it): the result,
+                # if any, is on its way; nothing else to do.
+                log.debug("node %s: %s", self.label, msg.reason)
+                return
             if fut is not None and not fut.done():
                 fut.set_exception(_Unusable(f"node reported: {msg.reason}"))
             elif self.close_ack is not None and not self.close_ack.done():

@@ -17,8 +17,14 @@ Client -> node (TCP, node port 9701)::
     Compute                ->                  (computation + depends + files + setup args)
                            <-  ComputeReady | ComputeFailed
     SubmitJobs (batches)   ->                  (pipelined: up to 2 x cpus jobs in flight)
-                           <-  JobResults (batches, in completion order)
-    CancelJob              ->                  (result arrives as a Terminated JobResult)
+                           <-  JobResults (batches, in completion order; a job's
+                                               ProvisionalResult entries, from
+                                               dispy_provisional_result, come before its
+                                               final result and do not end it)
+    CancelJob              ->                  (the job's result follows: Cancelled if it
+                           <-  [ErrorReport]    had not started, else whatever the
+                                                interrupted job gave; an ErrorReport
+                                                "cancel: ..." if the job is unknown there)
     CloseComputation       ->
                            <-  ComputationClosed
 
@@ -30,7 +36,8 @@ Inside a node (abstract Unix sockets, authenticated with a per-node random token
                                  main -> host:  SpawnWorker(worker_id)
                                  host -> main:  WorkerStarted / WorkerExited
                                  main -> host:  CleanupHost; host -> main: HostDone
-    worker -> main: WorkerHello; main -> worker: SubmitJobs; worker -> main: JobResults
+    worker -> main: WorkerHello; main -> worker: SubmitJobs / CancelJob;
+                    worker -> main: JobResults (provisional ones while the job runs)
 """
 
 from __future__ import annotations

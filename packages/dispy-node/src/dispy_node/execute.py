@@ -3,8 +3,10 @@
 This is the only module that calls the user's computation. It owns the per-job
 environment the original dispynode gives jobs:
 
-* globals ``dispy_job_path``, ``dispy_node_name``, ``dispy_node_ip_addr`` and
-  ``dispynode_logger`` (messages for the node's log, not the job's stderr) in the
+* globals ``dispy_job_path``, ``dispy_node_name``, ``dispy_node_ip_addr``,
+  ``dispynode_logger`` (messages for the node's log, not the job's stderr) and
+  ``dispy_provisional_result(result)`` (sends ``result`` to the client now, as a
+  ProvisionalResult, through the worker's sender: :func:`set_result_sender`) in the
   computation function's globals;
 * per-job ``depends`` (functions, classes) injected into those globals for the job only;
 * per-job files in a directory of their own (``dispy_job_path``), the job's working
@@ -36,14 +38,14 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from dispy_core import serialization
+from dispy_core import config, serialization
 from dispy_core.messages import JobResult, JobSpec
 from dispy_core.status import JobStatus
 
 from .paths import make_job_dir, remove_tree, write_files
 
 __all__ = ["Runtime", "run_job", "install_interrupt_handler", "set_interrupt_check",
-           "format_user_exception"]
+           "set_result_sender", "format_user_exception"]
 
 _MISSING = object()
 _JOB_LOGGER = logging.getLogger("dispynode.job")
@@ -51,11 +53,17 @@ _interruptible = False  # True only while user code runs (see module docstring)
 _interrupt_check: Callable[[], bool] | None = None
 _checking = False  # the handler is running (Python handlers can nest)
 _check_again = False  # a SIGINT arrived while it ran
+_result_sender: Callable[[Any, list[Any], float | None], None] | None = None
+_current_job: Any = None  # job id of the function job running now
+_deferring = False  # a provisional result is being sent: SIGINT waits for the end
+_deferred = False  # a SIGINT arrived meanwhile
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    global _checking, _check_again
+    global _checking, _check_again, _deferred
     if not _interruptible:
+        if _deferring:
+            _deferred = True
         return
     if _interrupt_check is None:
         raise KeyboardInterrupt
@@ -84,6 +92,48 @@ def set_interrupt_check(check: Callable[[], bool] | None) -> None:
     """``check()`` runs in the SIGINT handler while a job runs: True interrupts the job."""
     global _interrupt_check
     _interrupt_check = check
+
+
+def set_result_sender(sender: Callable[[Any, list[Any], float | None], None] | None) -> None:
+    """``sender(job_id, payload, timeout)`` sends a provisional result of the running job
+    to the node's main process (blocking at most ``timeout`` seconds); used by
+    ``dispy_provisional_result``."""
+    global _result_sender
+    _result_sender = sender
+
+
+def provisional_result(result: Any, relay: bool = False, timeout: float = config.MsgTimeout) -> int:
+    """``dispy_provisional_result`` in jobs: send ``result`` to the client now, as the
+    job's provisional result; the job goes on. 0 if sent, -1 if not (or not within
+    ``timeout`` seconds). ``relay`` matters only with a shared scheduler; with JobCluster
+    it has no effect, as dispy documents."""
+    global _interruptible, _deferring, _deferred
+    sender, job_id = _result_sender, _current_job
+    if sender is None or job_id is None:
+        return -1
+    try:
+        payload = serialization.dumps(result)
+    except Exception as exc:
+        _JOB_LOGGER.warning("dispy_provisional_result: can't serialize the result: %s: %s",
+                            type(exc).__name__, exc)
+        return -1
+    # A KeyboardInterrupt in the middle of a frame would break the worker's connection:
+    # a cancel that arrives while the result is written takes effect right after.
+    was, _interruptible = _interruptible, False
+    _deferring = True
+    try:
+        sender(job_id, payload, timeout)
+        status = 0
+    except Exception as exc:
+        _JOB_LOGGER.warning("dispy_provisional_result: sending failed: %s: %s", type(exc).__name__, exc)
+        status = -1
+    finally:
+        _deferring = False
+        _interruptible = was
+    if _deferred:
+        _deferred = False
+        _on_sigint(signal.SIGINT, None)
+    return status
 
 
 _OURS = os.path.dirname(os.path.abspath(__file__))
@@ -139,7 +189,7 @@ def run_job(rt: Runtime, spec: JobSpec) -> JobResult:
 
 
 def _run_function(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
-    global _interruptible
+    global _interruptible, _current_job
     g = rt.computation.__globals__
     saved: dict[str, Any] = {}
 
@@ -152,6 +202,7 @@ def _run_function(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
     inject("dispy_node_name", rt.node_name)
     inject("dispy_node_ip_addr", rt.ip_addr)
     inject("dispynode_logger", _JOB_LOGGER)
+    inject("dispy_provisional_result", provisional_result)
     out, err = io.StringIO(), io.StringIO()
     stdout, stderr = sys.stdout, sys.stderr
     status, result, exception = JobStatus.Finished, None, None
@@ -164,11 +215,13 @@ def _run_function(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
                     inject(name, obj)
         args, kwargs = serialization.loads(spec.args)
         sys.stdout, sys.stderr = out, err
+        _current_job = spec.job_id
         _interruptible = True
         try:
             value = rt.computation(*args, **kwargs)
         finally:
             _interruptible = False
+            _current_job = None
             sys.stdout, sys.stderr = stdout, stderr
         result = serialization.dumps(value)
     except BaseException as exc:

@@ -249,6 +249,11 @@ class Lifecycle:
         observe = comp.observe
         n = 0
         for result in msg.results:
+            if result.status == JobStatus.ProvisionalResult:
+                # dispy_provisional_result: the job goes on; relay it if it is still ours.
+                if worker.queue and worker.queue[0].job_id == result.job_id:
+                    out.append(result)
+                continue
             if done(worker, result.job_id) is not None:
                 out.append(result)
                 n += 1

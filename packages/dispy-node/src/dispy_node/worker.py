@@ -7,6 +7,8 @@ the node's main process with WorkerHello, and then loops:
   :mod:`.scheduler`) and CancelJob (a job that has not started is dropped and comes
   back Cancelled; the running one is interrupted, see :mod:`.execute`);
 * run the job at the head of the local queue (:func:`dispy_node.execute.run_job`);
+* send provisional results (``dispy_provisional_result``) as the job makes them, as
+  JobResults with status ProvisionalResult, which the main process relays to the client;
 * send each result before starting the next job. Holding results back while another
   job runs would save a few syscalls, but if that job killed the process they would be
   lost and the node would blame the wrong job; the main process batches instead.
@@ -22,13 +24,14 @@ import logging
 import os
 import time
 from collections import deque
+from typing import Any
 
 from dispy_core.errors import DispyError
 from dispy_core.messages import CancelJob, JobResult, JobResults, JobSpec, Message, SubmitJobs, WorkerHello
 from dispy_core.status import JobStatus
 
 from .__about__ import __version__
-from .execute import Runtime, run_job, set_interrupt_check
+from .execute import Runtime, run_job, set_interrupt_check, set_result_sender
 from .ipc import BlockingChannel
 
 __all__ = ["worker_main"]
@@ -76,8 +79,22 @@ class _Worker:
             return True  # the node is gone: nobody wants this job's result
         return self.cancel_current
 
+    def send_provisional(self, job_id: Any, payload: list[Any], timeout: float | None) -> None:
+        """A provisional result of the running job (dispy_provisional_result), now,
+        waiting at most ``timeout`` seconds for the main process to take it. (A send cut
+        off mid-frame leaves the connection unusable; the main process then drops this
+        worker and reports the job, which is what a node too stuck to listen deserves.)"""
+        sock = self.chan.sock
+        sock.settimeout(timeout)
+        try:
+            self.chan.send(JobResults(self.compute_id, [
+                JobResult(job_id, JobStatus.ProvisionalResult, payload)]))
+        finally:
+            sock.settimeout(None)
+
     def run(self, rt: Runtime, one_job: bool) -> None:
         set_interrupt_check(self.interrupt_check)
+        set_result_sender(self.send_provisional)
         while True:
             if not self.queue:
                 self.flush()
