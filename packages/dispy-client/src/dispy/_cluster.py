@@ -24,7 +24,7 @@ from dispy_core.errors import ConfigError
 from dispy_core.status import JobStatus
 
 from ._callbacks import CallbackThread
-from ._computation import build_computation, job_spec
+from ._computation import build_computation, file_data, job_spec
 from ._job import DispyJob
 from ._log import set_level
 from ._node import DispyNode, parse_nodes
@@ -177,6 +177,7 @@ class JobCluster:
             job_status=job_status,
             cluster_status=cluster_status,
             callbacks=self._callbacks,
+            dispy_port=dispy_port,
         )
         self._closed = False
         _live.add(self)
@@ -263,6 +264,110 @@ class JobCluster:
         except Exception as exc:
             log.warning("node_jobs(): %s: %s", type(exc).__name__, exc)
             return []
+
+    # -- nodes ------------------------------------------------------------------------------
+    def _open_runtime(self, what: str) -> Runtime | None:
+        runtime = self._runtime
+        if self._closed or runtime is None or not runtime.thread.alive:
+            log.error("%s(): the cluster for %s is closed", what, self.name)
+            return None
+        return runtime
+
+    def deallocate_node(self, node: Any) -> int:
+        """Stop sending new jobs to ``node`` (a :class:`DispyNode`, IP address or host
+        name): jobs running there finish, queued jobs go to other nodes, jobs submitted
+        to it with :meth:`submit_node` wait. The computation stays set up there;
+        :meth:`allocate_node` resumes. Returns 0, or -1 if the node is not in the cluster."""
+        runtime = self._open_runtime("deallocate_node")
+        if runtime is None:
+            return -1
+        key = runtime.node_key(node)
+        if key is None:
+            log.error("deallocate_node(): node %s is not in the cluster for %s",
+                      getattr(node, "ip_addr", node), self.name)
+            return -1
+        return self._call(runtime, "deallocate_node", runtime.deallocate, key)
+
+    def allocate_node(self, node: Any) -> int:
+        """Use ``node`` for the cluster: a node that was deallocated gets jobs again, a
+        closed one (:meth:`close_node`) is set up again, and any other node (host name, IP
+        address, ``(host, port)``, :class:`NodeAllocate`) is contacted over TCP and set up
+        like the nodes given to the cluster (in the background: ``cluster_status`` reports
+        ``DispyNode.Initialized`` when it is ready). A wildcard is only matched against
+        nodes discovered later. Returns 0, or -1 (logged) for an invalid node or a closed
+        cluster."""
+        runtime = self._open_runtime("allocate_node")
+        if runtime is None:
+            return -1
+        key = runtime.node_key(node) if isinstance(node, (str, DispyNode)) else None
+        return self._call(runtime, "allocate_node", runtime.allocate, node, key)
+
+    def discover_nodes(self, nodes: Any) -> None:
+        """Add nodes to the cluster: explicit entries (host names, IP addresses,
+        ``(host, port)``, :class:`NodeAllocate`) are contacted over TCP as with
+        :meth:`allocate_node`; wildcard entries start (or repeat) UDP discovery and
+        match the nodes that answer."""
+        runtime = self._open_runtime("discover_nodes")
+        if runtime is None:
+            return
+        if isinstance(nodes, (str, DispyNode)) or not isinstance(nodes, (list, tuple, set, frozenset)):
+            nodes = [nodes]
+        self._call(runtime, "discover_nodes", runtime.discover, list(nodes))
+
+    def close_node(self, node: Any, terminate_pending: bool = False) -> int:
+        """Stop using ``node``: this cluster's jobs there finish (with
+        ``terminate_pending``, they are terminated), cleanup runs there and the
+        computation's files are removed; ``cluster_status`` then gets
+        ``DispyNode.Closed``. Blocks until the node confirms. Jobs pinned to it with
+        :meth:`submit_node` wait; :meth:`allocate_node` sets the node up again. Returns 0,
+        or -1 if the node is not serving the cluster."""
+        runtime = self._open_runtime("close_node")
+        if runtime is None:
+            return -1
+        key = runtime.node_key(node)
+        if key is None:
+            log.error("close_node(): node %s is not in the cluster for %s",
+                      getattr(node, "ip_addr", node), self.name)
+            return -1
+        timeout = config.MsgTimeout + 10 if terminate_pending else None
+        try:
+            return int(runtime.thread.run(runtime.close_node(key, bool(terminate_pending)), timeout=timeout))
+        except Exception as exc:
+            log.warning("close_node(): %s: %s", type(exc).__name__, exc)
+            return -1
+
+    def send_file(self, path: Any, node: Any) -> int:
+        """Send the local file ``path`` to ``node`` (a :class:`DispyNode`, IP address or
+        host name serving the cluster): it is saved in the computation's directory there
+        (the jobs' working directory) under its base name, replacing a file of that name.
+        Returns 0 once the node saved it, or -1 with the reason logged (unreadable file,
+        node not serving the cluster, file over the node's ``--max_file_size``...)."""
+        runtime = self._open_runtime("send_file")
+        if runtime is None:
+            return -1
+        key = runtime.node_key(node)
+        if key is None:
+            log.error("send_file(): node %s is not in the cluster for %s",
+                      getattr(node, "ip_addr", node), self.name)
+            return -1
+        try:
+            data = file_data(path)
+        except (ConfigError, TypeError) as exc:
+            log.error("send_file(): %s", exc)
+            return -1
+        try:
+            return int(runtime.thread.run(runtime.send_file(key, data), timeout=None))
+        except Exception as exc:
+            log.warning("send_file(): %s: %s", type(exc).__name__, exc)
+            return -1
+
+    @staticmethod
+    def _call(runtime: Runtime, what: str, func: Callable[..., Any], *args: Any) -> int:
+        try:
+            return int(runtime.call(func, *args, timeout=config.MsgTimeout))
+        except Exception as exc:
+            log.warning("%s(): %s: %s", what, type(exc).__name__, exc)
+            return -1
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every submitted job is done; False if ``timeout`` seconds passed first."""

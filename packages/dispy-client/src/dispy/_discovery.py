@@ -100,6 +100,7 @@ class Discovery:
         self.client_port = client_port
         self.nonce = ""
         self.replies = 0
+        self._transport: asyncio.DatagramTransport | None = None
 
     async def run(self) -> None:
         """Broadcast (and resend a couple of times), then keep listening for late replies
@@ -118,6 +119,7 @@ class Discovery:
                 lambda: protocol, local_addr=(self.bind_host, 0), allow_broadcast=True)
         try:
             self.nonce, datagram = build_request(self.secret)
+            self._transport = transport
             log.info("looking for nodes: broadcasting to UDP port %s", self.node_port)
             started = loop.time()
             for delay in (0.0, *RESEND_AFTER):
@@ -125,7 +127,15 @@ class Discovery:
                 transport.sendto(datagram, (BROADCAST_ADDR, self.node_port))
             await asyncio.Future()  # listen until cancelled
         finally:
+            self._transport = None
             transport.close()
+
+    def refresh(self) -> None:
+        """Broadcast the request once more (nodes started since answer it)."""
+        if self._transport is not None and self.nonce:
+            _, datagram = build_request(self.secret, self.nonce)  # same nonce, current time
+            log.info("looking for nodes again: broadcasting to UDP port %s", self.node_port)
+            self._transport.sendto(datagram, (BROADCAST_ADDR, self.node_port))
 
     def _datagram(self, data: bytes, addr: Any) -> None:
         reply = parse_reply(self.secret, data, self.nonce)

@@ -34,7 +34,18 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dispy_core import config, serialization
-from dispy_core.messages import CancelJob, CloseComputation, JobResults, JobSpec, NodeInfo, SubmitJobs
+from dispy_core.errors import ConfigError
+from dispy_core.messages import (
+    CancelJob,
+    CloseComputation,
+    FileData,
+    FileSaved,
+    JobResults,
+    JobSpec,
+    NodeInfo,
+    SendFile,
+    SubmitJobs,
+)
 from dispy_core.scheduling import Scheduler
 from dispy_core.status import JobStatus, NodeStatus
 
@@ -43,7 +54,7 @@ from ._callbacks import CallbackThread
 from ._computation import Computation, payload_size
 from ._discovery import Discovery, needs_discovery
 from ._job import DispyJob
-from ._node import DispyNode, DispyNodeAvailInfo, NodeAllocate
+from ._node import DispyNode, DispyNodeAvailInfo, NodeAllocate, parse_nodes
 from ._session import NodeSession
 
 __all__ = ["LoopThread", "Runtime"]
@@ -133,6 +144,7 @@ class Runtime:
         job_status: Callable[[DispyJob], Any] | None,
         cluster_status: Callable[[int, DispyNode | None, DispyJob | None], Any] | None,
         callbacks: CallbackThread | None,
+        dispy_port: int | None = None,
     ) -> None:
         self.cluster = cluster
         self.computation = computation
@@ -145,6 +157,7 @@ class Runtime:
         self.local_addr = (local_host, 0) if local_host else None
         self.local_host = local_host
         self.client_port = client_port
+        self.dispy_port = dispy_port  # for the node port of nodes given later
         self.python_version = platform.python_version()
         self.software = f"dispy-client {__version__} / Python {self.python_version}"
         self.compute_id = uuid.uuid4().hex
@@ -174,6 +187,8 @@ class Runtime:
         self._stop: asyncio.Event | None = None
         self._discovery: Discovery | None = None
         self._discovered: set[tuple[str, int]] = set()
+        self._deallocated: set[tuple[str, int]] = set()  # loop only: no new jobs go there
+        self._served: dict[tuple[str, int], NodeSession] = {}  # loop only: last session per node
         self.thread = LoopThread(self._main)
 
     # -- the loop's main task -------------------------------------------------------------
@@ -186,11 +201,7 @@ class Runtime:
                     assert spec.port is not None
                     self._start_session(spec, spec.host, spec.port, retry=True)
             if needs_discovery(self.specs):
-                port = next(s.port for s in self.specs if s.wildcard)
-                assert port is not None
-                self._discovery = Discovery(self.secret, port, self._on_discovered,
-                                            bind_host=self.local_host, client_port=self.client_port)
-                self._spawn(self._discovery.run())
+                self._start_discovery()
             await self._stop.wait()
             log.debug("stopping: cancelling %d tasks", len(self._tasks))
             for session in list(self._sessions):
@@ -198,6 +209,17 @@ class Runtime:
             for task in list(self._tasks):
                 task.cancel()
         self._tg = None
+
+    def _start_discovery(self) -> None:
+        """Broadcast for nodes matching the wildcard specs (again, if already listening)."""
+        if self._discovery is not None:
+            self._discovery.refresh()
+            return
+        port = next(s.port for s in self.specs if s.wildcard)
+        assert port is not None
+        self._discovery = Discovery(self.secret, port, self._on_discovered,
+                                    bind_host=self.local_host, client_port=self.client_port)
+        self._spawn(self._discovery.run())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._tg is not None
@@ -215,6 +237,7 @@ class Runtime:
             await session.run()
         finally:
             self._sessions.discard(session)
+            session.finished.set()
 
     def _on_discovered(self, reply: Any) -> None:
         key = (reply.ip_addr, reply.port)
@@ -272,7 +295,8 @@ class Runtime:
         self._ready[session.key] = session
         session.job_time = None
         session.depth = self.sched.pipeline
-        self.sched.add_node(session.key, session.cpus)
+        self._served[session.key] = session
+        self.sched.add_node(session.key, 0 if session.key in self._deallocated else session.cpus)
         self.ever_initialized = True
         self.note_tried(session.label, "")
         log.info("node %s (%s) ready with %d CPUs for computation %s",
@@ -291,7 +315,11 @@ class Runtime:
         session.outbox.clear()
         node = session.node
         node.busy = 0
-        if not self.closing:
+        if session.user_closed:
+            log.info("node %s closed for computation %s%s", session.label, self.computation.name,
+                     f"; {len(lost)} jobs running there are abandoned" if lost else "")
+            self.note_tried(session.label, "closed with close_node()")
+        elif not self.closing:
             log.warning("node %s closed the connection (%s)%s", session.label, reason,
                         f"; {len(lost)} jobs running there are abandoned" if lost else "")
             self.note_tried(session.label, f"connection lost: {reason}")
@@ -564,6 +592,128 @@ class Runtime:
     def node_jobs(self, key: tuple[str, int]) -> list[DispyJob]:
         """Jobs dispatched to a node and not finished (in the loop)."""
         return self.sched.in_flight(key)
+
+    # -- node management (called in the loop) ----------------------------------------
+    def deallocate(self, key: tuple[str, int]) -> int:
+        """No new jobs for this node (jobs there finish; pinned jobs wait)."""
+        if self.closing or key not in self.nodes:
+            return -1
+        self._deallocated.add(key)
+        if self.sched.has_node(key):
+            self.sched.set_cpus(key, 0)
+        return 0
+
+    def allocate(self, item: Any, key: tuple[str, int] | None) -> int:
+        """Use a node again (deallocated or closed), or contact a new one (``item`` as
+        in the ``nodes`` argument); a wildcard only matches nodes discovered later."""
+        if self.closing:
+            return -1
+        if key is not None:
+            session = self._ready.get(key)
+            if session is not None:
+                if key in self._deallocated:
+                    self._deallocated.discard(key)
+                    self.sched.set_cpus(key, session.cpus)
+                    self._dispatch()
+                return 0
+            self._deallocated.discard(key)
+            old = self._served.get(key)
+            if old is not None and not isinstance(item, NodeAllocate):
+                item = NodeAllocate(old.host, old.port, old.spec.cpus, old.spec.depends, old.spec.setup_args) \
+                    if type(old.spec) is NodeAllocate else old.spec
+        return self._add_spec(item, discover=False)
+
+    def discover(self, items: list[Any]) -> int:
+        """Contact explicit nodes; start (or repeat) discovery for wildcard entries."""
+        if self.closing:
+            return -1
+        status = 0
+        for item in items:
+            key = self.node_key(item) if isinstance(item, (str, DispyNode)) and not (
+                isinstance(item, str) and "*" in item) else None
+            if key is not None:
+                status |= self.allocate(item, key)
+            else:
+                status |= self._add_spec(item, discover=True)
+        return status
+
+    def _add_spec(self, item: Any, *, discover: bool) -> int:
+        try:
+            specs = parse_nodes([item], self.dispy_port)
+        except ConfigError as exc:
+            log.error("node %r: %s", item, exc)
+            return -1
+        spec = specs[0]
+        assert spec.port is not None
+        if spec.wildcard:
+            if spec not in self.specs:
+                self.specs.append(spec)
+            if discover:
+                self._start_discovery()
+            return 0
+        for session in self._sessions:
+            if (session.host, session.port) == (spec.host, spec.port) and not session.user_closed:
+                return 0  # already being contacted or served
+        self.specs.append(spec)
+        self._start_session(spec, spec.host, spec.port, retry=True)
+        return 0
+
+    async def close_node(self, key: tuple[str, int], terminate: bool) -> int:
+        """Close the computation on one node: its jobs there finish (or are terminated),
+        cleanup runs, its files go; the node is no longer used (until allocate)."""
+        session = self._ready.get(key)
+        if session is None or self.closing:
+            return -1
+        self._deallocated.discard(key)
+        session.retry = False
+        session.user_closed = True
+        self.sched.set_cpus(key, 0)
+        loop = asyncio.get_running_loop()
+        ack: asyncio.Future[Any] = loop.create_future()
+        session.close_ack = ack
+        try:
+            session.send(CloseComputation(self.compute_id, terminate))
+        except Exception as exc:
+            log.debug("closing computation on %s: %s", session.label, exc)
+            ack.set_result(None)
+        closed: asyncio.Future[Any] = session.closed_future()
+        await asyncio.wait([ack, closed], return_when=asyncio.FIRST_COMPLETED)
+        msg = ack.result() if ack.done() else None
+        if msg is not None and getattr(msg, "error", None):
+            log.warning("node %s: closing computation %s: %s", session.label, self.computation.name, msg.error)
+        session.close()
+        await session.finished.wait()
+        return 0
+
+    async def send_file(self, key: tuple[str, int], file: FileData) -> int:
+        """Save ``file`` in the computation's directory on a node; 0, or -1 (logged)."""
+        session = self._ready.get(key)
+        if session is None or self.closing:
+            log.error("send_file(): node %s:%s is not serving computation %s", key[0], key[1],
+                      self.computation.name)
+            return -1
+        waiter: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        session.file_waiters.append(waiter)
+        try:
+            session.send(SendFile(self.compute_id, file))
+        except Exception as exc:
+            session.file_waiters.remove(waiter)
+            log.error("send_file(): sending %s to %s failed: %s", file.name, session.label, exc)
+            return -1
+        session.node.tx += len(file.data)
+        closed: asyncio.Future[Any] = session.closed_future()
+        await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            if waiter in session.file_waiters:
+                session.file_waiters.remove(waiter)
+            log.error("send_file(): node %s closed the connection before saving %s", session.label, file.name)
+            return -1
+        error = waiter.result()
+        if error:
+            log.error("send_file(): node %s did not save %s: %s", session.label, file.name, error)
+            return -1
+        log.debug("node %s saved file %s", session.label, file.name)
+        return 0
 
     def _tune_depth(self, session: NodeSession, job_time: float) -> None:
         """Follow the node's mean job time (moving average) and set its pipeline depth."""

@@ -39,6 +39,7 @@ from dispy_core.messages import (
     ComputeFailed,
     ComputeReady,
     ErrorReport,
+    FileSaved,
     InfoRequest,
     JobResults,
     Message,
@@ -117,6 +118,9 @@ class NodeSession:
         self._expect: tuple[type[Message], ...] = ()
         self._closed: asyncio.Future[BaseException | None] | None = None
         self._logged: set[str] = set()
+        self.user_closed = False  # cluster.close_node() closed it: don't reconnect
+        self.finished = asyncio.Event()  # run() has returned
+        self.file_waiters: deque[asyncio.Future[str | None]] = deque()  # send_file replies, FIFO
 
     # -- the session's life -------------------------------------------------------------
     async def run(self) -> None:
@@ -268,6 +272,9 @@ class NodeSession:
         if isinstance(msg, Welcome):
             return
         fut = self._reply
+        if isinstance(msg, FileSaved):
+            self._file_reply(msg.error)
+            return
         if isinstance(msg, ComputationClosed):
             if self.close_ack is not None and not self.close_ack.done():
                 self.close_ack.set_result(msg)
@@ -281,6 +288,9 @@ class NodeSession:
                 # A CancelJob crossed the job's result (or the node lost it): the result,
                 # if any, is on its way; nothing else to do.
                 log.debug("node %s: %s", self.label, msg.reason)
+                return
+            if self.file_waiters and "SendFile" in msg.reason:  # a node that can't save files
+                self._file_reply(msg.reason)
                 return
             if fut is not None and not fut.done():
                 fut.set_exception(_Unusable(f"node reported: {msg.reason}"))
@@ -300,6 +310,13 @@ class NodeSession:
             fut.set_result(msg)
             return
         log.debug("node %s: unexpected %s", self.label, type(msg).__name__)
+
+    def _file_reply(self, error: str | None) -> None:
+        while self.file_waiters:
+            waiter = self.file_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(error)
+                return
 
     def _on_close(self, channel: aio.Channel, exc: BaseException | None) -> None:
         if channel is not self.channel and self.channel is not None:

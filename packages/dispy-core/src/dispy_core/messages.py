@@ -300,6 +300,23 @@ class ErrorReport(Message):
 
 
 # -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------
+@_message(21)
+class SendFile(Message):
+    """A file for a computation's directory on the node (``cluster.send_file``)."""
+
+    compute_id: str
+    file: FileData
+
+
+@_message(22)
+class FileSaved(Message):
+    """Reply to SendFile: the file's base name, and ``error`` if it was not saved."""
+
+    compute_id: str
+    name: str
+    error: str | None = None
+
+
 @_message(30)
 class DiscoverRequest(Message):
     """Broadcast by a client looking for nodes; nodes answer with DiscoverReply."""

@@ -43,6 +43,7 @@ from dispy_core.messages import (
     ComputeFailed,
     DiscoverReply,
     ErrorReport,
+    FileSaved,
     ForkHost,
     HostHello,
     InfoRequest,
@@ -50,6 +51,7 @@ from dispy_core.messages import (
     JobResults,
     JobSpec,
     Message,
+    SendFile,
     SubmitJobs,
     Welcome,
     WorkerHello,
@@ -61,7 +63,7 @@ from .discovery import DiscoveryProtocol, discovery_socket, pick_address, served
 from .ipc import internal_connection, new_address, new_token, peer_is_same_user
 from .lifecycle import CLOSED, CLOSING, FAILED, SETUP, Client, Comp, Lifecycle, kill_group
 from .options import NodeConfig
-from .paths import FileRefused, check_files, clean_prefix, computation_dir, prepare_prefix
+from .paths import FileRefused, check_files, clean_prefix, computation_dir, prepare_prefix, write_files
 from .scheduler import Scheduler, Worker
 from .sysinfo import SOFTWARE, node_info, prime_cpu_percent, python_version_error
 
@@ -301,6 +303,8 @@ class Node(Lifecycle):
                 self._cancel(ch, msg)  # type: ignore[arg-type]
             elif t is CloseComputation:
                 self._close_request(ch, msg)  # type: ignore[arg-type]
+            elif t is SendFile:
+                self._send_file(ch, msg)  # type: ignore[arg-type]
             else:
                 ch.send(ErrorReport(f"{t.__name__} is not a request dispynode serves"))
         except Exception as exc:
@@ -433,6 +437,38 @@ class Node(Lifecycle):
                                       f"computation {msg.compute_id} is not set up on this node"))
             return
         self._background(self._close(comp, terminate=bool(msg.terminate), reply=True))
+
+    def _send_file(self, ch: Channel, msg: SendFile) -> None:
+        """Save a client's file in its computation's directory (cluster.send_file);
+        always answers FileSaved, with ``error`` when the file was refused."""
+        cid = msg.compute_id if isinstance(msg.compute_id, str) else ""
+        name = getattr(msg.file, "name", "")
+        name = name if isinstance(name, str) else ""
+        comp = self._owned(ch, msg.compute_id)
+        if comp is None or comp.state in (CLOSING, CLOSED, FAILED) or not comp.directory:
+            ch.send(FileSaved(cid, name, f"computation {cid} is not set up on this node"))
+            return
+        try:
+            check_files([msg.file], self.cfg.max_file_size)
+        except FileRefused as exc:
+            log.info("refused file from %s for %s: %s", ch.peer, cid, exc)
+            ch.send(FileSaved(cid, name, str(exc)))
+            return
+        self._background(self._save_file(ch, comp, msg))
+
+    async def _save_file(self, ch: Channel, comp: Comp, msg: SendFile) -> None:
+        error = None
+        directory = comp.directory
+        try:
+            if not directory or comp.state in (CLOSING, CLOSED, FAILED):
+                raise FileRefused(f"computation {comp.compute_id} is closing")
+            await asyncio.to_thread(write_files, directory, [msg.file])
+            log.debug("saved %s for computation %s", msg.file.name, comp.compute_id)
+        except (OSError, FileRefused) as exc:
+            error = f"could not save {msg.file.name!r}: {exc}"
+            log.warning("computation %s: %s", comp.compute_id, error)
+        if not ch.closed:
+            ch.send(FileSaved(comp.compute_id, msg.file.name, error))
 
     # == internal peers ==================================================================
     def _on_internal_message(self, ch: Channel, msg: Message) -> None:
