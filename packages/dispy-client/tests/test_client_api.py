@@ -209,12 +209,37 @@ def test_documented_parameter_order() -> None:
 
 @pytest.mark.parametrize(("option", "value"), [
     ("ext_host", "1.2.3.4"), ("ipv4_udp_multicast", True), ("ping_interval", 10),
-    ("pulse_interval", 5), ("reentrant", True), ("keyfile", "k.pem"), ("certfile", "c.pem"),
+    ("pulse_interval", 5), ("reentrant", True),
     ("recover_file", "rec"), ("poll_interval", 10), ("ext_ip_addr", "1.2.3.4"),
 ])
 def test_options_not_supported_yet_are_refused(option: str, value: object) -> None:
     with pytest.raises(ConfigError, match="not supported yet"):
         JobCluster(compute, nodes=["127.0.0.1"], **{option: value})
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"keyfile": "k.pem"}, "keyfile needs certfile"),
+    ({"certfile": "/nonexistent/c.pem"}, "certfile '/nonexistent/c.pem' does not exist"),
+    ({"certfile": "/nonexistent/c.pem", "keyfile": "k.pem"}, "c.pem"),
+])
+def test_tls_files_are_checked_at_creation(kwargs: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        JobCluster(compute, nodes=["127.0.0.1"], **kwargs)
+
+
+def test_connect_errors_name_tls() -> None:
+    import ssl
+
+    from dispy._session import describe_connect_error
+    from dispy_core.errors import ConnectionClosed
+
+    msg = describe_connect_error(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),
+                                 tls=True)
+    assert msg.startswith("TLS handshake failed: ") and "same certfile" in msg and "_ssl.c" not in msg
+    msg = describe_connect_error(ConnectionClosed("peer closed the connection during the handshake"), tls=False)
+    assert "TLS" in msg and "--certfile" in msg
+    assert "TLS" in describe_connect_error(ConnectionResetError(), tls=True)
+    assert "TLS" not in describe_connect_error(ConnectionRefusedError(), tls=False)
 
 
 def test_options_at_default_are_accepted_signature() -> None:

@@ -46,6 +46,8 @@ def test_bad_cpu_counts_exit_2_naming_the_range(cpus):
     (["--msg_timeout", "0"], "invalid --msg_timeout"),
     (["-p", "70000"], "invalid port 70000"),
     (["-i", "no-such-host.invalid"], "invalid --ip_addr"),
+    (["--keyfile", "k.pem"], "--keyfile needs --certfile"),
+    (["--certfile", "/nonexistent/c.pem"], "certfile '/nonexistent/c.pem' does not exist"),
 ])
 def test_other_bad_options_exit_2(args, text):
     p = subprocess.run([*CLI, "--daemon", *args], capture_output=True, text=True, timeout=20,

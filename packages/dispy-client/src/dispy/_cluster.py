@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from dispy_core import config
+from dispy_core import config, tls
 from dispy_core.errors import ConfigError
 from dispy_core.status import JobStatus
 
@@ -43,8 +43,6 @@ _NOT_YET: dict[str, Any] = {
     "pulse_interval": None,
     "poll_interval": None,
     "reentrant": False,
-    "keyfile": None,
-    "certfile": None,
     "recover_file": None,
 }
 
@@ -124,8 +122,6 @@ class JobCluster:
             "pulse_interval": pulse_interval,
             "poll_interval": poll_interval,
             "reentrant": reentrant,
-            "keyfile": keyfile,
-            "certfile": certfile,
             "recover_file": recover_file,
         }
         for name, value in given.items():
@@ -154,6 +150,9 @@ class JobCluster:
         if depends is not None and not isinstance(depends, (list, tuple)):
             raise ConfigError(f"depends must be a list, not {type(depends).__name__}")
         set_level(loglevel)
+        if keyfile is not None and certfile is None:
+            raise ConfigError("keyfile needs certfile (the certificate that goes with the key)")
+        ssl_context = tls.client_context(certfile, keyfile) if certfile is not None else None
 
         specs = parse_nodes(nodes, dispy_port)
         self._computation = build_computation(computation, list(depends or ()), setup, cleanup)
@@ -178,6 +177,7 @@ class JobCluster:
             cluster_status=cluster_status,
             callbacks=self._callbacks,
             dispy_port=dispy_port,
+            ssl=ssl_context,
         )
         self._closed = False
         _live.add(self)

@@ -145,8 +145,10 @@ class Runtime:
         cluster_status: Callable[[int, DispyNode | None, DispyJob | None], Any] | None,
         callbacks: CallbackThread | None,
         dispy_port: int | None = None,
+        ssl: Any = None,
     ) -> None:
         self.cluster = cluster
+        self.ssl = ssl  # the client SSLContext (dispy_core.tls) when certfile is given
         self.computation = computation
         self.computation_ships_code = computation.ships_code
         self.specs = specs

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
+import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from dispy_core import aio, config
+from dispy_core.tls import TLS_HINT
 from dispy_core.errors import (
     AuthenticationError,
     ConfigError,
@@ -53,7 +56,7 @@ from ._node import DispyNodeAvailInfo, NodeAllocate, depends_files
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["NodeSession", "describe_error", "RETRY_FIRST", "RETRY_MAX"]
+__all__ = ["NodeSession", "describe_error", "describe_connect_error", "RETRY_FIRST", "RETRY_MAX"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,25 @@ def describe_error(exc: BaseException | None) -> str:
     if isinstance(exc, DispyError):
         return str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {exc}"
+
+
+def describe_connect_error(exc: BaseException, tls: bool) -> str:
+    """Why connecting (TCP, TLS, dispy handshake) failed; TLS named where it is the likely cause.
+
+    ``tls`` is whether this cluster uses TLS (certfile given). A TLS node closes the
+    connection of a plain client at its first bytes; a TLS client fails on a plain node
+    or on a node with another certificate with an SSLError.
+    """
+    if isinstance(exc, ssl.SSLError):
+        text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
+        return f"TLS handshake failed: {text} ({TLS_HINT})"
+    reason = describe_error(exc)
+    if isinstance(exc, (ConnectionClosed, ConnectionResetError, BrokenPipeError)):
+        if tls:
+            return f"{reason}; TLS may have failed ({TLS_HINT})"
+        return (f"{reason}; if the node uses TLS (dispynode --certfile), this cluster needs the "
+                f"same certfile (TLS handshake failed?)")
+    return reason
 
 
 class NodeSession:
@@ -153,10 +175,10 @@ class NodeSession:
             self.channel = await aio.open_channel(
                 self.host, self.port, secret=runtime.secret, software=runtime.software,
                 on_message=self._on_message, on_close=self._on_close,
-                timeout=config.MsgTimeout, local_addr=runtime.local_addr,
+                timeout=config.MsgTimeout, local_addr=runtime.local_addr, ssl=runtime.ssl,
             )
         except (OSError, TimeoutError, asyncio.TimeoutError, DispyError) as exc:
-            self._failed(describe_error(exc))
+            self._failed(describe_connect_error(exc, tls=runtime.ssl is not None))
             return _RETRY
         # Python 3.11's wait_for() may swallow a cancellation that races with the result;
         # ``closing`` is checked after every await of the setup so a closing cluster wins.

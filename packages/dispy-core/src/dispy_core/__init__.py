@@ -3,7 +3,8 @@
 Modules: :mod:`config` (ports, timeouts, sizes), :mod:`errors`, :mod:`framing`,
 :mod:`codec` and :mod:`messages` (the wire format), :mod:`auth` and :mod:`connection`
 (handshake and authenticated sessions, no I/O), :mod:`serialization` (user payloads),
-:mod:`status` (job and node status numbers), :mod:`aio` (the asyncio transport).
+:mod:`status` (job and node status numbers), :mod:`aio` (the asyncio transport),
+:mod:`tls` (SSLContexts for TLS between client and node; `dispy-certgen` is :mod:`certgen`).
 """
 
 from .__about__ import __version__

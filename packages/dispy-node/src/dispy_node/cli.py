@@ -21,7 +21,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from dispy_core import config
+from dispy_core import config, tls
 from dispy_core.errors import ConfigError
 
 from .__about__ import __version__
@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seconds a peer has to complete the handshake (default {config.MsgTimeout:g})")
     p.add_argument("--max_file_size", default="0", metavar="N[k|m|g|t]",
                    help="largest file accepted from a client; 0 (default) means no limit")
+    p.add_argument("--certfile", default=None, metavar="PATH",
+                   help="serve clients over TLS with this PEM certificate (and key, unless --keyfile); "
+                        "clients must present the same certificate (JobCluster(certfile=...))")
+    p.add_argument("--keyfile", default=None, metavar="PATH",
+                   help="the private key for --certfile, if it is not in that file")
     p.add_argument("--daemon", action="store_true",
                    help="don't read commands from stdin (the default when stdin is not a terminal)")
     p.add_argument("--version", action="version", version=f"dispynode {__version__}")
@@ -86,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         kwargs["name"] = args.name
     if args.dest_path_prefix is not None:
         kwargs["dest_path_prefix"] = args.dest_path_prefix
-    return NodeConfig(
+    cfg = NodeConfig(
         ip_addrs=[_address(a) for a in (args.ip_addr or [default_ip_addr()])],
         port=config.node_port() if args.node_port is None else args.node_port,
         cpus=resolve_cpus(args.cpus, machine_cpus()),
@@ -95,8 +100,13 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         msg_timeout=args.msg_timeout,
         max_file_size=max_file_size,
         debug=args.debug,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
         **kwargs,
     )
+    if cfg.certfile is not None:
+        tls.server_context(cfg.certfile, cfg.keyfile)  # a bad file is reported before starting
+    return cfg
 
 
 async def _serve(cfg: NodeConfig, interactive: bool) -> None:

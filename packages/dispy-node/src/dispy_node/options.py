@@ -68,6 +68,8 @@ class NodeConfig:
     msg_timeout: float = config.MsgTimeout
     max_file_size: int = config.MaxFileSize
     debug: bool = False
+    certfile: str | None = None
+    keyfile: str | None = None
 
     def __post_init__(self) -> None:
         if not self.ip_addrs:
@@ -82,3 +84,5 @@ class NodeConfig:
             raise ConfigError(f"invalid --max_file_size {self.max_file_size}: must be >= 0")
         if not self.name:
             raise ConfigError("the node name must not be empty")
+        if self.keyfile is not None and self.certfile is None:
+            raise ConfigError("--keyfile needs --certfile (the certificate that goes with the key)")
