@@ -43,6 +43,8 @@ from dispy_core.messages import (
     ComputeReady,
     ErrorReport,
     FileSaved,
+    Ping,
+    Pong,
     InfoRequest,
     JobResults,
     Message,
@@ -292,6 +294,9 @@ class NodeSession:
             self.runtime.on_results(self, msg)
             return
         if isinstance(msg, Welcome):
+            return
+        if isinstance(msg, Ping):  # the node checks that this client is alive
+            channel.send(Pong(msg.nonce))
             return
         fut = self._reply
         if isinstance(msg, FileSaved):

@@ -75,6 +75,8 @@ __all__ = [
     "CloseComputation",
     "ComputationClosed",
     "ErrorReport",
+    "Ping",
+    "Pong",
     # discovery
     "DiscoverRequest",
     "DiscoverReply",
@@ -299,6 +301,19 @@ class ErrorReport(Message):
     compute_id: str = ""
 
 
+
+@_message(23)
+class Ping(Message):
+    """Node -> client: are you still there? (sent to a client silent for half of the
+    node's --zombie_interval; a client that answers is never taken for a zombie)."""
+
+    nonce: int = 0
+
+
+@_message(24)
+class Pong(Message):
+    nonce: int = 0
+
 # -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------
 @_message(21)
 class SendFile(Message):
@@ -384,6 +399,7 @@ class CleanupHost(Message):
 @_message(48)
 class HostDone(Message):
     error: str | None = None
+    shutdown: bool = False  # the computation called dispynode_shutdown()
 
 
 @_message(49)

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import configparser
+import io
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from dispy_core import config, tls
 from dispy_core.errors import ConfigError
@@ -63,10 +67,80 @@ def build_parser() -> argparse.ArgumentParser:
                         "clients must present the same certificate (JobCluster(certfile=...))")
     p.add_argument("--keyfile", default=None, metavar="PATH",
                    help="the private key for --certfile, if it is not in that file")
+    p.add_argument("--serve", type=int, default=-1, metavar="N",
+                   help="quit after serving computations from N clients (default -1: no limit)")
+    p.add_argument("--client_shutdown", action="store_true",
+                   help="let a computation's cleanup call dispynode_shutdown() to shut the node down")
+    p.add_argument("--zombie_interval", type=float, default=60.0, metavar="MINUTES",
+                   help="close the computations of a client that sent nothing for this long while "
+                        "it has no jobs running (default 60)")
+    p.add_argument("--save_config", nargs="?", const="-", default=None, metavar="FILE",
+                   help="save the options given (except node-specific ones: -i, -p, --name) to FILE "
+                        "(stdout if FILE is omitted) and exit")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="read options from FILE (made with --save_config); options given on the "
+                        "command line override it")
     p.add_argument("--daemon", action="store_true",
                    help="don't read commands from stdin (the default when stdin is not a terminal)")
     p.add_argument("--version", action="version", version=f"dispynode {__version__}")
     return p
+
+
+#: Section of --save_config / --config files.
+CONFIG_SECTION = "dispynode"
+#: Options that are never saved or read from a config file: node-specific ones and the
+#: config options themselves.
+_NOT_SAVED = ("ip_addr", "node_port", "name", "save_config", "config", "help", "version")
+
+
+def _saveable(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.dest not in _NOT_SAVED and a.option_strings}
+
+
+def save_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The text of a config file holding the options in ``args`` that differ from the
+    defaults (node-specific options are left out)."""
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.add_section(CONFIG_SECTION)
+    for dest, action in _saveable(parser).items():
+        value = getattr(args, dest)
+        if value == action.default:
+            continue
+        cp.set(CONFIG_SECTION, dest, ("true" if value else "false") if isinstance(value, bool) else str(value))
+    out = io.StringIO()
+    out.write("# dispynode configuration (dispynode --config FILE)\n")
+    cp.write(out)
+    return out.getvalue()
+
+
+def read_config(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    """The options in config file ``path``, as argparse defaults; ConfigError if unusable."""
+    cp = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cp.read_file(f)
+    except (OSError, configparser.Error) as exc:
+        raise ConfigError(f"can't read --config {path!r}: {exc}") from None
+    unknown_sections = [s for s in cp.sections() if s != CONFIG_SECTION]
+    if unknown_sections or not cp.has_section(CONFIG_SECTION):
+        raise ConfigError(f"--config {path!r}: expected one [{CONFIG_SECTION}] section, "
+                          f"found {cp.sections() or 'none'}")
+    actions = _saveable(parser)
+    values: dict[str, Any] = {}
+    for key, text in cp.items(CONFIG_SECTION):
+        action = actions.get(key)
+        if action is None:
+            raise ConfigError(f"--config {path!r}: unknown option {key!r}; allowed: "
+                              f"{', '.join(sorted(actions))} (node-specific options such as "
+                              "ip_addr, node_port and name can't be set in a config file)")
+        try:
+            if action.nargs == 0:  # a flag
+                values[key] = cp.getboolean(CONFIG_SECTION, key)
+            else:
+                values[key] = action.type(text) if callable(action.type) else text
+        except ValueError as exc:
+            raise ConfigError(f"--config {path!r}: invalid value {text!r} for {key}: {exc}") from None
+    return values
 
 
 def _address(text: str) -> str:
@@ -102,6 +176,9 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         debug=args.debug,
         certfile=args.certfile,
         keyfile=args.keyfile,
+        serve=args.serve,
+        client_shutdown=args.client_shutdown,
+        zombie_interval=args.zombie_interval,
         **kwargs,
     )
     if cfg.certfile is not None:
@@ -128,6 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.config is not None:
+            # The file's options become defaults: what the command line gives wins.
+            parser.set_defaults(**read_config(parser, args.config))
+            args = parser.parse_args(argv)
+    except ConfigError as exc:
+        parser.error(str(exc))  # exits 2
+    if args.save_config is not None:
+        return _save(parser, args)
+    try:
         cfg = config_from_args(args)
     except ConfigError as exc:
         parser.error(str(exc))  # exits 2
@@ -141,6 +227,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except RuntimeError as exc:
         log.error("dispynode failed: %s", exc)
+        return 1
+    return 0
+
+
+def _save(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    skipped = [f"--{d}" for d in ("ip_addr", "node_port", "name") if getattr(args, d) is not None]
+    if skipped:
+        print(f"dispynode: not saved (node-specific): {', '.join(skipped)}", file=sys.stderr)
+    fresh = build_parser()  # its defaults, not --config's: everything in effect is saved
+    text = save_config(fresh, args)
+    if args.save_config == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        fd = os.open(args.save_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold the secret
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        print(f"dispynode: can't save the configuration in {args.save_config!r}: {exc}", file=sys.stderr)
         return 1
     return 0
 

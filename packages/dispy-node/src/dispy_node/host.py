@@ -78,6 +78,7 @@ class Host:
         self.runtime: Runtime | None = None
         self.cleanup: Any = None
         self.setup_args: tuple[Any, ...] = ()
+        self.shutdown_requested = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -117,6 +118,8 @@ class Host:
                                    f"(got {type(computation).__name__})")
             self.runtime = Runtime("function", computation, comp_dir, self.node_name, self.ip_addr)
             namespaces = _namespaces(computation, setup, self.cleanup)
+            for ns in namespaces:
+                ns["dispynode_shutdown"] = self._make_shutdown()
         for obj in payload.get("depends") or ():
             name = getattr(obj, "__name__", None)
             if isinstance(name, str):
@@ -206,7 +209,22 @@ class Host:
                 self.cleanup(*self.setup_args)
             except BaseException as exc:
                 error = f"cleanup of computation {self.compute_id} failed:\n{format_user_exception(exc)}"
-        self.chan.send(HostDone(error))
+        self.chan.send(HostDone(error, self.shutdown_requested))
+
+    def _make_shutdown(self) -> Any:
+        host_pid = os.getpid()
+
+        def dispynode_shutdown() -> None:
+            """Ask the node to shut down once this computation's cleanup is done (honored
+            only when the node runs with --client_shutdown, and only from setup or cleanup)."""
+            if os.getpid() != host_pid:
+                logging.getLogger("dispynode.job").warning(
+                    "dispynode_shutdown() has effect only in the computation's setup or cleanup, "
+                    "not in a job; ignored")
+                return
+            self.shutdown_requested = True
+
+        return dispynode_shutdown
 
     def stop_workers(self, timeout: float) -> None:
         """Wait up to ``timeout`` for workers to exit, then kill what is left."""

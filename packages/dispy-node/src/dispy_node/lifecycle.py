@@ -129,6 +129,10 @@ class Client:
     ip_addr: str
     port: int
     comps: set[Comp] = field(default_factory=set)
+    last_seen: float = field(default_factory=time.monotonic)  # when it last sent a message
+    pinged: bool = False  # a Ping went out since then (--zombie_interval)
+    served: bool = False  # it set up a computation here (for --serve)
+    counted: bool = False  # counted as served: all its computations were closed
 
 
 def describe_status(code: int | None) -> str:
@@ -284,6 +288,8 @@ class Lifecycle:
                 for _ in range(comp.cpus):
                     self._spawn_worker(comp)
         elif isinstance(msg, HostDone):
+            if msg.shutdown is True:
+                self._shutdown_requested(comp)
             if comp.host_done is not None and not comp.host_done.done():
                 comp.host_done.set_result(msg.error)
         else:
@@ -438,6 +444,13 @@ class Lifecycle:
             del self.comps[comp.compute_id]
         if comp.client is not None and isinstance(comp.client.user, Client):
             comp.client.user.comps.discard(comp)
+        self._forgotten(comp)
+
+    def _forgotten(self, comp: Comp) -> None:
+        """Hook: ``comp`` is gone from the node (closed or failed)."""
+
+    def _shutdown_requested(self, comp: Comp) -> None:
+        """Hook: ``comp``'s setup or cleanup called ``dispynode_shutdown()``."""
 
     async def _remove_directory(self, comp: Comp) -> None:
         if not comp.cleanup_files or not comp.directory:

@@ -70,6 +70,9 @@ class NodeConfig:
     debug: bool = False
     certfile: str | None = None
     keyfile: str | None = None
+    serve: int = -1  # clients to serve before quitting; -1: no limit
+    client_shutdown: bool = False
+    zombie_interval: float = 60.0  # minutes
 
     def __post_init__(self) -> None:
         if not self.ip_addrs:
@@ -84,5 +87,10 @@ class NodeConfig:
             raise ConfigError(f"invalid --max_file_size {self.max_file_size}: must be >= 0")
         if not self.name:
             raise ConfigError("the node name must not be empty")
+        if self.serve == 0 or self.serve < -1:
+            raise ConfigError(f"invalid --serve {self.serve}: must be a positive number of clients, "
+                              "or -1 for no limit")
+        if not self.zombie_interval > 0:
+            raise ConfigError(f"invalid --zombie_interval {self.zombie_interval}: must be > 0 minutes")
         if self.keyfile is not None and self.certfile is None:
             raise ConfigError("--keyfile needs --certfile (the certificate that goes with the key)")

@@ -51,6 +51,8 @@ from dispy_core.messages import (
     ForkHost,
     HostHello,
     InfoRequest,
+    Ping,
+    Pong,
     JobResult,
     JobResults,
     JobSpec,
@@ -133,6 +135,8 @@ class Node(Lifecycle):
         if cfg.certfile is not None:
             self._ssl = tls.server_context(cfg.certfile, cfg.keyfile)  # ConfigError if unusable
         self._handshakes: set[asyncio.Task[None]] = set()
+        self.served = 0  # clients whose computations all closed (--serve)
+        self._zombie_timer: asyncio.TimerHandle | None = None
 
     # == life of the node ================================================================
     async def run(self, on_started: Callable[[Node], None] | None = None) -> None:
@@ -158,6 +162,7 @@ class Node(Lifecycle):
         self._internal = await self._loop.create_unix_server(self._internal_channel, path=self.address)
         await self._start_zygote()
         await self._listen()
+        self._zombie_timer = self._loop.call_later(self._zombie_period(), self._zombie_check)
         if self.cfg.certfile is not None:
             log.info("TLS: clients must present the certificate in %s", self.cfg.certfile)
 
@@ -209,6 +214,8 @@ class Node(Lifecycle):
             return
         self.closing = True
         log.info("dispynode %s shutting down", self.cfg.name)
+        if self._zombie_timer is not None:
+            self._zombie_timer.cancel()
         self._close_listeners()
         closes = [self._loop.create_task(self._close(c, terminate=True, reply=True,
                                                      timeout=SHUTDOWN_TIMEOUT / 2))
@@ -368,6 +375,10 @@ class Node(Lifecycle):
     def _on_client_message(self, ch: Channel, msg: Message) -> None:
         try:
             t = type(msg)
+            user = ch.user
+            if user is not None:
+                user.last_seen = time.monotonic()
+                user.pinged = False
             if t is SubmitJobs:
                 self._submit(ch, msg)  # type: ignore[arg-type]
             elif t is Welcome:
@@ -376,6 +387,8 @@ class Node(Lifecycle):
                 self.clients.add(ch)
             elif t is InfoRequest:
                 ch.send(node_info(self.cfg, ch.user.ip_addr, ch.user.port))
+            elif t is Pong:
+                pass  # it is alive: last_seen is refreshed above
             elif t is Compute:
                 self._compute(ch, msg)  # type: ignore[arg-type]
             elif t is CancelJob:
@@ -422,6 +435,11 @@ class Node(Lifecycle):
             return refuse(f"node {self.cfg.name} is shutting down")
         if cid in self.comps:
             return refuse(f"computation {cid} is already set up on this node")
+        if self.cfg.serve > 0 and not ch.user.comps:
+            active = sum(1 for c in self.clients if isinstance(c.user, Client) and c.user.comps)
+            if ch.user.counted or self.served + active >= self.cfg.serve:
+                return refuse(f"node {self.cfg.name} serves no more clients "
+                              f"(--serve {self.cfg.serve}: {self.served} served, {active} being served)")
         if msg.kind == "function":
             error = python_version_error(msg.python_version if isinstance(msg.python_version, str) else "")
             if error:
@@ -439,6 +457,7 @@ class Node(Lifecycle):
         self.comps[cid] = comp
         self.sched.add(comp)
         ch.user.comps.add(comp)
+        ch.user.served = True
         log.info("computation %s (%r) from %s: setting up in %s", cid, msg.name, ch.peer, directory)
         self._fork_host(ForkHost(cid, comp.ip_addr))
 
@@ -548,6 +567,57 @@ class Node(Lifecycle):
             log.warning("computation %s: %s", comp.compute_id, error)
         if not ch.closed:
             ch.send(FileSaved(comp.compute_id, msg.file.name, error))
+
+    # == --serve, --client_shutdown, --zombie_interval ==================================
+    def _forgotten(self, comp: Comp) -> None:
+        client = comp.client.user if comp.client is not None else None
+        if isinstance(client, Client) and client.served and not client.comps and not client.counted:
+            client.counted = True
+            self.served += 1
+            log.debug("client %s served (%d clients so far)", comp.client.peer, self.served)
+        if 0 < self.cfg.serve <= self.served and not self.comps and not self.closing:
+            log.info("served computations from %d clients (--serve %d); quitting", self.served, self.cfg.serve)
+            self.stop()
+
+    def _shutdown_requested(self, comp: Comp) -> None:
+        if not self.cfg.client_shutdown:
+            log.warning("computation %s (%r) called dispynode_shutdown(); ignored: the node runs "
+                        "without --client_shutdown", comp.compute_id, comp.name)
+            return
+        log.info("computation %s (%r) called dispynode_shutdown(): shutting down after its cleanup",
+                 comp.compute_id, comp.name)
+        self.stop()  # the close in progress finishes first (shutdown waits for it)
+
+    def _zombie_period(self) -> float:
+        return min(60.0, self.cfg.zombie_interval * 60 / 4)
+
+    def _zombie_check(self) -> None:
+        """Close the computations of clients silent for --zombie_interval with no jobs
+        (a client with jobs in the node is checked again once they are done)."""
+        self._zombie_timer = self._loop.call_later(self._zombie_period(), self._zombie_check)
+        limit = self.cfg.zombie_interval * 60
+        now = time.monotonic()
+        for ch in list(self.clients):
+            client = ch.user
+            if not isinstance(client, Client) or not client.comps:
+                continue
+            silent = now - client.last_seen
+            if silent < limit:
+                # An idle client is not a dead one: ask it, and only one that does not
+                # answer within the interval is closed.
+                if silent >= limit / 2 and not client.pinged and not ch.closed:
+                    client.pinged = True
+                    ch.send(Ping())
+                continue
+            comps = list(client.comps)
+            if any(c.has_jobs or c.state == SETUP for c in comps):
+                continue
+            for comp in comps:
+                if comp.closed is None:
+                    log.warning("computation %s (%r): client %s sent nothing for %.1f minutes "
+                                "(--zombie_interval); closing it", comp.compute_id, comp.name,
+                                ch.peer, (now - client.last_seen) / 60)
+                    self._background(self._close(comp, terminate=False, reply=True))
 
     # == internal peers ==================================================================
     def _on_internal_message(self, ch: Channel, msg: Message) -> None:
