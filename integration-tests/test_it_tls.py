@@ -15,6 +15,7 @@ import time
 import pytest
 
 import dispy
+from dispy_core.testing import node_python
 
 
 def square(x):
@@ -130,7 +131,7 @@ def test_tls_cluster_on_a_plain_node_names_tls(start_node, certs, caplog):
 
 
 def test_node_refuses_a_missing_certfile(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "dispy_node.cli", "-i", "127.0.0.1", "-p", "0", "--daemon",
+    done = subprocess.run([node_python(), "-m", "dispy_node.cli", "-i", "127.0.0.1", "-p", "0", "--daemon",
                            "--certfile", str(tmp_path / "missing.pem")],
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert done.returncode == 2

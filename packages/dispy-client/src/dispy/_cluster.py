@@ -336,6 +336,26 @@ class JobCluster:
             log.warning("close_node(): %s: %s", type(exc).__name__, exc)
             return -1
 
+    def set_node_cpus(self, node: Any, cpus: int) -> int:
+        """Set how many of ``node``'s CPUs (a :class:`DispyNode`, IP address or host name
+        serving the cluster) this cluster uses: ``cpus > 0`` uses that many (at most the
+        CPUs the node gave the computation), a negative number leaves that many unused.
+        At most that many of this cluster's jobs then run there at once (jobs already
+        running finish). Returns the number of CPUs now used there, or -1 (logged) for a
+        node not serving the cluster or an invalid number."""
+        runtime = self._open_runtime("set_node_cpus")
+        if runtime is None:
+            return -1
+        if not isinstance(cpus, int) or isinstance(cpus, bool):
+            log.error("set_node_cpus(): cpus must be an int, not %r", cpus)
+            return -1
+        key = runtime.node_key(node)
+        if key is None:
+            log.error("set_node_cpus(): node %s is not in the cluster for %s",
+                      getattr(node, "ip_addr", node), self.name)
+            return -1
+        return self._call(runtime, "set_node_cpus", runtime.set_node_cpus, key, cpus)
+
     def send_file(self, path: Any, node: Any) -> int:
         """Send the local file ``path`` to ``node`` (a :class:`DispyNode`, IP address or
         host name serving the cluster): it is saved in the computation's directory there

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import os
 import platform
 import socket
 import threading
@@ -40,6 +41,7 @@ from dispy_core.messages import (
     CloseComputation,
     FileData,
     FileSaved,
+    JobFile,
     JobResults,
     JobSpec,
     NodeInfo,
@@ -76,6 +78,39 @@ BATCH_BYTES = 1 << 20
 
 _Running = JobStatus.Running
 _Provisional = JobStatus.ProvisionalResult
+
+
+def save_job_file(path: str, file: FileData) -> str:
+    """Write a file a job sent under the current directory, at its relative ``path``
+    (the base name only for an absolute path or one with ``..``: never outside the
+    current directory), with its mode and mtime; returns where it was written."""
+    parts = path.replace("\\", "/").split("/")
+    if not path or path.startswith("/") or ".." in parts or "\0" in path:
+        rel = os.path.basename(path.replace("\\", "/").rstrip("/"))
+        if rel in ("", ".", "..") or "\0" in rel:
+            raise ValueError(f"refused path {path!r}")
+    else:
+        rel = os.path.normpath("/".join(p for p in parts if p not in ("", ".")))
+    base = os.path.realpath(os.getcwd())
+    target = os.path.realpath(os.path.join(base, rel))
+    if target == base or os.path.commonpath([base, target]) != base:
+        raise ValueError(f"refused path {path!r}: it leads out of {base}")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.dispy-{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(file.data)
+        os.chmod(tmp, (file.mode if isinstance(file.mode, int) else 0o644) & 0o777)
+        if isinstance(file.mtime, (int, float)) and file.mtime > 0:
+            os.utime(tmp, (file.mtime, file.mtime))
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return target
 
 
 class LoopThread:
@@ -191,6 +226,7 @@ class Runtime:
         self._discovered: set[tuple[str, int]] = set()
         self._deallocated: set[tuple[str, int]] = set()  # loop only: no new jobs go there
         self._served: dict[tuple[str, int], NodeSession] = {}  # loop only: last session per node
+        self._cpu_limits: dict[tuple[str, int], int] = {}  # loop only: set_node_cpus() below the node's
         self.thread = LoopThread(self._main)
 
     # -- the loop's main task -------------------------------------------------------------
@@ -298,7 +334,14 @@ class Runtime:
         session.job_time = None
         session.depth = self.sched.pipeline
         self._served[session.key] = session
-        self.sched.add_node(session.key, 0 if session.key in self._deallocated else session.cpus)
+        limit = self._cpu_limits.get(session.key)
+        if limit is not None and limit >= session.cpus:
+            del self._cpu_limits[session.key]
+            limit = None
+        cpus = session.cpus if limit is None else limit
+        session.node.cpus = cpus
+        self.sched.add_node(session.key, 0 if session.key in self._deallocated else cpus,
+                            None if limit is None else 1)
         self.ever_initialized = True
         self.note_tried(session.label, "")
         log.info("node %s (%s) ready with %d CPUs for computation %s",
@@ -511,6 +554,27 @@ class Runtime:
             self._count_done(done)
             self._dispatch_soon()
 
+    def on_job_file(self, session: NodeSession, msg: JobFile) -> None:
+        """A file a job sent (dispy_send_file): saved under the current directory now,
+        in the loop, so it is there before the job's result (which follows it)."""
+        file = msg.file
+        data = file.data if isinstance(file, FileData) else None
+        if msg.compute_id != self.compute_id or not isinstance(msg.path, str) or \
+                not isinstance(data, (bytes, bytearray, memoryview)):
+            log.warning("node %s: malformed file from job %s ignored", session.label, msg.job_id)
+            return
+        job = self._jobs.get(msg.job_id)
+        name = job.id if job is not None and job.id is not None else msg.job_id
+        try:
+            path = save_job_file(msg.path, file)
+        except (OSError, ValueError) as exc:
+            log.error("job %s: saving file %r sent from node %s failed: %s", name, msg.path,
+                      session.label, exc)
+            return
+        if session.node is not None:
+            session.node.rx += len(data)
+        log.debug("job %s: saved file %s from node %s", name, path, session.label)
+
     def _provisional(self, session: NodeSession, job: DispyJob, r: Any) -> None:
         """A provisional result (dispy_provisional_result): the job goes on running."""
         if r.result is not None:
@@ -615,7 +679,7 @@ class Runtime:
             if session is not None:
                 if key in self._deallocated:
                     self._deallocated.discard(key)
-                    self.sched.set_cpus(key, session.cpus)
+                    self.sched.set_cpus(key, self._cpu_limits.get(key, session.cpus))
                     self._dispatch()
                 return 0
             self._deallocated.discard(key)
@@ -659,6 +723,34 @@ class Runtime:
         self.specs.append(spec)
         self._start_session(spec, spec.host, spec.port, retry=True)
         return 0
+
+    def set_node_cpus(self, key: tuple[str, int], cpus: int) -> int:
+        """Use ``cpus`` CPUs of a node (negative: all but that many); the CPUs now used, or -1.
+
+        The limit is the client's: the scheduler keeps at most that many of this
+        cluster's jobs at the node (no pipelining below the node's own CPU count, so the
+        node never runs more of them at once)."""
+        session = self._ready.get(key)
+        if session is None or self.closing:
+            return -1
+        total = session.cpus
+        n = min(cpus, total) if cpus > 0 else total + cpus
+        if cpus == 0 or n <= 0:
+            log.error("set_node_cpus(): node %s has %d CPUs for computation %s; %d is not a valid "
+                      "number of CPUs to use", session.label, total, self.computation.name, cpus)
+            return -1
+        if n < total:
+            self._cpu_limits[key] = n
+            self.sched.set_depth(key, 1)
+        else:
+            self._cpu_limits.pop(key, None)
+            self.sched.set_depth(key, max(1, session.depth))
+        if key not in self._deallocated:
+            self.sched.set_cpus(key, n)
+        session.node.cpus = n
+        log.info("node %s: computation %s uses %d of its %d CPUs", session.label, self.computation.name, n, total)
+        self._dispatch()
+        return n
 
     async def close_node(self, key: tuple[str, int], terminate: bool) -> int:
         """Close the computation on one node: its jobs there finish (or are terminated),
@@ -728,7 +820,8 @@ class Runtime:
             depth = min(MAX_DEPTH, max(self.sched.pipeline, int(PIPELINE_BUDGET / max(mean, 1e-6))))
         if depth != session.depth:
             session.depth = depth
-            self.sched.set_depth(session.key, depth)
+            if session.key not in self._cpu_limits:  # a limited node keeps depth 1
+                self.sched.set_depth(session.key, depth)
 
     def _finish(self, job: DispyJob, status: int, node: DispyNode | None, now: float, exception: str) -> None:
         """End a job that got no result from a node (cancelled, abandoned, terminated)."""

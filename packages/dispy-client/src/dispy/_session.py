@@ -46,6 +46,7 @@ from dispy_core.messages import (
     Ping,
     Pong,
     InfoRequest,
+    JobFile,
     JobResults,
     Message,
     NodeInfo,
@@ -294,6 +295,9 @@ class NodeSession:
             self.runtime.on_results(self, msg)
             return
         if isinstance(msg, Welcome):
+            return
+        if isinstance(msg, JobFile):
+            self.runtime.on_job_file(self, msg)
             return
         if isinstance(msg, Ping):  # the node checks that this client is alive
             channel.send(Pong(msg.nonce))

@@ -21,6 +21,8 @@ Client -> node (TCP, node port 9701)::
                                                ProvisionalResult entries, from
                                                dispy_provisional_result, come before its
                                                final result and do not end it)
+                           <-  JobFile          (a file a job sent with dispy_send_file,
+                                                before that job's final result)
     CancelJob              ->                  (the job's result follows: Cancelled if it
                            <-  [ErrorReport]    had not started, else whatever the
                                                 interrupted job gave; an ErrorReport
@@ -37,7 +39,8 @@ Inside a node (abstract Unix sockets, authenticated with a per-node random token
                                  host -> main:  WorkerStarted / WorkerExited
                                  main -> host:  CleanupHost; host -> main: HostDone
     worker -> main: WorkerHello; main -> worker: SubmitJobs / CancelJob;
-                    worker -> main: JobResults (provisional ones while the job runs)
+                    worker -> main: JobResults (provisional ones while the job runs),
+                                    JobFile (dispy_send_file; relayed to the client)
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ __all__ = [
     "CloseComputation",
     "ComputationClosed",
     "ErrorReport",
+    "JobFile",
     "Ping",
     "Pong",
     # discovery
@@ -313,6 +317,19 @@ class Ping(Message):
 @_message(24)
 class Pong(Message):
     nonce: int = 0
+
+@_message(25)
+class JobFile(Message):
+    """Worker -> node main -> client: a file a running job sent (``dispy_send_file``).
+
+    ``path`` is relative (no ``..``): the client saves the file under its working
+    directory at that path. Sent before the job's final result."""
+
+    compute_id: str
+    job_id: int
+    path: str
+    file: FileData
+
 
 # -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------
 @_message(21)

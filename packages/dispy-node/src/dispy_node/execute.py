@@ -6,8 +6,10 @@ environment the original dispynode gives jobs:
 * globals ``dispy_job_path``, ``dispy_node_name``, ``dispy_node_ip_addr``,
   ``dispynode_logger`` (messages for the node's log, not the job's stderr) and
   ``dispy_provisional_result(result)`` (sends ``result`` to the client now, as a
-  ProvisionalResult, through the worker's sender: :func:`set_result_sender`) in the
-  computation function's globals;
+  ProvisionalResult, through the worker's sender: :func:`set_result_sender`) and
+  ``dispy_send_file(path)`` (sends a file to the client, through the worker's file
+  sender: :func:`set_file_sender`; at most ``--max_file_size``, :func:`set_max_file_size`)
+  in the computation function's globals;
 * per-job ``depends`` (functions, classes) injected into those globals for the job only;
 * per-job files in a directory of their own (``dispy_job_path``), the job's working
   directory while it runs, removed afterwards;
@@ -29,6 +31,7 @@ import io
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -39,13 +42,14 @@ from types import FrameType
 from typing import Any
 
 from dispy_core import config, serialization
-from dispy_core.messages import JobResult, JobSpec
+from dispy_core.messages import FileData, JobResult, JobSpec
 from dispy_core.status import JobStatus
 
 from .paths import make_job_dir, remove_tree, write_files
 
 __all__ = ["Runtime", "run_job", "install_interrupt_handler", "set_interrupt_check",
-           "set_result_sender", "format_user_exception"]
+           "set_result_sender", "set_file_sender", "set_max_file_size", "send_file",
+           "format_user_exception"]
 
 _MISSING = object()
 _JOB_LOGGER = logging.getLogger("dispynode.job")
@@ -57,6 +61,8 @@ _result_sender: Callable[[Any, list[Any], float | None], None] | None = None
 _current_job: Any = None  # job id of the function job running now
 _deferring = False  # a provisional result is being sent: SIGINT waits for the end
 _deferred = False  # a SIGINT arrived meanwhile
+_file_sender: Callable[[Any, str, FileData, float | None], None] | None = None
+_max_file_size = 0  # dispynode --max_file_size (0: no limit)
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -107,7 +113,6 @@ def provisional_result(result: Any, relay: bool = False, timeout: float = config
     job's provisional result; the job goes on. 0 if sent, -1 if not (or not within
     ``timeout`` seconds). ``relay`` matters only with a shared scheduler; with JobCluster
     it has no effect, as dispy documents."""
-    global _interruptible, _deferring, _deferred
     sender, job_id = _result_sender, _current_job
     if sender is None or job_id is None:
         return -1
@@ -117,15 +122,76 @@ def provisional_result(result: Any, relay: bool = False, timeout: float = config
         _JOB_LOGGER.warning("dispy_provisional_result: can't serialize the result: %s: %s",
                             type(exc).__name__, exc)
         return -1
-    # A KeyboardInterrupt in the middle of a frame would break the worker's connection:
-    # a cancel that arrives while the result is written takes effect right after.
+    return _send_now("dispy_provisional_result", lambda: sender(job_id, payload, timeout))
+
+
+def set_file_sender(sender: Callable[[Any, str, FileData, float | None], None] | None) -> None:
+    """``sender(job_id, path, file, timeout)`` sends a file of the running job to the
+    node's main process (blocking at most ``timeout`` seconds); used by ``dispy_send_file``."""
+    global _file_sender
+    _file_sender = sender
+
+
+def set_max_file_size(size: int) -> None:
+    """The node's ``--max_file_size`` (0: no limit), for ``dispy_send_file``."""
+    global _max_file_size
+    _max_file_size = max(0, int(size))
+
+
+def client_path(path: str) -> str:
+    """Where the client saves a file sent from ``path``: the same relative path, or the
+    base name for an absolute path or one that goes up (``..``); "" if there is none."""
+    parts = path.replace(os.sep, "/").split("/")
+    if os.path.isabs(path) or ".." in parts:
+        return os.path.basename(os.path.normpath(path)).replace(os.sep, "/")
+    rel = os.path.normpath(path).replace(os.sep, "/")
+    return "" if rel in (".", "") else rel
+
+
+def send_file(path: Any, relay: bool = False, timeout: float = config.MsgTimeout) -> int:
+    """``dispy_send_file`` in jobs: send the file ``path`` (relative to the job's working
+    directory, or absolute) to the client, which saves it under its working directory
+    (see :func:`client_path`). 0 once sent; -1 (logged) for a file that can't be read,
+    is larger than ``--max_file_size`` or could not be sent within ``timeout`` seconds.
+    ``relay`` matters only with a shared scheduler, as dispy documents."""
+    sender, job_id = _file_sender, _current_job
+    if sender is None or job_id is None:
+        return -1
+    try:
+        path = os.fspath(path)
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
+        rel = client_path(path)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or not rel:
+            _JOB_LOGGER.warning("dispy_send_file: %r is not a regular file", path)
+            return -1
+        if _max_file_size and st.st_size > _max_file_size:
+            _JOB_LOGGER.warning("dispy_send_file: %r is %d bytes, more than this node's limit of %d "
+                                "bytes (dispynode --max_file_size); not sent", path, st.st_size,
+                                _max_file_size)
+            return -1
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, TypeError, ValueError) as exc:
+        _JOB_LOGGER.warning("dispy_send_file: can't read %r: %s", path, exc)
+        return -1
+    file = FileData(os.path.basename(rel), data, stat.S_IMODE(st.st_mode), st.st_mtime)
+    return _send_now("dispy_send_file", lambda: sender(job_id, rel, file, timeout))
+
+
+def _send_now(what: str, send: Callable[[], None]) -> int:
+    """Run ``send()`` (a message of the running job to the main process) shielded from
+    cancellation: a KeyboardInterrupt in the middle of a frame would break the worker's
+    connection, so a cancel that arrives meanwhile takes effect right after."""
+    global _interruptible, _deferring, _deferred
     was, _interruptible = _interruptible, False
     _deferring = True
     try:
-        sender(job_id, payload, timeout)
+        send()
         status = 0
     except Exception as exc:
-        _JOB_LOGGER.warning("dispy_provisional_result: sending failed: %s: %s", type(exc).__name__, exc)
+        _JOB_LOGGER.warning("%s: sending failed: %s: %s", what, type(exc).__name__, exc)
         status = -1
     finally:
         _deferring = False
@@ -203,6 +269,7 @@ def _run_function(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
     inject("dispy_node_ip_addr", rt.ip_addr)
     inject("dispynode_logger", _JOB_LOGGER)
     inject("dispy_provisional_result", provisional_result)
+    inject("dispy_send_file", send_file)
     out, err = io.StringIO(), io.StringIO()
     stdout, stderr = sys.stdout, sys.stderr
     status, result, exception = JobStatus.Finished, None, None

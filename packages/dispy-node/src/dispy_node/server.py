@@ -54,6 +54,7 @@ from dispy_core.messages import (
     Ping,
     Pong,
     JobResult,
+    JobFile,
     JobResults,
     JobSpec,
     Message,
@@ -245,6 +246,7 @@ class Node(Lifecycle):
         self._zygote_started = time.monotonic()
         self._zygote_up = self._loop.create_future()
         init = {"address": self.address, "token": self.token, "name": self.cfg.name,
+                "max_file_size": self.cfg.max_file_size,
                 "loglevel": logging.DEBUG if self.cfg.debug else logging.INFO}
         # Its own session: a Ctrl-C at the node's terminal is the main process's to
         # handle (shut down cleanly), not something every job should see. Its stdout is
@@ -554,6 +556,24 @@ class Node(Lifecycle):
             return
         self._background(self._save_file(ch, comp, msg))
 
+    def _on_job_file(self, worker: Worker, msg: JobFile) -> None:
+        """A file from a running job (dispy_send_file): straight to the client, so it
+        arrives before the job's result (which the worker sends after it)."""
+        comp: Comp = worker.comp  # type: ignore[assignment]
+        if not (worker.queue and worker.queue[0].job_id == msg.job_id):
+            return  # no longer that worker's job (cancelled, lost): nobody wants it
+        try:
+            check_files([msg.file], self.cfg.max_file_size)
+            if not isinstance(msg.path, str) or not msg.path or msg.path.startswith("/") \
+                    or ".." in msg.path.split("/"):
+                raise FileRefused(f"refused path {msg.path!r}")
+        except FileRefused as exc:
+            log.warning("computation %s: job %s: dispy_send_file: %s", comp.compute_id, msg.job_id, exc)
+            return
+        ch = comp.client
+        if ch is not None and not ch.closed:
+            ch.send(JobFile(comp.compute_id, msg.job_id, msg.path, msg.file))
+
     async def _save_file(self, ch: Channel, comp: Comp, msg: SendFile) -> None:
         error = None
         directory = comp.directory
@@ -626,6 +646,8 @@ class Node(Lifecycle):
         try:
             if t is JobResults and isinstance(role, Worker):
                 self._on_results(role, msg)  # type: ignore[arg-type]
+            elif t is JobFile and isinstance(role, Worker):
+                self._on_job_file(role, msg)  # type: ignore[arg-type]
             elif isinstance(role, Comp):
                 self._on_host_message(role, msg)
             elif t is Welcome:

@@ -9,6 +9,7 @@ the node's main process with WorkerHello, and then loops:
 * run the job at the head of the local queue (:func:`dispy_node.execute.run_job`);
 * send provisional results (``dispy_provisional_result``) as the job makes them, as
   JobResults with status ProvisionalResult, which the main process relays to the client;
+* send files (``dispy_send_file``) as JobFile, relayed to the client the same way;
 * send each result before starting the next job. Holding results back while another
   job runs would save a few syscalls, but if that job killed the process they would be
   lost and the node would blame the wrong job; the main process batches instead.
@@ -27,11 +28,21 @@ from collections import deque
 from typing import Any
 
 from dispy_core.errors import DispyError
-from dispy_core.messages import CancelJob, JobResult, JobResults, JobSpec, Message, SubmitJobs, WorkerHello
+from dispy_core.messages import (
+    CancelJob,
+    FileData,
+    JobFile,
+    JobResult,
+    JobResults,
+    JobSpec,
+    Message,
+    SubmitJobs,
+    WorkerHello,
+)
 from dispy_core.status import JobStatus
 
 from .__about__ import __version__
-from .execute import Runtime, run_job, set_interrupt_check, set_result_sender
+from .execute import Runtime, run_job, set_file_sender, set_interrupt_check, set_result_sender
 from .ipc import BlockingChannel
 
 __all__ = ["worker_main"]
@@ -92,9 +103,20 @@ class _Worker:
         finally:
             sock.settimeout(None)
 
+    def send_file(self, job_id: Any, path: str, file: FileData, timeout: float | None) -> None:
+        """A file of the running job (dispy_send_file), now, as send_provisional does."""
+        self.flush()  # results held here go first
+        sock = self.chan.sock
+        sock.settimeout(timeout)
+        try:
+            self.chan.send(JobFile(self.compute_id, job_id, path, file))
+        finally:
+            sock.settimeout(None)
+
     def run(self, rt: Runtime, one_job: bool) -> None:
         set_interrupt_check(self.interrupt_check)
         set_result_sender(self.send_provisional)
+        set_file_sender(self.send_file)
         while True:
             if not self.queue:
                 self.flush()

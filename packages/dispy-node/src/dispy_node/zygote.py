@@ -25,6 +25,7 @@ from dispy_core.errors import DispyError
 from dispy_core.messages import ForkHost, ZygoteHello
 
 from .__about__ import __version__
+from .execute import set_max_file_size
 from .host import host_main
 from .ipc import BlockingChannel
 
@@ -47,6 +48,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     address, token, node_name = init["address"], init["token"], init["name"]
+    set_max_file_size(init.get("max_file_size", 0))  # inherited by hosts and workers
     chan = BlockingChannel.connect(address, token, f"dispy-node-zygote {__version__}")
     chan.send(ZygoteHello(os.getpid()))
     while True:
