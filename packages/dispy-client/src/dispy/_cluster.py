@@ -266,6 +266,19 @@ class JobCluster:
             return []
 
     # -- nodes ------------------------------------------------------------------------------
+    def _serving_node(self, what: str, node: Any) -> tuple[Runtime, tuple[str, int]] | None:
+        """The runtime and ``node``'s key for a method acting on one node of the cluster;
+        None (with the reason logged) if the cluster is closed or the node not in it."""
+        runtime = self._open_runtime(what)
+        if runtime is None:
+            return None
+        key = runtime.node_key(node)
+        if key is None:
+            log.error("%s(): node %s is not in the cluster for %s",
+                      what, getattr(node, "ip_addr", node), self.name)
+            return None
+        return runtime, key
+
     def _open_runtime(self, what: str) -> Runtime | None:
         runtime = self._runtime
         if self._closed or runtime is None or not runtime.thread.alive:
@@ -278,14 +291,10 @@ class JobCluster:
         name): jobs running there finish, queued jobs go to other nodes, jobs submitted
         to it with :meth:`submit_node` wait. The computation stays set up there;
         :meth:`allocate_node` resumes. Returns 0, or -1 if the node is not in the cluster."""
-        runtime = self._open_runtime("deallocate_node")
-        if runtime is None:
+        found = self._serving_node("deallocate_node", node)
+        if found is None:
             return -1
-        key = runtime.node_key(node)
-        if key is None:
-            log.error("deallocate_node(): node %s is not in the cluster for %s",
-                      getattr(node, "ip_addr", node), self.name)
-            return -1
+        runtime, key = found
         return self._call(runtime, "deallocate_node", runtime.deallocate, key)
 
     def allocate_node(self, node: Any) -> int:
@@ -321,14 +330,10 @@ class JobCluster:
         ``DispyNode.Closed``. Blocks until the node confirms. Jobs pinned to it with
         :meth:`submit_node` wait; :meth:`allocate_node` sets the node up again. Returns 0,
         or -1 if the node is not serving the cluster."""
-        runtime = self._open_runtime("close_node")
-        if runtime is None:
+        found = self._serving_node("close_node", node)
+        if found is None:
             return -1
-        key = runtime.node_key(node)
-        if key is None:
-            log.error("close_node(): node %s is not in the cluster for %s",
-                      getattr(node, "ip_addr", node), self.name)
-            return -1
+        runtime, key = found
         timeout = config.MsgTimeout + 10 if terminate_pending else None
         try:
             return int(runtime.thread.run(runtime.close_node(key, bool(terminate_pending)), timeout=timeout))
@@ -343,17 +348,13 @@ class JobCluster:
         At most that many of this cluster's jobs then run there at once (jobs already
         running finish). Returns the number of CPUs now used there, or -1 (logged) for a
         node not serving the cluster or an invalid number."""
-        runtime = self._open_runtime("set_node_cpus")
-        if runtime is None:
-            return -1
         if not isinstance(cpus, int) or isinstance(cpus, bool):
             log.error("set_node_cpus(): cpus must be an int, not %r", cpus)
             return -1
-        key = runtime.node_key(node)
-        if key is None:
-            log.error("set_node_cpus(): node %s is not in the cluster for %s",
-                      getattr(node, "ip_addr", node), self.name)
+        found = self._serving_node("set_node_cpus", node)
+        if found is None:
             return -1
+        runtime, key = found
         return self._call(runtime, "set_node_cpus", runtime.set_node_cpus, key, cpus)
 
     def send_file(self, path: Any, node: Any) -> int:
@@ -362,14 +363,10 @@ class JobCluster:
         (the jobs' working directory) under its base name, replacing a file of that name.
         Returns 0 once the node saved it, or -1 with the reason logged (unreadable file,
         node not serving the cluster, file over the node's ``--max_file_size``...)."""
-        runtime = self._open_runtime("send_file")
-        if runtime is None:
+        found = self._serving_node("send_file", node)
+        if found is None:
             return -1
-        key = runtime.node_key(node)
-        if key is None:
-            log.error("send_file(): node %s is not in the cluster for %s",
-                      getattr(node, "ip_addr", node), self.name)
-            return -1
+        runtime, key = found
         try:
             data = file_data(path)
         except (ConfigError, TypeError) as exc:
