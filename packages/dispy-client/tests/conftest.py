@@ -44,7 +44,10 @@ from dispy_core.messages import (
     JobResults,
     JobSpec,
     Message,
+    AckResults,
     NodeInfo,
+    Resume,
+    Resumed,
     SubmitJobs,
     Welcome,
 )
@@ -58,7 +61,8 @@ class FakeNode:
     def __init__(self, *, cpus: int = 2, secret: str = "", ip: str = "127.0.0.1",
                  name: str = "fakenode", python_version: str | None = None,
                  fail_compute: str | None = None, error_reports: int = 0,
-                 hold: bool = False, port: int = 0, setup_time: float = 0.0) -> None:
+                 hold: bool = False, port: int = 0, setup_time: float = 0.0,
+                 resume: bool = False) -> None:
         self.cpus = cpus
         self.secret = secret
         self.ip = ip
@@ -76,7 +80,12 @@ class FakeNode:
         self.connections = 0
         self._held: list[tuple[Channel, JobSpec]] = []
         self._hold = hold
+        self.resume = resume  # keep computations across dropped connections (else: "restarted")
+        self.unacked: dict[int, JobResult] = {}  # final results sent and not acknowledged
+        self.acked: list[int] = []
+        self.resumes = 0
         self._channels: list[Channel] = []
+        self._state: dict[str, Any] | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="fakenode", daemon=True)
         self._thread.start()
@@ -150,11 +159,25 @@ class FakeNode:
                 ch.send(ComputeFailed(msg.compute_id, self.fail_compute))
                 return
             payload = serialization.loads(msg.payload)
-            ch.user = {"compute": msg, "payload": payload}
+            ch.user = self._state = {"compute": msg, "payload": payload}
             cpus = min(self.cpus, msg.cpus) if msg.cpus else self.cpus
             ready = ComputeReady(msg.compute_id, cpus, "/fake/dest")
             self.loop.call_later(self.setup_time, lambda: None if ch.closed else ch.send(ready))
+        elif isinstance(msg, AckResults):
+            self._ack(msg.job_ids)
+        elif isinstance(msg, Resume):
+            self.resumes += 1
+            known = [c for c in self.computes if c.compute_id == msg.compute_id]
+            if not (self.resume and known and self._state is not None):
+                ch.send(Resumed(msg.compute_id, False))
+                return
+            ch.user = self._state
+            self._held = [(ch, spec) for _c, spec in self._held]  # the jobs go on, for the new connection
+            if self.unacked:  # sent before, maybe lost: all again (the client deduplicates)
+                ch.send(JobResults(msg.compute_id, list(self.unacked.values())))
+            ch.send(Resumed(msg.compute_id, True, len(self._held)))
         elif isinstance(msg, SubmitJobs):
+            self._ack(msg.acks)
             self.batches.append(len(msg.jobs))
             self.in_flight += len(msg.jobs)
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -201,8 +224,14 @@ class FakeNode:
 
     def _reply(self, ch: Channel, result: JobResult) -> None:
         self.in_flight -= 1
+        self.unacked[result.job_id] = result
         if not ch.closed:
             ch.send(JobResults(ch.user["compute"].compute_id, [result]))
+
+    def _ack(self, job_ids: list[int]) -> None:
+        for job_id in job_ids:
+            self.acked.append(job_id)
+            self.unacked.pop(job_id, None)
 
 
 @pytest.fixture

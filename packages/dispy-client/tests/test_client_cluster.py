@@ -329,6 +329,51 @@ def test_lost_node_abandons_its_jobs(fake_node: Any, clusters: list) -> None:
     assert (DispyNode.Closed, None) in events
 
 
+def test_dropped_connection_is_resumed_and_each_result_delivered_once(fake_node: Any, clusters: list) -> None:
+    from dispy_core.messages import JobResult
+
+    finished: list = []
+    node = fake_node(cpus=1, hold=True, resume=True)
+    cluster = make(clusters, square, node, loglevel=dispy.logger.CRITICAL,
+                   job_status=lambda job: finished.append(job.id))
+    first = cluster.submit(3)
+    assert dispy_wait(lambda: len(node.jobs) == 1)
+    node.release()
+    assert first() == 9
+    assert dispy_wait(lambda: 1 in node.acked), "the result was not acknowledged"
+    node.call(node._state.update, {})  # (the node keeps its computation)
+    node.call(lambda: setattr(node, "_hold", True))
+    jobs = [cluster.submit(i) for i in range(4, 6)]
+    assert dispy_wait(lambda: len(node.jobs) == 3)
+    # The connection drops; the node still has job 1's result "unacknowledged" (as if
+    # the ack was lost) and resends it: the client must not deliver it twice.
+    node.call(node.unacked.__setitem__, 1, JobResult(1, JobStatus.Finished, serialization.dumps(-1)))
+    node.drop()
+    assert dispy_wait(lambda: node.resumes == 1)
+    node.release()
+    assert [job() for job in jobs] == [16, 25]
+    assert all(job.status == DispyJob.Finished for job in jobs)
+    assert first.result == 9  # not the resent duplicate
+    cluster.wait(T)
+    assert sorted(finished) == [1, 2, 3], finished  # each job reported once
+    assert len(node.computes) == 1  # resumed, not set up again
+    assert dispy_wait(lambda: not node.unacked)
+
+
+def test_node_without_the_computation_after_reconnect_abandons_and_sets_up_again(
+        fake_node: Any, clusters: list) -> None:
+    node = fake_node(cpus=1, hold=True)  # forgets computations when the connection drops
+    cluster = make(clusters, square, node, loglevel=dispy.logger.CRITICAL)
+    job = cluster.submit(2)
+    assert dispy_wait(lambda: len(node.jobs) == 1)
+    node.drop()
+    assert job.finish.wait(T)
+    assert job.status == DispyJob.Abandoned and "no longer runs the computation" in job.exception
+    assert dispy_wait(lambda: len(node.computes) == 2)  # set up afresh
+    node.release()
+    assert cluster.submit(5)() == 25
+
+
 # -- callbacks -------------------------------------------------------------------------------
 def test_callbacks_in_order_on_one_thread(fake_node: Any, clusters: list) -> None:
     calls: list = []

@@ -101,7 +101,8 @@ def test_serve_1_quits_after_the_first_client_and_refuses_a_second():
 
 
 def test_serve_counts_a_client_that_disconnects():
-    with NodeProcess("127.0.0.4", "-s", SECRET, "--serve", "1") as node:
+    # (--zombie_interval: how long a computation whose client left waits for it)
+    with NodeProcess("127.0.0.4", "-s", SECRET, "--serve", "1", "--zombie_interval", "0.01") as node:
 
         async def body(c: TestClient):
             await c.ready(double)

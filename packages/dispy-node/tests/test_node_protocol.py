@@ -26,9 +26,15 @@ from dispy_core.messages import (
     DiscoverRequest,
     ErrorReport,
     InfoRequest,
+    AckResults,
     NodeInfo,
+    Pulse,
+    Resume,
+    Resumed,
     SubmitJobs,
 )
+from dispy_core.testing import NodeProcess
+from dispy_node.undelivered import ResultStore
 from dispy_core.status import JobStatus
 from dispy_core.testing import wait_until
 
@@ -252,19 +258,90 @@ def record_pid_and_sleep(path, seconds):
     time.sleep(seconds)
 
 
-def test_client_disconnect_closes_its_computations(node, tmp_path):
+def test_a_vanished_client_s_jobs_go_on_then_its_computation_closes(tmp_path):
+    """A client's connection is lost: its running job is not killed at once (it may come
+    back, or recover_jobs); once --zombie_interval passes without it, the job is
+    terminated and the computation closed."""
     pid_file = tmp_path / "job.pid"
     state = {}
+    with NodeProcess("127.0.0.5", "-s", SECRET, "--zombie_interval", "0.03") as node:  # 1.8 s
 
+        async def body(c: TestClient):
+            reply = await c.compute(record_pid_and_sleep, cpus=1)
+            state["dir"], state["cid"] = reply.dest_path, reply.compute_id
+            state["ids"] = c.submit(reply.compute_id, (str(pid_file), 60))
+            assert await asyncio.to_thread(
+                wait_until, lambda: pid_file.exists() and pid_file.read_text().strip(), 5)
+
+        client_test(node, body)
+        job_pid = int(pid_file.read_text())
+        time.sleep(0.5)
+        assert psutil.pid_exists(job_pid), "the job was killed as soon as the client left"
+        assert wait_until(lambda: not os.path.exists(state["dir"]), 10), "directory not removed"
+        assert wait_until(lambda: not psutil.pid_exists(job_pid), 5), "job still running"
+        _still_serves(node)
+
+        async def recover(c: TestClient):  # the terminated job's result was kept
+            c.send(Resume(state["cid"]))
+            got = await c.wait_results(state["cid"], state["ids"])
+            reply = await c.next_reply()
+            assert isinstance(reply, Resumed) and reply.running is False
+            return got
+
+        [result] = client_test(node, recover)
+        assert result.status == JobStatus.Terminated, result
+
+
+def test_results_of_a_vanished_client_are_kept_on_disk_resumed_and_acknowledged(node):
+    """Results a client did not acknowledge survive its connection: another connection
+    resumes the computation (jobs still queued run on and report there), gets every
+    kept result again, and its acknowledgements delete them."""
+    state = {}
+
+    async def first(c: TestClient):
+        cid = await c.ready(slow_double, cpus=1)
+        state["cid"] = cid
+        [done] = await c.run_jobs(cid, (1, 0.0))  # delivered, but never acknowledged
+        assert value(done) == 2
+        state["ids"] = [done.job_id] + c.submit(cid, (2, 0.3), (3, 0.3))
+
+    client_test(node, first)
+    cid, ids = state["cid"], state["ids"]
+
+    def stored() -> int:
+        store = ResultStore(node.dest_path_prefix)
+        store.scan()
+        return store.count(cid)
+
+    assert wait_until(lambda: stored() == 3, 10)
+
+    async def again(c: TestClient):
+        c.send(Resume(cid))
+        results = await c.wait_results(cid, ids)
+        reply = await c.next_reply()
+        assert isinstance(reply, Resumed) and reply.running is True and reply.unfinished == 0
+        c.send(AckResults(cid, ids))
+        assert await asyncio.to_thread(wait_until, lambda: stored() == 0, 5)
+        # the computation goes on with this connection
+        [four] = await c.run_jobs(cid, (4, 0.0))
+        assert value(four) == 8
+        await c.close_computation(cid)
+        return [value(r) for r in results]
+
+    assert client_test(node, again) == [2, 4, 6]
+
+
+def test_pulses_carry_availability(node):
     async def body(c: TestClient):
-        reply = await c.compute(record_pid_and_sleep, cpus=1)
-        state["dir"] = reply.dest_path
-        c.submit(reply.compute_id, (str(pid_file), 60))
-        assert await asyncio.to_thread(
-            wait_until, lambda: pid_file.exists() and pid_file.read_text().strip(), 5)
+        reply = await c.compute(slow_double, pulse_interval=1.0)
+        pulse = await c.next_reply(timeout=5)
+        assert isinstance(pulse, Pulse) and pulse.compute_id == reply.compute_id
+        assert pulse.avail_info is not None and pulse.avail_info.memory > 0 and 0 <= pulse.avail_info.cpu <= 100
+        await c.close_computation(reply.compute_id)
 
     client_test(node, body)
-    assert wait_until(lambda: not os.path.exists(state["dir"]), 10), "directory not removed"
-    job_pid = int(pid_file.read_text())
-    assert wait_until(lambda: not psutil.pid_exists(job_pid), 5), "job still running"
-    _still_serves(node)
+
+
+def slow_double(x, pause):
+    time.sleep(pause)
+    return 2 * x

@@ -28,6 +28,7 @@ from ._cluster import JobCluster
 from ._job import DispyJob
 from ._log import logger
 from ._node import DispyNode, DispyNodeAvailInfo, NodeAllocate
+from ._recover import recover_jobs
 from ._status import ClusterStatus
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "DispyNodeAvailInfo",
     "NodeAllocate",
     "ClusterStatus",
+    "recover_jobs",
     "DispyError",
     "ConfigError",
     "logger",

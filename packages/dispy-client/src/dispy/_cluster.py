@@ -15,6 +15,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +28,9 @@ from ._callbacks import CallbackThread
 from ._computation import build_computation, file_data, job_spec
 from ._job import DispyJob
 from ._log import set_level
+from ._netif import check_ping_interval, host_list
 from ._node import DispyNode, parse_nodes
+from ._recover import RecoverFile, default_recover_path
 from ._runtime import Runtime
 from ._status import ClusterStatus, format_status
 
@@ -37,13 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Options accepted at their default only (not implemented yet), with that default.
 _NOT_YET: dict[str, Any] = {
-    "ext_host": None,
-    "ipv4_udp_multicast": False,
-    "ping_interval": None,
-    "pulse_interval": None,
     "poll_interval": None,
     "reentrant": False,
-    "recover_file": None,
 }
 
 _live: weakref.WeakSet[JobCluster] = weakref.WeakSet()
@@ -64,16 +62,6 @@ def _check_callback(name: str, func: Any, nargs: int) -> None:
         args = "job" if nargs == 1 else "status, node, job"
         raise ConfigError(f"{name} must take {nargs} argument{'s' * (nargs > 1)} ({args}); "
                           f"{getattr(func, '__qualname__', func)}{sig} does not") from None
-
-
-def _first_host(host: Any) -> str | None:
-    if host is None:
-        return None
-    if isinstance(host, str):
-        return host or None
-    if isinstance(host, (list, tuple)) and host and all(isinstance(h, str) for h in host):
-        return str(host[0])
-    raise ConfigError(f"host must be a host name or IP address (or a list of them), not {host!r}")
 
 
 class JobCluster:
@@ -116,13 +104,8 @@ class JobCluster:
         self._runtime: Runtime | None = None
         self._closed = True
         given = {
-            "ext_host": ext_host if ext_ip_addr is None else ext_ip_addr,
-            "ipv4_udp_multicast": ipv4_udp_multicast,
-            "ping_interval": ping_interval,
-            "pulse_interval": pulse_interval,
             "poll_interval": poll_interval,
             "reentrant": reentrant,
-            "recover_file": recover_file,
         }
         for name, value in given.items():
             if value != _NOT_YET[name]:
@@ -137,7 +120,15 @@ class JobCluster:
             job_status = callback
         _check_callback("job_status", job_status, 1)
         _check_callback("cluster_status", cluster_status, 3)
-        local_host = _first_host(host)
+        local_hosts = host_list("host", host, resolve=True)
+        # ext_host: what a NAT gateway in front of this client is known by. Nodes never
+        # connect back to the client (every connection is the client's, and discovery
+        # replies go to the requester), so no message carries it: it is only validated.
+        self._ext_hosts = host_list("ext_host", ext_host if ext_ip_addr is None else ext_ip_addr,
+                                    resolve=False)
+        if not isinstance(ipv4_udp_multicast, bool):
+            raise ConfigError(f"ipv4_udp_multicast must be True or False, not {ipv4_udp_multicast!r}")
+        ping_interval = check_ping_interval(ping_interval)
         if dispy_port is not None and (not isinstance(dispy_port, int) or isinstance(dispy_port, bool)
                                        or not 0 <= dispy_port < 65535):
             raise ConfigError(f"dispy_port must be an int in 0-65534 (0: any free port), not {dispy_port!r}")
@@ -154,8 +145,18 @@ class JobCluster:
             raise ConfigError("keyfile needs certfile (the certificate that goes with the key)")
         ssl_context = tls.client_context(certfile, keyfile) if certfile is not None else None
 
+        if pulse_interval is not None and (isinstance(pulse_interval, bool) or not isinstance(
+                pulse_interval, (int, float)) or not 1 <= pulse_interval <= 600):
+            raise ConfigError(f"pulse_interval must be a number of seconds in 1-600, not {pulse_interval!r}")
+        if recover_file is not None and not isinstance(recover_file, str):
+            raise ConfigError(f"recover_file must be a path (a string), not {type(recover_file).__name__}")
+
         specs = parse_nodes(nodes, dispy_port)
         self._computation = build_computation(computation, list(depends or ()), setup, cleanup)
+        compute_id = uuid.uuid4().hex
+        self._recover = RecoverFile(recover_file or default_recover_path(), compute_id=compute_id,
+                                    name=self._computation.name, secret=secret, certfile=certfile,
+                                    keyfile=keyfile)
         self._kind = self._computation.kind
         self._job_status = job_status
         self._cluster_status = cluster_status
@@ -171,13 +172,18 @@ class JobCluster:
             dest_path=dest_path,
             cleanup_files=cleanup is not False,
             process_per_job=process_per_job,
-            local_host=local_host,
+            local_host=local_hosts,
             client_port=config.client_port(dispy_port) if dispy_port != 0 else 0,
             job_status=job_status,
             cluster_status=cluster_status,
             callbacks=self._callbacks,
             dispy_port=dispy_port,
             ssl=ssl_context,
+            ipv4_udp_multicast=ipv4_udp_multicast,
+            ping_interval=ping_interval,
+            compute_id=compute_id,
+            pulse_interval=float(pulse_interval or 0),
+            recover=self._recover,
         )
         self._closed = False
         _live.add(self)
@@ -442,6 +448,28 @@ class JobCluster:
             runtime.thread.join(config.MsgTimeout)
         if self._callbacks is not None:
             self._callbacks.stop()
+        self._recover.close(remove=True)
+        _live.discard(self)
+
+    def _leave(self) -> None:
+        """At exit with jobs pending: drop the connections without closing the
+        computation, so the nodes finish the jobs and keep their results for
+        ``dispy.recover_jobs``; the recover file stays."""
+        runtime = self._runtime
+        with self._close_lock:
+            if self._closed or runtime is None:
+                return
+            self._closed = True
+        runtime.refuse_submits()
+        log.warning("the program ends with %d jobs of %s pending and the cluster not closed: they "
+                    "go on running on the nodes; get their results with dispy.recover_jobs(%r)",
+                    runtime.pending, self.name, self._recover.path)
+        if runtime.thread.alive:
+            try:
+                runtime.thread.run(runtime.leave(), timeout=config.MsgTimeout)
+            except Exception as exc:
+                log.debug("leaving computation %s: %s", self.name, exc)
+        self._recover.close(remove=False)
         _live.discard(self)
 
     def __enter__(self) -> JobCluster:
@@ -488,6 +516,10 @@ def _close_all() -> None:
     """At interpreter exit, close clusters the program left open (terminating jobs)."""
     for cluster in list(_live):
         try:
-            cluster._shutdown(terminate=True)
+            runtime = cluster._runtime
+            if runtime is not None and runtime.pending > 0 and runtime.nodes:
+                cluster._leave()
+            else:
+                cluster._shutdown(terminate=True)
         except Exception:  # pragma: no cover - best effort at exit
             pass

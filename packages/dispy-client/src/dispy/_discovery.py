@@ -1,4 +1,4 @@
-"""Finding nodes by UDP broadcast, for ``nodes=None`` and wildcard specs only.
+"""Finding nodes by UDP broadcast or multicast, for ``nodes=None`` and wildcard specs only.
 
 Nodes named explicitly are contacted directly over TCP and never cause a datagram to be
 sent: :func:`needs_discovery` is the single place that decides, and the cluster asks it
@@ -10,6 +10,19 @@ sealed :class:`DiscoverReply` echoing the nonce and naming its TCP port, and the
 then connects to it over TCP like to an explicit node. Datagrams are sealed with
 :func:`dispy_core.auth.seal_datagram` under the cluster's secret, nothing in them is ever
 unpickled, and replies with another nonce, a bad seal or a stale time are dropped.
+
+Where requests go: one UDP socket per local address (``JobCluster(host=...)``, else the
+IPv4 wildcard address, plus the IPv6 one when a wildcard spec is an IPv6 pattern), bound
+to the client port when it is free. IPv4 sockets broadcast, or send to
+:data:`dispy_core.config.IPv4MulticastGroup` with ``ipv4_udp_multicast=True``; IPv6
+sockets always send to :data:`dispy_core.config.IPv6MulticastGroup`. Multicasts leave
+through the interface of the socket's address, with a hop limit of 1. With a
+``ping_interval`` the request is repeated every that many seconds, for nodes started
+later or that missed it.
+
+The same sockets receive :class:`NodeAnnounce` datagrams, sent unicast by nodes started
+with ``--scheduler_node`` to the client port; a fresh one sealed with the cluster's secret
+counts as a reply (no nonce: the node speaks first).
 """
 
 from __future__ import annotations
@@ -17,17 +30,20 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dispy_core import auth, messages
+from dispy_core import auth, config, messages
 from dispy_core.errors import DispyError
-from dispy_core.messages import DiscoverReply, DiscoverRequest
+from dispy_core.messages import DiscoverReply, DiscoverRequest, NodeAnnounce
 
+from ._netif import interface_index, is_ipv6
 from ._node import NodeAllocate
 
-__all__ = ["needs_discovery", "build_request", "parse_reply", "Discovery", "BROADCAST_ADDR"]
+__all__ = ["needs_discovery", "build_request", "parse_reply", "parse_announce", "Discovery",
+           "BROADCAST_ADDR", "bind_addresses", "destination"]
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +71,32 @@ def build_request(secret: str | bytes, nonce: str | None = None, now: float | No
     return nonce, auth.seal_datagram(auth.derive_key(secret), DiscoverRequest.TYPE, _encode(msg))
 
 
+def _open(secret: str | bytes, data: bytes) -> messages.Message | None:
+    try:
+        type_, body = auth.open_datagram(auth.derive_key(secret), data)
+        return messages.decode(type_, memoryview(body))
+    except DispyError as exc:
+        log.debug("ignoring datagram: %s", exc)
+        return None
+
+
+def parse_announce(secret: str | bytes, data: bytes, now: float | None = None) -> NodeAnnounce | None:
+    """The node announcement in ``data`` if it is sealed with ``secret`` and recent."""
+    msg = _open(secret, data)
+    if not isinstance(msg, NodeAnnounce) or not isinstance(msg.time, (int, float)):
+        return None
+    now = time.time() if now is None else now
+    if abs(now - msg.time) > REPLY_WINDOW:
+        log.debug("ignoring stale announcement from %s", msg.ip_addr)
+        return None
+    return msg
+
+
 def parse_reply(secret: str | bytes, data: bytes, nonce: str, now: float | None = None) -> DiscoverReply | None:
     """The reply in ``data`` if it is sealed with ``secret``, answers ``nonce`` and is
     recent; None otherwise (the reason is logged at DEBUG level)."""
-    try:
-        type_, body = auth.open_datagram(auth.derive_key(secret), data)
-        msg = messages.decode(type_, memoryview(body))
-    except DispyError as exc:
-        log.debug("ignoring datagram: %s", exc)
+    msg = _open(secret, data)
+    if msg is None:
         return None
     if not isinstance(msg, DiscoverReply):
         log.debug("ignoring %s datagram", type(msg).__name__)
@@ -77,6 +111,45 @@ def parse_reply(secret: str | bytes, data: bytes, nonce: str, now: float | None 
     return msg
 
 
+def bind_addresses(hosts: list[str], ipv6: bool) -> list[str]:
+    """The local addresses discovery sends from: the given hosts, else the IPv4 wildcard
+    address (and the IPv6 one if ``ipv6``, i.e. some wildcard spec is an IPv6 pattern)."""
+    if hosts:
+        return list(dict.fromkeys(hosts))
+    return ["0.0.0.0", "::"] if ipv6 else ["0.0.0.0"]
+
+
+def destination(bind: str, node_port: int, ipv4_multicast: bool) -> tuple[str, int]:
+    """Where a socket bound to ``bind`` sends requests."""
+    if is_ipv6(bind):
+        return (config.IPv6MulticastGroup, node_port)
+    return (config.IPv4MulticastGroup if ipv4_multicast else BROADCAST_ADDR, node_port)
+
+
+def _socket(bind: str, port: int, ipv4_multicast: bool) -> socket.socket:
+    """A UDP socket bound to ``bind:port`` and set up to send discovery requests."""
+    v6 = is_ipv6(bind)
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+            if bind != "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, interface_index(bind))
+        elif ipv4_multicast:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            if bind != "0.0.0.0":
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(bind))
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.bind((bind, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Any], None]) -> None:
         self.on_datagram = on_datagram
@@ -89,55 +162,97 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class Discovery:
-    """One cluster's discovery: broadcast requests, hand valid replies to ``on_reply``."""
+    """One cluster's discovery: send requests (again every ``ping_interval`` seconds if
+    given), hand valid replies and node announcements to ``on_reply``."""
 
     def __init__(self, secret: str | bytes, node_port: int, on_reply: Callable[[DiscoverReply], None],
-                 bind_host: str | None = None, client_port: int = 0) -> None:
+                 hosts: list[str] | None = None, client_port: int = 0, *,
+                 ipv4_multicast: bool = False, ipv6: bool = False,
+                 ping_interval: float | None = None) -> None:
         self.secret = secret
         self.node_port = node_port
         self.on_reply = on_reply
-        self.bind_host = bind_host or "0.0.0.0"
+        self.binds = bind_addresses(list(hosts or ()), ipv6)
         self.client_port = client_port
+        self.ipv4_multicast = ipv4_multicast
+        self.ping_interval = ping_interval
         self.nonce = ""
         self.replies = 0
-        self._transport: asyncio.DatagramTransport | None = None
+        self.rounds = 0  # requests sent (per socket)
+        self._transports: list[tuple[asyncio.DatagramTransport, tuple[str, int]]] = []
+
+    async def _open(self, bind: str) -> asyncio.DatagramTransport | None:
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                sock = _socket(bind, self.client_port, self.ipv4_multicast)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or not self.client_port:
+                    raise
+                # The client port is taken (another client here): replies still come back,
+                # announcements (--scheduler_node) to that port go to the other client.
+                log.debug("client port %s on %s is in use; discovering from another port", self.client_port, bind)
+                sock = _socket(bind, 0, self.ipv4_multicast)
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self._datagram), sock=sock)
+        except OSError as exc:
+            log.warning("can't discover nodes from %s: no UDP socket on port %s: %s",
+                        bind, self.client_port, exc.strerror or exc)
+            return None
+        return transport
 
     async def run(self) -> None:
-        """Broadcast (and resend a couple of times), then keep listening for late replies
-        until cancelled."""
+        """Send requests (and resend a couple of times, then every ping_interval), and
+        listen for replies and announcements until cancelled."""
         loop = asyncio.get_running_loop()
-        protocol = _Protocol(self._datagram)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: protocol, local_addr=(self.bind_host, self.client_port), allow_broadcast=True)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE or not self.client_port:
-                log.warning("can't discover nodes: no UDP socket on %s:%s: %s",
-                            self.bind_host, self.client_port, exc.strerror or exc)
+            for bind in self.binds:
+                transport = await self._open(bind)
+                if transport is not None:
+                    self._transports.append((transport, destination(bind, self.node_port, self.ipv4_multicast)))
+            if not self._transports:
                 return
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: protocol, local_addr=(self.bind_host, 0), allow_broadcast=True)
-        try:
-            self.nonce, datagram = build_request(self.secret)
-            self._transport = transport
-            log.info("looking for nodes: broadcasting to UDP port %s", self.node_port)
+            self.nonce, _ = build_request(self.secret)
+            how = ", ".join(f"{'broadcast' if dest[0] == BROADCAST_ADDR else 'multicast ' + dest[0]}"
+                            for _, dest in self._transports)
+            log.info("looking for nodes on UDP port %s (%s)", self.node_port, how)
             started = loop.time()
             for delay in (0.0, *RESEND_AFTER):
                 await asyncio.sleep(max(0.0, started + delay - loop.time()))
-                transport.sendto(datagram, (BROADCAST_ADDR, self.node_port))
+                self._send()
+            if self.ping_interval:
+                while True:
+                    await asyncio.sleep(self.ping_interval)
+                    log.debug("looking for nodes again (ping_interval %g s)", self.ping_interval)
+                    self._send()
             await asyncio.Future()  # listen until cancelled
         finally:
-            self._transport = None
-            transport.close()
+            for transport, _ in self._transports:
+                transport.close()
+            self._transports = []
+
+    def _send(self) -> None:
+        _, datagram = build_request(self.secret, self.nonce)  # same nonce, current time
+        for transport, dest in self._transports:
+            transport.sendto(datagram, dest)
+        self.rounds += 1
 
     def refresh(self) -> None:
-        """Broadcast the request once more (nodes started since answer it)."""
-        if self._transport is not None and self.nonce:
-            _, datagram = build_request(self.secret, self.nonce)  # same nonce, current time
-            log.info("looking for nodes again: broadcasting to UDP port %s", self.node_port)
-            self._transport.sendto(datagram, (BROADCAST_ADDR, self.node_port))
+        """Send the request once more (nodes started since answer it)."""
+        if self._transports and self.nonce:
+            log.info("looking for nodes again on UDP port %s", self.node_port)
+            self._send()
 
     def _datagram(self, data: bytes, addr: Any) -> None:
+        msg = _open(self.secret, data)
+        if isinstance(msg, NodeAnnounce):
+            announce = parse_announce(self.secret, data)
+            if announce is None:
+                return
+            log.debug("node %s:%s announced itself", announce.ip_addr or addr[0], announce.port)
+            self.replies += 1
+            self.on_reply(DiscoverReply("", announce.time, announce.ip_addr or addr[0], announce.port,
+                                        announce.name, announce.cpus))
+            return
         reply = parse_reply(self.secret, data, self.nonce)
         if reply is None:
             return

@@ -17,6 +17,8 @@ from dispy_core import config
 from dispy_core.errors import ConfigError
 from dispy_core.status import NodeStatus
 
+from ._netif import canonical
+
 __all__ = ["DispyNode", "DispyNodeAvailInfo", "NodeAllocate", "parse_nodes", "is_wildcard"]
 
 
@@ -97,7 +99,7 @@ class NodeAllocate:
             raise ConfigError(f"NodeAllocate depends must be a list of file paths, not {depends!r}")
         if not isinstance(setup_args, tuple):
             setup_args = tuple(setup_args) if isinstance(setup_args, list) else (setup_args,)
-        self.host = host.strip()
+        self.host = host.strip() if is_wildcard(host) else canonical(host)  # '[::1]' -> '::1'
         self.port = port
         self.cpus = cpus
         self.depends = list(depends)
@@ -136,11 +138,31 @@ def is_wildcard(host: str) -> bool:
     return "*" in host
 
 
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """``'host'``, ``'host:port'``, ``'[v6addr]:port'``, ``'[v6addr]'`` or a bare IPv6
+    address (more than one colon: no port) as (host, port or None)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"invalid node {text!r}: expected '[IPv6 address]' or '[IPv6 address]:port'")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        return text, None
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit():
+        raise ConfigError(f"invalid node {text!r}: the port after ':' must be a number")
+    return host, int(port_text)
+
+
 def _from_item(item: Any) -> NodeAllocate:
     if isinstance(item, NodeAllocate):
         return item
     if isinstance(item, str):
-        return NodeAllocate(item)
+        return NodeAllocate(*split_host_port(item))
     if isinstance(item, DispyNode):
         return NodeAllocate(item.ip_addr)
     if isinstance(item, (tuple, list)):

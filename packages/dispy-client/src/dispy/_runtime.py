@@ -37,14 +37,18 @@ from typing import Any
 from dispy_core import config, serialization
 from dispy_core.errors import ConfigError
 from dispy_core.messages import (
+    AckResults,
+    AvailInfo,
     CancelJob,
     CloseComputation,
     FileData,
     FileSaved,
     JobFile,
+    JobResult,
     JobResults,
     JobSpec,
     NodeInfo,
+    Pulse,
     SendFile,
     SubmitJobs,
 )
@@ -56,6 +60,7 @@ from ._callbacks import CallbackThread
 from ._computation import Computation, payload_size
 from ._discovery import Discovery, needs_discovery
 from ._job import DispyJob
+from ._netif import local_address
 from ._node import DispyNode, DispyNodeAvailInfo, NodeAllocate, parse_nodes
 from ._session import NodeSession
 
@@ -70,6 +75,11 @@ log = logging.getLogger(__name__)
 #: batches big enough to hide the round trip.
 PIPELINE_BUDGET = 0.002
 MAX_DEPTH = 32
+
+#: Seconds a node whose connection dropped may take to be reached again before the jobs
+#: it holds are given up (Abandoned). A node whose port refuses connections is given
+#: up at once: its process is gone.
+RESUME_WINDOW = 30.0
 
 #: Unsent bytes a node's transport may hold before more jobs wait in its outbox.
 WRITE_LIMIT = 1 << 20
@@ -111,6 +121,34 @@ def save_job_file(path: str, file: FileData) -> str:
             pass
         raise
     return target
+
+
+def apply_result(job: DispyJob, r: JobResult, loads: Callable[[Any], Any]) -> int:
+    """Set a job's result, output, exception and times from a node's JobResult (not its
+    status); returns the bytes received for it."""
+    rx = 0
+    exception = r.exception
+    if r.result is not None:
+        rx += payload_size(r.result)
+        try:
+            job.result = loads(r.result)
+        except Exception as exc:
+            job.result = None
+            exception = (exception or "") + (
+                f"the result could not be deserialized here: {type(exc).__name__}: {exc}")
+    else:
+        job.result = None
+    stdout, stderr = r.stdout, r.stderr
+    if isinstance(stdout, memoryview):
+        stdout = bytes(stdout)
+    if isinstance(stderr, memoryview):
+        stderr = bytes(stderr)
+    job.stdout, job.stderr, job.exception = stdout, stderr, exception
+    rx += len(stdout or "") + len(stderr or "")
+    if r.start_time:
+        job.start_time = r.start_time
+    job.end_time = r.end_time or time.time()
+    return rx
 
 
 class LoopThread:
@@ -174,13 +212,18 @@ class Runtime:
         dest_path: str | None,
         cleanup_files: bool,
         process_per_job: bool,
-        local_host: str | None,
+        local_host: str | list[str] | None,
         client_port: int,
         job_status: Callable[[DispyJob], Any] | None,
         cluster_status: Callable[[int, DispyNode | None, DispyJob | None], Any] | None,
         callbacks: CallbackThread | None,
         dispy_port: int | None = None,
         ssl: Any = None,
+        compute_id: str | None = None,
+        pulse_interval: float = 0.0,
+        recover: Any = None,
+        ipv4_udp_multicast: bool = False,
+        ping_interval: float | None = None,
     ) -> None:
         self.cluster = cluster
         self.ssl = ssl  # the client SSLContext (dispy_core.tls) when certfile is given
@@ -191,13 +234,20 @@ class Runtime:
         self.dest_path = dest_path
         self.cleanup_files = cleanup_files
         self.process_per_job = process_per_job
-        self.local_addr = (local_host, 0) if local_host else None
-        self.local_host = local_host
+        # host=: the local addresses (multi-homed); each node is reached from the one on
+        # its network (see _netif.local_address).
+        self.local_hosts = [local_host] if isinstance(local_host, str) else list(local_host or ())
+        self.local_host = self.local_hosts[0] if self.local_hosts else None
+        self.local_addr = (self.local_host, 0) if self.local_host else None
+        self.ipv4_udp_multicast = ipv4_udp_multicast
+        self.ping_interval = ping_interval
         self.client_port = client_port
         self.dispy_port = dispy_port  # for the node port of nodes given later
         self.python_version = platform.python_version()
         self.software = f"dispy-client {__version__} / Python {self.python_version}"
-        self.compute_id = uuid.uuid4().hex
+        self.compute_id = compute_id or uuid.uuid4().hex
+        self.pulse_interval = pulse_interval
+        self.recover = recover  # the RecoverFile (nodes are recorded as they get ready)
         self.job_status = job_status
         self.cluster_status = cluster_status
         self.callbacks = callbacks
@@ -227,6 +277,7 @@ class Runtime:
         self._deallocated: set[tuple[str, int]] = set()  # loop only: no new jobs go there
         self._served: dict[tuple[str, int], NodeSession] = {}  # loop only: last session per node
         self._cpu_limits: dict[tuple[str, int], int] = {}  # loop only: set_node_cpus() below the node's
+        self._suspended: dict[tuple[str, int], NodeSession] = {}  # loop only: reconnecting to resume
         self.thread = LoopThread(self._main)
 
     # -- the loop's main task -------------------------------------------------------------
@@ -255,9 +306,16 @@ class Runtime:
             return
         port = next(s.port for s in self.specs if s.wildcard)
         assert port is not None
-        self._discovery = Discovery(self.secret, port, self._on_discovered,
-                                    bind_host=self.local_host, client_port=self.client_port)
+        ipv6 = any(s.wildcard and ":" in s.host for s in self.specs)
+        self._discovery = Discovery(self.secret, port, self._on_discovered, self.local_hosts,
+                                    self.client_port, ipv4_multicast=self.ipv4_udp_multicast,
+                                    ipv6=ipv6, ping_interval=self.ping_interval)
         self._spawn(self._discovery.run())
+
+    def local_addr_for(self, host: str) -> tuple[str, int] | None:
+        """The (address, 0) to connect to node ``host`` from, per ``host=``; None: any."""
+        ip = local_address(self.local_hosts, host)
+        return None if ip is None else (ip, 0)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._tg is not None
@@ -276,6 +334,10 @@ class Runtime:
         finally:
             self._sessions.discard(session)
             session.finished.set()
+            if not session.retry and session.node is not None and not session.user_closed:
+                # a discovered node that served and went away may be found again
+                # (ping_interval, discover_nodes) when it comes back
+                self._discovered.discard((session.host, session.port))
 
     def _on_discovered(self, reply: Any) -> None:
         key = (reply.ip_addr, reply.port)
@@ -344,6 +406,8 @@ class Runtime:
                             None if limit is None else 1)
         self.ever_initialized = True
         self.note_tried(session.label, "")
+        if self.recover is not None:
+            self.recover.add_node(session.key[0], session.key[1], session.node.name)
         log.info("node %s (%s) ready with %d CPUs for computation %s",
                  session.label, session.node.name, session.cpus, self.computation.name)
         if self.cluster_status is not None and self.callbacks is not None:
@@ -351,13 +415,61 @@ class Runtime:
         self._dispatch()
 
     def node_lost(self, session: NodeSession, reason: str) -> None:
-        self.release(session)
-        if self._ready.get(session.key) is not session:  # type: ignore[arg-type]
+        """A ready node's connection closed. Unless it was closed on purpose (or the
+        computation failed there), its jobs stay where they are while the session
+        reconnects and resumes (the node keeps their results until acknowledged)."""
+        key = session.key
+        if key is None or self._ready.get(key) is not session:
+            self.release(session)
             return
         session.ready = False
-        del self._ready[session.key]  # type: ignore[arg-type]
+        del self._ready[key]
+        if not self.closing and not session.user_closed and session.resumable:
+            self.sched.set_cpus(key, 0)  # nothing new goes there meanwhile
+            self._suspended[key] = session
+            session.resume_until = time.monotonic() + RESUME_WINDOW
+            log.warning("node %s: connection lost (%s); reconnecting to carry on with its %d jobs",
+                        session.label, reason, len(self.sched.in_flight(key)))
+            return
+        self.release(session)
+        self._give_up(session, reason)
+
+    def node_resumed(self, session: NodeSession, unfinished: int) -> None:
+        """The node took the computation up again on the session's new connection."""
+        key = session.key
+        assert key is not None
+        self._suspended.pop(key, None)
+        session.ready = True
+        self._ready[key] = session
+        limit = self._cpu_limits.get(key)
+        self.sched.set_cpus(key, 0 if key in self._deallocated else (limit or session.cpus))
+        log.info("node %s: reconnected; computation %s resumed (%d jobs there unfinished)",
+                 session.label, self.computation.name, unfinished)
+        self._flush(session)
+        self._dispatch()
+
+    def resume_failed(self, session: NodeSession, reason: str) -> None:
+        """Reconnecting to a node failed, or it no longer has the computation."""
+        key = session.key
+        if key is None or self._suspended.get(key) is not session:
+            return
+        del self._suspended[key]
+        self.release(session)
+        self._give_up(session, reason)
+
+    def _give_up(self, session: NodeSession, reason: str) -> None:
+        """Jobs sent to a node that is lost are abandoned; jobs never sent go elsewhere."""
+        assert session.key is not None
         lost = self.sched.remove_node(session.key)
         session.outbox.clear()
+        unsent = [job for job in lost if job._spec is not None]
+        if unsent:
+            lost = [job for job in lost if job._spec is None]
+            for job in unsent:
+                job.status = JobStatus.Created
+                job._node = None
+                self.sched.submit(job, job._pin)
+            self._dispatch_soon()
         node = session.node
         node.busy = 0
         if session.user_closed:
@@ -467,8 +579,9 @@ class Runtime:
                 job._spec = None  # the buffers are the socket's now
                 size += job._tx
             node.tx += size
+            acks, session.acks = session.acks, []
             try:
-                session.send(SubmitJobs(self.compute_id, specs))
+                session.send(SubmitJobs(self.compute_id, specs, acks))
             except Exception as exc:  # closed under us: node_lost abandons the jobs
                 log.debug("sending jobs to %s failed: %s", session.label, exc)
                 outbox.clear()
@@ -498,39 +611,25 @@ class Runtime:
         busy = 0.0  # node-measured seconds of the jobs finished in this batch
         job_status, cluster_status, callbacks = self.job_status, self.cluster_status, self.callbacks
         loads = serialization.loads
+        acks = session.acks
+        if not acks:
+            self._ack_soon(session)
         for r in msg.results:
+            if r.status == _Provisional:
+                job = jobs.get(r.job_id)
+                if job is not None and job._node is session:
+                    self._provisional(session, job, r)
+                continue
+            acks.append(r.job_id)  # the node may forget it now (duplicates too)
             job = jobs.get(r.job_id)
             if job is None or job._node is not session:
-                log.debug("node %s: result for unknown job %s ignored", session.label, r.job_id)
+                log.debug("node %s: result for unknown or finished job %s ignored", session.label, r.job_id)
                 continue
-            if r.status == _Provisional:
-                self._provisional(session, job, r)
-                continue
-            exception = r.exception
-            if r.result is not None:
-                rx += payload_size(r.result)
-                try:
-                    job.result = loads(r.result)
-                except Exception as exc:
-                    job.result = None
-                    exception = (exception or "") + (
-                        f"the result could not be deserialized here: {type(exc).__name__}: {exc}")
-            else:
-                job.result = None
-            stdout, stderr = r.stdout, r.stderr
-            if isinstance(stdout, memoryview):
-                stdout = bytes(stdout)
-            if isinstance(stderr, memoryview):
-                stderr = bytes(stderr)
-            job.stdout, job.stderr, job.exception = stdout, stderr, exception
-            rx += len(stdout or "") + len(stderr or "")
-            if r.start_time:
-                job.start_time = r.start_time
+            rx += apply_result(job, r, loads)
             status = r.status
             if self._cancelling and r.job_id in self._cancelling:
                 self._cancelling.discard(r.job_id)
                 status = JobStatus.Cancelled  # whatever the node made of the interrupt
-            job.end_time = r.end_time or now
             job.status = status
             del jobs[r.job_id]
             self.sched.job_done(r.job_id)
@@ -538,7 +637,7 @@ class Runtime:
             node.jobs_done += 1
             node.busy -= 1
             if job.start_time is not None:
-                busy += job.end_time - job.start_time
+                busy += job.end_time - job.start_time  # type: ignore[operator]
             job._mark_done()
             done += 1
             if callbacks is not None:
@@ -553,6 +652,35 @@ class Runtime:
             self._tune_depth(session, busy / done)
             self._count_done(done)
             self._dispatch_soon()
+
+    def _ack_soon(self, session: NodeSession) -> None:
+        """Acknowledge this iteration's results at its end (jobs going out to the node
+        meanwhile carry the acks in their SubmitJobs instead)."""
+        self.thread.loop.call_soon(self._send_acks, session)
+
+    def _send_acks(self, session: NodeSession) -> None:
+        acks = session.acks
+        if not acks:
+            return
+        session.acks = []
+        channel = session.channel
+        if channel is not None and not channel.closed:
+            try:
+                channel.send(AckResults(self.compute_id, acks))
+            except Exception as exc:  # closed meanwhile: the node resends them
+                log.debug("acknowledging results to %s: %s", session.label, exc)
+
+    def on_pulse(self, session: NodeSession, msg: Pulse) -> None:
+        """A node's pulse: its availability goes to cluster_status (DispyNode.AvailInfo)."""
+        node = session.node
+        if node is None or msg.compute_id != self.compute_id:
+            return
+        node.update_time = time.time()
+        a = msg.avail_info
+        if isinstance(a, AvailInfo):
+            node.avail_info = DispyNodeAvailInfo(a.cpu, a.memory, a.disk, a.swap)
+        if self.cluster_status is not None and self.callbacks is not None:
+            self.callbacks.put(self.cluster_status, NodeStatus.AvailInfo, node, None)
 
     def on_job_file(self, session: NodeSession, msg: JobFile) -> None:
         """A file a job sent (dispy_send_file): saved under the current directory now,
@@ -850,6 +978,7 @@ class Runtime:
     async def shutdown(self, terminate: bool) -> None:
         """Close the computation on every node (bounded by MsgTimeout) and stop."""
         self.closing = True
+        self._send_all_acks()
         now = time.time()
         self._drain()
         if terminate:
@@ -884,8 +1013,24 @@ class Runtime:
         self._count_done(left)
         for session in list(self._ready.values()):
             session.close()
+        for session in list(self._suspended.values()):
+            self.resume_failed(session, "the cluster was closed while reconnecting to it")
         for job in list(self._jobs.values()):  # queued with no node ever ready
             self._finish(job, JobStatus.Cancelled, None, now, "cancelled: the cluster was closed")
             self._count_done(1)
         assert self._stop is not None
         self._stop.set()
+
+    async def leave(self) -> None:
+        """Stop without closing the computation on the nodes (see JobCluster._leave):
+        they run the jobs they have and keep the results for recover_jobs."""
+        self.closing = True
+        self._send_all_acks()
+        for session in list(self._sessions):
+            session.abort()
+        assert self._stop is not None
+        self._stop.set()
+
+    def _send_all_acks(self) -> None:
+        for session in list(self._ready.values()):
+            self._send_acks(session)

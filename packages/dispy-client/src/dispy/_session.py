@@ -24,6 +24,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,9 @@ from dispy_core.messages import (
     FileSaved,
     Ping,
     Pong,
+    Pulse,
+    Resume,
+    Resumed,
     InfoRequest,
     JobFile,
     JobResults,
@@ -143,9 +147,13 @@ class NodeSession:
         self._expect: tuple[type[Message], ...] = ()
         self._closed: asyncio.Future[BaseException | None] | None = None
         self._logged: set[str] = set()
+        self._last_reason = ""
         self.user_closed = False  # cluster.close_node() closed it: don't reconnect
         self.finished = asyncio.Event()  # run() has returned
         self.file_waiters: deque[asyncio.Future[str | None]] = deque()  # send_file replies, FIFO
+        self.acks: list[int] = []  # job ids whose results arrived, to acknowledge
+        self.resumable = True  # a lost connection may be resumed (not after a failure there)
+        self.resume_until = 0.0  # monotonic deadline of reconnecting to resume; 0: not resuming
 
     # -- the session's life -------------------------------------------------------------
     async def run(self) -> None:
@@ -161,10 +169,15 @@ class NodeSession:
                 self._abort()
                 self.runtime.release(self)
                 outcome = _FINAL
-            if outcome == _FINAL or not self.retry or self.runtime.closing:
+            if self.resume_until and outcome == _RETRY and time.monotonic() > self.resume_until:
+                # Reconnecting to carry on failed: its jobs in flight are given up.
+                self._give_up_resume(self._last_reason or "it could not be reached again")
+            if outcome == _FINAL or self.runtime.closing:
+                return
+            if not self.retry and not self.resume_until:
                 return
             if outcome == _SERVED:
-                delay = RETRY_FIRST
+                delay = RETRY_FIRST if not self.resume_until else 0.05
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 
@@ -178,16 +191,40 @@ class NodeSession:
             self.channel = await aio.open_channel(
                 self.host, self.port, secret=runtime.secret, software=runtime.software,
                 on_message=self._on_message, on_close=self._on_close,
-                timeout=config.MsgTimeout, local_addr=runtime.local_addr, ssl=runtime.ssl,
+                timeout=config.MsgTimeout, local_addr=runtime.local_addr_for(self.host), ssl=runtime.ssl,
             )
         except (OSError, TimeoutError, asyncio.TimeoutError, DispyError) as exc:
             self._failed(describe_connect_error(exc, tls=runtime.ssl is not None))
+            if self.resume_until and isinstance(exc, ConnectionRefusedError):
+                self._give_up_resume(self._last_reason)  # the node process is gone
+                return _FINAL if not self.retry else _SERVED
             return _RETRY
         # Python 3.11's wait_for() may swallow a cancellation that races with the result;
         # ``closing`` is checked after every await of the setup so a closing cluster wins.
         if runtime.closing:
             self._abort()
             return _FINAL
+        if self.resume_until:
+            try:
+                resumed = await self._request(Resume(runtime.compute_id), (Resumed,))
+            except _Unusable as exc:
+                self._failed(exc.reason)
+                self._abort()
+                return _RETRY
+            assert isinstance(resumed, Resumed)
+            if runtime.closing:
+                self._abort()
+                return _FINAL
+            if resumed.running:
+                self.resume_until = 0.0
+                runtime.node_resumed(self, resumed.unfinished)
+                reason = await self._closed
+                runtime.node_lost(self, describe_error(reason))
+                return _SERVED
+            # The node has no such computation any more (restarted, or it was closed
+            # there): what it kept was delivered above; the rest is given up, and the
+            # computation is set up there afresh.
+            self._give_up_resume("the node no longer runs the computation (was it restarted?)")
         try:
             await self._setup()
         except _Unusable as exc:
@@ -258,6 +295,7 @@ class NodeSession:
             cleanup_files=runtime.cleanup_files,
             process_per_job=runtime.process_per_job,
             python_version=runtime.python_version,
+            pulse_interval=runtime.pulse_interval,
         )
         sent = runtime.computation.size + sum(len(f.data) for f in files[len(runtime.computation.files):])
         # Setup runs the user's setup function on the node: no time limit, as always.
@@ -294,6 +332,9 @@ class NodeSession:
         if type(msg) is JobResults:
             self.runtime.on_results(self, msg)
             return
+        if type(msg) is Pulse:
+            self.runtime.on_pulse(self, msg)  # type: ignore[arg-type]
+            return
         if isinstance(msg, Welcome):
             return
         if isinstance(msg, JobFile):
@@ -312,6 +353,7 @@ class NodeSession:
             elif not self.runtime.closing:
                 log.warning("node %s closed the computation%s", self.label,
                             f": {msg.error}" if msg.error else "")
+                self.resumable = False
                 channel.close()
             return
         if isinstance(msg, ErrorReport):
@@ -333,6 +375,7 @@ class NodeSession:
                 # run jobs any more. Closing it abandons what is in flight; an explicit node
                 # is then set up afresh.
                 log.warning("node %s: the computation failed there: %s", self.label, msg.reason)
+                self.resumable = False
                 channel.close()
             else:
                 log.warning("node %s reported an error: %s", self.label, msg.reason)
@@ -386,9 +429,14 @@ class NodeSession:
         peer = self.channel.peer if self.channel is not None else ""
         return peer[0] if isinstance(peer, tuple) and peer else self.host
 
+    def _give_up_resume(self, reason: str) -> None:
+        self.resume_until = 0.0
+        self.runtime.resume_failed(self, reason)
+
     def _failed(self, reason: str, final: bool = False) -> None:
         if not reason:
             return
+        self._last_reason = reason
         self.runtime.note_tried(self.label, reason)
         if reason in self._logged:
             return

@@ -31,8 +31,11 @@ __all__ = [
 DispyPort: int = 9700
 #: Port of the web monitor.
 HTTPServerPort: int = 8181
-#: Multicast groups used for discovery when multicast is chosen (IPv6 always multicasts).
+#: IPv4 group that discovery requests go to with ``JobCluster(ipv4_udp_multicast=True)``
+#: and that ``dispynode --ipv4_udp_multicast`` joins (otherwise IPv4 discovery broadcasts).
 IPv4MulticastGroup: str = "239.255.61.59"
+#: IPv6 group of discovery (IPv6 has no broadcast, so IPv6 discovery always multicasts);
+#: every node serving an IPv6 address joins it. Read at the time a socket is opened.
 IPv6MulticastGroup: str = "ff05::b409:3171:9705:5134:6159"
 #: Seconds to wait for a peer to answer before a connection attempt or a request fails.
 MsgTimeout: float = 10.0

@@ -27,8 +27,24 @@ Client -> node (TCP, node port 9701)::
                            <-  [ErrorReport]    had not started, else whatever the
                                                 interrupted job gave; an ErrorReport
                                                 "cancel: ..." if the job is unknown there)
+    AckResults             ->                  (job ids whose final results arrived; also
+                                                as SubmitJobs.acks. The node keeps each
+                                                final result until it is acknowledged, on
+                                                disk once its client is gone)
+                           <-  Pulse            (every Compute.pulse_interval seconds)
     CloseComputation       ->
                            <-  ComputationClosed
+
+    Resume                 ->                  (on a new connection: a reconnecting client
+                           <-  JobResults       or recover_jobs; every unacknowledged
+                           <-  Resumed          result again, then whether it still runs)
+
+Discovery (UDP datagrams sealed with :func:`dispy_core.auth.seal_datagram`; only for
+wildcard node specs)::
+
+    client -> node port (broadcast, multicast or unicast)  DiscoverRequest
+    node -> the requester                                 DiscoverReply
+    node -> --scheduler_node's client port (unicast)      NodeAnnounce
 
 Inside a node (abstract Unix sockets, authenticated with a per-node random token):
 
@@ -81,9 +97,14 @@ __all__ = [
     "JobFile",
     "Ping",
     "Pong",
+    "Resume",
+    "Resumed",
+    "AckResults",
+    "Pulse",
     # discovery
     "DiscoverRequest",
     "DiscoverReply",
+    "NodeAnnounce",
     # inside a node
     "ZygoteHello",
     "ForkHost",
@@ -232,6 +253,7 @@ class Compute(Message):
     cleanup_files: bool = True
     process_per_job: bool = False
     python_version: str = ""
+    pulse_interval: float = 0.0  # seconds between Pulse messages to the client; 0: none
 
 
 @_message(13)
@@ -271,6 +293,7 @@ class JobResult:
 class SubmitJobs(Message):
     compute_id: str
     jobs: list[JobSpec]
+    acks: list[int] = field(default_factory=list)  # job ids whose results arrived (AckResults)
 
 
 @_message(16)
@@ -331,7 +354,45 @@ class JobFile(Message):
     file: FileData
 
 
-# -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------
+@_message(26)
+class Resume(Message):
+    """Client -> node: carry on with computation ``compute_id`` on this connection (after
+    a dropped connection, or from ``recover_jobs`` in another process). The node first
+    resends every final result not acknowledged yet (JobResults), then answers Resumed.
+    The compute id (random, 128 bits) is the capability: only its client knows it."""
+
+    compute_id: str
+
+
+@_message(27)
+class Resumed(Message):
+    """Reply to Resume. ``running``: the computation is still set up there, its jobs go
+    on and their results come on this connection; ``unfinished`` jobs of it are queued
+    or running. Otherwise only the stored results (sent before this) were left."""
+
+    compute_id: str
+    running: bool
+    unfinished: int = 0
+
+
+@_message(28)
+class AckResults(Message):
+    """Client -> node: these jobs' final results arrived; the node forgets them (also
+    carried by SubmitJobs.acks when jobs go out anyway)."""
+
+    compute_id: str
+    job_ids: list[int]
+
+
+@_message(29)
+class Pulse(Message):
+    """Node -> client, every ``Compute.pulse_interval`` seconds: alive, with its load."""
+
+    compute_id: str
+    busy: int  # jobs of this computation running there
+    avail_info: AvailInfo | None = None
+
+
 @_message(21)
 class SendFile(Message):
     """A file for a computation's directory on the node (``cluster.send_file``)."""
@@ -349,6 +410,7 @@ class FileSaved(Message):
     error: str | None = None
 
 
+# -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------
 @_message(30)
 class DiscoverRequest(Message):
     """Broadcast by a client looking for nodes; nodes answer with DiscoverReply."""
@@ -362,6 +424,20 @@ class DiscoverReply(Message):
     nonce: str  # echoes the request's nonce
     time: float
     ip_addr: str
+    port: int  # the node's TCP port
+    name: str
+    cpus: int
+
+
+@_message(32)
+class NodeAnnounce(Message):
+    """Sent by a node started with ``--scheduler_node``, unicast to that address's client
+    port, at start and again while no client has set up a computation there; a client
+    discovering nodes (wildcard specs) connects to the node as if it had answered a
+    DiscoverRequest. Sealed like every datagram; ``time`` bounds replays."""
+
+    time: float
+    ip_addr: str  # the address (or --ext_ip_addr) clients should connect to
     port: int  # the node's TCP port
     name: str
     cpus: int

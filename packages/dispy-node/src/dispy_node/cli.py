@@ -5,8 +5,11 @@ one line per listening address to stdout, exactly::
 
     dispynode <name> serving <cpus> CPUs at <ip>:<port>
 
-so that users (and tests, with ``-p 0``) see where it serves. SIGINT and SIGTERM shut the
-node down cleanly (jobs terminated, cleanup run, directories removed) and it exits 0.
+so that users (and tests, with ``-p 0``) see where it serves. SIGINT is a graceful stop
+(no new computations or jobs; the jobs in the node finish and their results go out),
+SIGTERM terminates (running jobs are killed, their clients get them Terminated); both run
+the cleanups, remove the directories and exit 0. A second signal while the node is
+ending kills its processes and exits 1 at once.
 Bad options exit 2 with a message naming the allowed values.
 """
 
@@ -51,6 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to serve on (repeatable); default: the address of this host's name")
     p.add_argument("-p", "--node_port", type=int, default=None, metavar="N",
                    help=f"port for clients, TCP and UDP (default {config.node_port()}; 0 picks a free one)")
+    p.add_argument("--ext_ip_addr", "--ext_host", dest="ext_ip_addr", action="append", default=None,
+                   metavar="ADDR",
+                   help="address to announce to clients instead of the -i address, e.g. a NAT gateway's "
+                        "that forwards this node's port here (repeatable: one per -i address, in order)")
+    p.add_argument("--dispy_port", type=int, default=None, metavar="N",
+                   help=f"base of the port family (default {config.DispyPort}): the node listens on N + 1 "
+                        "(unless -p is given) and --scheduler_port defaults to N")
+    p.add_argument("--ipv4_udp_multicast", action="store_true",
+                   help=f"answer IPv4 discovery sent to multicast group {config.IPv4MulticastGroup} (clients "
+                        "with ipv4_udp_multicast=True) instead of broadcasts; IPv6 discovery always "
+                        f"uses group {config.IPv6MulticastGroup}")
+    p.add_argument("--scheduler_node", "--scheduler_host", dest="scheduler_node", default=None,
+                   metavar="ADDR",
+                   help="announce this node to the client (JobCluster with wildcard nodes) at ADDR by "
+                        "unicast UDP, at start and every 30 s until a client uses the node; for a "
+                        "client on another network, which discovery broadcasts don't reach")
+    p.add_argument("--scheduler_port", type=int, default=None, metavar="N",
+                   help=f"the client port --scheduler_node announcements go to (default {config.client_port()}, "
+                        "or --dispy_port's)")
     p.add_argument("--name", default=None, help="name of this node (default: the host name)")
     p.add_argument("-s", "--secret", default="",
                    help="shared secret: only clients with the same secret may use this node")
@@ -74,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zombie_interval", type=float, default=60.0, metavar="MINUTES",
                    help="close the computations of a client that sent nothing for this long while "
                         "it has no jobs running (default 60)")
+    p.add_argument("--service_start", default=None, metavar="HH:MM",
+                   help="start serving at this time of day (24-hour; daily; default 00:00 when "
+                        "--service_stop or --service_end is given); outside the window the node "
+                        "refuses computations and ignores discovery")
+    p.add_argument("--service_stop", default=None, metavar="HH:MM",
+                   help="from this time of day start no new jobs (running jobs finish; queued ones "
+                        "wait for the next --service_start)")
+    p.add_argument("--service_end", default=None, metavar="HH:MM",
+                   help="at this time of day close all computations, terminating their jobs; the "
+                        "node keeps running and serves again from the next --service_start")
+    p.add_argument("--unsafe_setup", action="store_true",
+                   help="accepted for compatibility with dispy 4.x; changes nothing here (setup "
+                        "always runs in the computation's own process, whose globals jobs see)")
     p.add_argument("--save_config", nargs="?", const="-", default=None, metavar="FILE",
                    help="save the options given (except node-specific ones: -i, -p, --name) to FILE "
                         "(stdout if FILE is omitted) and exit")
@@ -90,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 CONFIG_SECTION = "dispynode"
 #: Options that are never saved or read from a config file: node-specific ones and the
 #: config options themselves.
-_NOT_SAVED = ("ip_addr", "node_port", "name", "save_config", "config", "help", "version")
+_NOT_SAVED = ("ip_addr", "ext_ip_addr", "node_port", "name", "save_config", "config", "help", "version")
 
 
 def _saveable(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -143,15 +178,15 @@ def read_config(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
     return values
 
 
-def _address(text: str) -> str:
+def _address(text: str, option: str = "--ip_addr") -> str:
     try:
-        return str(ipaddress.ip_address(text))
+        return str(ipaddress.ip_address(text.strip("[]")))  # canonical text, IPv6 too
     except ValueError:
         pass
     try:
-        return str(socket.getaddrinfo(text, None, proto=socket.IPPROTO_TCP)[0][4][0])
+        return str(ipaddress.ip_address(socket.getaddrinfo(text, None, proto=socket.IPPROTO_TCP)[0][4][0]))
     except OSError as exc:
-        raise ConfigError(f"invalid --ip_addr {text!r}: not an IP address or known host name ({exc})") from None
+        raise ConfigError(f"invalid {option} {text!r}: not an IP address or known host name ({exc})") from None
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -160,6 +195,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         max_file_size = config.parse_size(args.max_file_size)
     except ValueError as exc:
         raise ConfigError(f"invalid --max_file_size: {exc}") from None
+    if args.dispy_port is not None and not 0 < args.dispy_port < 65535:
+        raise ConfigError(f"invalid --dispy_port {args.dispy_port}: must be in 1..65534")
     kwargs = {}
     if args.name is not None:
         kwargs["name"] = args.name
@@ -167,7 +204,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         kwargs["dest_path_prefix"] = args.dest_path_prefix
     cfg = NodeConfig(
         ip_addrs=[_address(a) for a in (args.ip_addr or [default_ip_addr()])],
-        port=config.node_port() if args.node_port is None else args.node_port,
+        port=config.node_port(args.dispy_port) if args.node_port is None else args.node_port,
         cpus=resolve_cpus(args.cpus, machine_cpus()),
         secret=args.secret,
         clean=args.clean,
@@ -179,6 +216,14 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         serve=args.serve,
         client_shutdown=args.client_shutdown,
         zombie_interval=args.zombie_interval,
+        service_start=args.service_start,
+        service_stop=args.service_stop,
+        service_end=args.service_end,
+        # --ext_ip_addr is announced as given (a host name a NAT gateway is known by is fine)
+        ext_ip_addrs=list(args.ext_ip_addr or []),
+        ipv4_udp_multicast=args.ipv4_udp_multicast,
+        scheduler_node=None if args.scheduler_node is None else _address(args.scheduler_node, "--scheduler_node"),
+        scheduler_port=config.client_port(args.dispy_port) if args.scheduler_port is None else args.scheduler_port,
         **kwargs,
     )
     if cfg.certfile is not None:
@@ -189,14 +234,32 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
 async def _serve(cfg: NodeConfig, interactive: bool) -> None:
     node = Node(cfg)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, node.stop)
+    ending = False
+
+    def end(graceful: bool) -> None:
+        """SIGINT (or ``exit``): finish the jobs, then stop; SIGTERM (or ``quit``):
+        terminate the jobs and stop. Either, once the node is ending: end at once."""
+        nonlocal ending
+        if ending or node.closing:
+            log.warning("dispynode %s: stopping at once (second signal): killing its processes, "
+                        "skipping cleanup", cfg.name)
+            node.kill_processes()
+            logging.shutdown()
+            os._exit(1)
+        ending = True
+        if graceful:
+            node.drain()
+        else:
+            node.stop()
+
+    loop.add_signal_handler(signal.SIGINT, end, True)
+    loop.add_signal_handler(signal.SIGTERM, end, False)
 
     def started(node: Node) -> None:
         for ip, port in node.listening:
             print(f"dispynode {cfg.name} serving {cfg.cpus} CPUs at {ip}:{port}", flush=True)
         if interactive:
-            Console(node.status, node.stop).start()
+            Console(node, quit=lambda: end(False), exit=lambda: end(True)).start()
 
     await node.run(started)
 
@@ -219,6 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))  # exits 2
     logging.basicConfig(level=logging.DEBUG if cfg.debug else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s dispynode %(levelname)s %(message)s")
+    if args.unsafe_setup:
+        log.warning("--unsafe_setup changes nothing in this dispynode: setup always runs in the "
+                    "computation's own process (forked for it), and jobs are forked from that process, "
+                    "so they see setup's globals, which is what dispy 4.x's unsafe setup was for; "
+                    "the node's own process never runs user code")
     interactive = not args.daemon and sys.stdin is not None and sys.stdin.isatty()
     try:
         asyncio.run(_serve(cfg, interactive))
@@ -232,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _save(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    skipped = [f"--{d}" for d in ("ip_addr", "node_port", "name") if getattr(args, d) is not None]
+    skipped = [f"--{d}" for d in ("ip_addr", "ext_ip_addr", "node_port", "name") if getattr(args, d) is not None]
     if skipped:
         print(f"dispynode: not saved (node-specific): {', '.join(skipped)}", file=sys.stderr)
     fresh = build_parser()  # its defaults, not --config's: everything in effect is saved

@@ -1,8 +1,14 @@
 """The node's terminal interface: commands read from stdin, and the status table.
 
 Only used when dispynode runs in the foreground of a terminal without ``--daemon``.
-``quit`` or ``exit`` shuts the node down (as SIGTERM does); any other line, an empty one
-included, prints the status table.
+Commands (one per line; case does not matter):
+
+* ``status`` or an empty line: the status table;
+* ``cpus N``: use N CPUs (as ``-c``: a negative N leaves that many unused);
+* ``stop``: take no new computations and start no new jobs (running ones go on);
+* ``start``: take jobs again, on the CPUs the node had before ``stop``;
+* ``quit``: terminate now, as SIGTERM; ``exit``: finish the jobs, then stop, as SIGINT;
+* ``help``, or anything else: the list of commands.
 """
 
 from __future__ import annotations
@@ -11,11 +17,32 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
-__all__ = ["Console", "format_status"]
+from dispy_core.errors import ConfigError
+
+__all__ = ["Console", "Operated", "format_status", "HELP"]
 
 _COLUMNS = ("Computation", "Name", "Client", "State", "CPUs", "Queued", "Busy", "Done")
+
+HELP = """\
+commands:
+  status (or an empty line)  the node's CPUs, jobs and computations
+  cpus N                     use N CPUs (a negative N leaves that many unused)
+  stop                       take no new computations or jobs; queued jobs wait
+  start                      take jobs again (on the CPUs the node had before stop)
+  quit                       terminate now: running jobs are killed (as SIGTERM)
+  exit                       finish the jobs in the node, then stop (as SIGINT)
+  help                       this list"""
+
+
+class Operated(Protocol):
+    """What the console needs of the node (:class:`dispy_node.server.Node`)."""
+
+    def status(self) -> dict[str, Any]: ...
+    def set_cpus(self, n: int) -> int: ...
+    def pause_jobs(self, reason: str = ...) -> None: ...
+    def resume_jobs(self, reason: str = ...) -> bool: ...
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -25,6 +52,8 @@ def format_status(st: dict[str, Any]) -> str:
         f"dispynode {st['name']} at {where}",
         f"  CPUs: {st['cpus']} ({st['busy']} busy), jobs done: {st['jobs_done']}",
     ]
+    if st.get("state"):
+        lines.append(f"  state: {st['state']}")
     comps = st["computations"]
     if not comps:
         lines.append("  no computations")
@@ -47,19 +76,23 @@ def _peer(peer: Any) -> str:
 
 
 class Console:
-    """Reads command lines from a terminal on stdin without blocking the event loop."""
+    """Reads command lines from a terminal on stdin without blocking the event loop.
 
-    def __init__(self, status: Callable[[], dict[str, Any]], stop: Callable[[], None],
+    ``quit`` and ``exit`` are the CLI's, so that they escalate as signals do (a second
+    one while the node is ending stops it at once)."""
+
+    def __init__(self, node: Operated, *, quit: Callable[[], None], exit: Callable[[], None],
                  stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
-        self.status = status
-        self.stop = stop
+        self.node = node
+        self.quit = quit
+        self.exit = exit
         self.fd = (stdin or sys.stdin).fileno()
         self.out = stdout or sys.stdout
         self._buf = b""
 
     def start(self) -> None:
         asyncio.get_running_loop().add_reader(self.fd, self._readable)
-        self._say("Enter 'quit' or 'exit' to stop the node, or an empty line for its status.")
+        self._say("Enter 'help' for the commands, or an empty line for the node's status.")
 
     def _readable(self) -> None:
         try:
@@ -75,12 +108,48 @@ class Console:
             self.command(line.decode(errors="replace").strip())
 
     def command(self, line: str) -> None:
-        if line.lower() in ("quit", "exit"):
-            self._say("stopping dispynode")
-            asyncio.get_running_loop().remove_reader(self.fd)
-            self.stop()
+        """Carry out one command line (also the unit tests' way in)."""
+        words = line.lower().split()
+        cmd, args = (words[0], words[1:]) if words else ("status", [])
+        if cmd == "status" and not args:
+            self._say(format_status(self.node.status()))
+        elif cmd == "cpus":
+            self._cpus(args)
+        elif cmd == "stop" and not args:
+            self.node.pause_jobs("operator")
+            self._say("stopped: no new computations or jobs; running jobs go on, queued ones wait "
+                      "('start' resumes)")
+        elif cmd == "start" and not args:
+            if self.node.resume_jobs("operator"):
+                self._say(f"started: running jobs on {self.node.status()['cpus']} CPUs")
+            else:
+                self._say(f"not running jobs yet: {self.node.status().get('state', 'jobs are held')}")
+        elif cmd == "quit" and not args:
+            self._say("terminating dispynode (running jobs are killed)")
+            self.quit()
+        elif cmd == "exit" and not args:
+            self._say("stopping dispynode once the jobs in it are done")
+            self.exit()
         else:
-            self._say(format_status(self.status()))
+            if cmd != "help":
+                self._say(f"unknown command {line!r}")
+            self._say(HELP)
+
+    def _cpus(self, args: list[str]) -> None:
+        try:
+            n = int(args[0]) if len(args) == 1 else None
+        except ValueError:
+            n = None
+        if n is None:
+            self._say(f"the node uses {self.node.status()['cpus']} CPUs; usage: cpus N "
+                      "(a negative N leaves that many unused)")
+            return
+        try:
+            cpus = self.node.set_cpus(n)
+        except ConfigError as exc:
+            self._say(str(exc))
+            return
+        self._say(f"using {cpus} CPUs")
 
     def _say(self, text: str) -> None:
         self.out.write(text + "\n")

@@ -6,12 +6,22 @@ its own address, all hear them. A request is answered only when it comes from a 
 of one of the addresses the node serves (``-i``), and the reply names that address: a
 node serving 127.0.0.1 ignores requests arriving from the LAN.
 
+IPv4 requests come by broadcast, or to :data:`dispy_core.config.IPv4MulticastGroup` with
+``--ipv4_udp_multicast`` (then the socket joins that group on the interface of each
+served IPv4 address); IPv6 requests always come to
+:data:`dispy_core.config.IPv6MulticastGroup`, which an IPv6 socket (bound to ``::``) joins
+on the interface of each served IPv6 address. Groups are never joined on loopback
+addresses: there is nothing to discover there that a unicast request can't reach, and
+joining would make the kernel send membership reports.
+
 A client looking for nodes sends a sealed DiscoverRequest (see
 :func:`dispy_core.auth.seal_datagram`); the node answers the sender, and only the sender,
-with a sealed DiscoverReply echoing the request's nonce. The node never sends a datagram
-on its own: no broadcast, no multicast, no announcement at start. Datagrams that are not
-dispy's, are sealed with another secret, or are older than :data:`MAX_AGE` seconds
-(replays) are dropped with a debug log line; nothing in a datagram is ever unpickled.
+with a sealed DiscoverReply echoing the request's nonce and naming the served address
+(or its ``--ext_ip_addr``). The node sends nothing else on its own here: no broadcast, no
+multicast (``--scheduler_node`` announcements are unicast, see :mod:`.announce`).
+Datagrams that are not dispy's, are sealed with another secret, or are older than
+:data:`MAX_AGE` seconds (replays) are dropped with a debug log line; nothing in a
+datagram is ever unpickled.
 """
 
 from __future__ import annotations
@@ -20,17 +30,19 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psutil
 
-from dispy_core import auth, messages
+from dispy_core import auth, config, messages
 from dispy_core.errors import DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest
 
-__all__ = ["DiscoveryProtocol", "MAX_AGE", "discovery_socket", "pick_address", "served_networks"]
+__all__ = ["DiscoveryProtocol", "MAX_AGE", "discovery_socket", "join_groups", "pick_address",
+           "served_networks", "interface_index"]
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +50,93 @@ log = logging.getLogger(__name__)
 MAX_AGE = 60.0
 
 
-def discovery_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("", port))
+def discovery_socket(port: int, family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    """A UDP socket on the wildcard address of ``family`` (IPv6: IPv6 only)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(("::", port))
+        else:
+            sock.bind(("", port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
-Networks = list[tuple[str, ipaddress.IPv4Network]]
+def _bare(ip: str) -> str:
+    return ip.split("%", 1)[0]  # fe80::1%eth0 -> fe80::1
+
+
+def interface_index(ip: str) -> int:
+    """The index of the interface that has address ``ip``; 0 if none has it."""
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(_bare(a.address) == ip for a in addrs):
+            try:
+                return socket.if_nametoindex(name)
+            except OSError:
+                return 0
+    return 0
+
+
+def join_groups(sock: socket.socket, ips: list[str]) -> list[str]:
+    """Join the discovery multicast group of ``sock``'s family on the interface of each
+    address in ``ips`` (loopback addresses are skipped); returns the addresses joined on."""
+    joined = []
+    for ip in ips:
+        addr = ipaddress.ip_address(ip)
+        if addr.is_loopback:
+            continue
+        try:
+            if addr.version == 4:
+                mreq = socket.inet_aton(config.IPv4MulticastGroup) + socket.inet_aton(ip)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            else:
+                mreq = socket.inet_pton(socket.AF_INET6, config.IPv6MulticastGroup) + \
+                    struct.pack("@I", interface_index(ip))
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        except OSError as exc:
+            log.warning("can't join the discovery multicast group on %s: %s", ip, exc.strerror or exc)
+            continue
+        joined.append(ip)
+    return joined
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Networks = list[tuple[str, Network]]
+
+
+def _prefix(netmask: str) -> int:
+    """Prefix length of a netmask in either notation (psutil gives IPv6 ones as addresses)."""
+    if netmask.isdigit():
+        return int(netmask)
+    return bin(int(ipaddress.ip_address(netmask))).count("1")
 
 
 def served_networks(ips: list[str]) -> Networks:
-    """Each served IPv4 address with its interface's network (from psutil)."""
-    masks = {a.address: a.netmask for addrs in psutil.net_if_addrs().values() for a in addrs
-             if a.family == socket.AF_INET and a.netmask}
-    return [(ip, ipaddress.IPv4Network(f"{ip}/{masks.get(ip, '255.255.255.255')}", strict=False))
-            for ip in ips]
+    """Each served address (IPv4 or IPv6) with its interface's network (from psutil); an
+    address no interface has gets a host-sized network."""
+    masks = {_bare(a.address): a.netmask for addrs in psutil.net_if_addrs().values() for a in addrs
+             if a.family in (socket.AF_INET, socket.AF_INET6) and a.netmask}
+    networks: Networks = []
+    for ip in ips:
+        addr = ipaddress.ip_address(ip)
+        mask = masks.get(ip)
+        bits = _prefix(mask) if mask else addr.max_prefixlen
+        networks.append((ip, ipaddress.ip_network(f"{ip}/{bits}", strict=False)))
+    return networks
 
 
 def pick_address(networks: Networks, source: str) -> str | None:
     """The served address on the requester's network, or None (then don't answer)."""
     try:
-        src = ipaddress.IPv4Address(source)
+        src = ipaddress.ip_address(_bare(source))
     except ValueError:
         return None
     for ip, net in networks:
-        if src in net:
+        if src.version == net.version and src in net:
             return ip
     return None
 

@@ -65,6 +65,7 @@ from dispy_core.status import JobStatus
 
 from .paths import remove_tree
 from .scheduler import Computation, Scheduler, Worker
+from .undelivered import ResultStore
 
 __all__ = [
     "Comp",
@@ -100,7 +101,8 @@ SETUP, READY, CLOSING, CLOSED, FAILED = "setup", "ready", "closing", "closed", "
 class Comp(Computation):
     """A computation as the main process sees it (the scheduler's view plus its peers)."""
 
-    client: Any = None  # the client Channel that set it up
+    client: Any = None  # the client Channel that set it up (None while its client is gone)
+    owner: Any = None  # that channel's Client record (kept while the client is gone)
     kind: str = "function"
     directory: str = ""
     cleanup_files: bool = True
@@ -116,6 +118,9 @@ class Comp(Computation):
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     host_done: asyncio.Future[str | None] | None = None
     closed: asyncio.Future[str | None] | None = None
+    unacked: dict[int, JobResult] = field(default_factory=dict)  # sent, not acknowledged
+    pulse_interval: float = 0.0
+    detached_since: float = 0.0  # monotonic time its client's connection was lost; 0: attached
 
     @property
     def has_jobs(self) -> bool:
@@ -173,12 +178,15 @@ def kill_group(pid: int) -> None:
 PAUSE_BYTES = 8 << 20
 RESUME_BYTES = 2 << 20
 
+_PROVISIONAL = JobStatus.ProvisionalResult
+
 
 class Lifecycle:
     """Computations' processes, job flow and endings (the base of Node)."""
 
-    def __init__(self, sched: Scheduler) -> None:
+    def __init__(self, sched: Scheduler, store: ResultStore) -> None:
         self.sched = sched
+        self.store = store
         self.comps: dict[str, Comp] = {}
         self.jobs_done = 0
         self._loop = asyncio.get_running_loop()
@@ -243,6 +251,34 @@ class Lifecycle:
                 ch = comp.client
                 if ch is not None and not ch.closed:
                     ch.send(JobResults(comp.compute_id, results))
+                    # Kept until the client acknowledges them (see undelivered.py).
+                    unacked = comp.unacked
+                    for r in results:
+                        if r.status != _PROVISIONAL:
+                            unacked[r.job_id] = r
+                else:
+                    self.store.save(comp.compute_id, (r for r in results if r.status != _PROVISIONAL))
+
+    def _acknowledged(self, compute_id: str, comp: Comp | None, job_ids: Any) -> None:
+        """The client has these results: forget them (memory, then disk)."""
+        if not isinstance(job_ids, list):
+            return
+        if comp is not None:
+            pop = comp.unacked.pop
+            left = [i for i in job_ids if isinstance(i, int) and pop(i, None) is None]
+        else:
+            left = job_ids
+        if left:
+            self.store.forget(compute_id, left)
+
+    def _detach(self, comp: Comp) -> None:
+        """Its client's connection is gone: jobs go on, results go to disk until a
+        client resumes the computation (or it is closed, see Node)."""
+        comp.client = None
+        comp.detached_since = time.monotonic()
+        if comp.unacked:
+            self.store.save(comp.compute_id, comp.unacked.values())
+            comp.unacked.clear()
 
     def _on_results(self, worker: Worker, msg: JobResults) -> None:
         comp: Comp = worker.comp  # type: ignore[assignment]
@@ -439,11 +475,14 @@ class Lifecycle:
             self._forget(comp)
 
     def _forget(self, comp: Comp) -> None:
+        if comp.unacked:  # results its client may not have got: keep them for it
+            self.store.save(comp.compute_id, comp.unacked.values())
+            comp.unacked.clear()
         self.sched.remove(comp)
         if self.comps.get(comp.compute_id) is comp:
             del self.comps[comp.compute_id]
-        if comp.client is not None and isinstance(comp.client.user, Client):
-            comp.client.user.comps.discard(comp)
+        if isinstance(comp.owner, Client):
+            comp.owner.comps.discard(comp)
         self._forgotten(comp)
 
     def _forgotten(self, comp: Comp) -> None:

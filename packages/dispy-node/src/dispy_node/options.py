@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from dispy_core import config
 from dispy_core.errors import ConfigError
 
+from .service import ServiceWindow
+
 __all__ = ["NodeConfig", "machine_cpus", "resolve_cpus", "default_dest_path_prefix", "default_ip_addr"]
 
 
@@ -73,6 +75,15 @@ class NodeConfig:
     serve: int = -1  # clients to serve before quitting; -1: no limit
     client_shutdown: bool = False
     zombie_interval: float = 60.0  # minutes
+    # --service_start/--service_stop/--service_end as given (HH:MM); see service.py.
+    service_start: str | None = None
+    service_stop: str | None = None
+    service_end: str | None = None
+    # --ext_ip_addr: announced instead of ip_addrs[i] (NAT); at most one per -i address.
+    ext_ip_addrs: list[str] = field(default_factory=list)
+    ipv4_udp_multicast: bool = False  # join config.IPv4MulticastGroup for discovery
+    scheduler_node: str | None = None  # announce this node there (NodeAnnounce datagrams)
+    scheduler_port: int = field(default_factory=config.client_port)
 
     def __post_init__(self) -> None:
         if not self.ip_addrs:
@@ -92,5 +103,26 @@ class NodeConfig:
                               "or -1 for no limit")
         if not self.zombie_interval > 0:
             raise ConfigError(f"invalid --zombie_interval {self.zombie_interval}: must be > 0 minutes")
+        # ConfigError naming the option if the window is not valid:
+        ServiceWindow.from_options(self.service_start, self.service_stop, self.service_end)
+        if len(self.ext_ip_addrs) > len(self.ip_addrs):
+            raise ConfigError(f"{len(self.ext_ip_addrs)} --ext_ip_addr given for {len(self.ip_addrs)} "
+                              "-i addresses: give at most one per -i address, in the same order")
+        if not 0 < self.scheduler_port <= 65535:
+            raise ConfigError(f"invalid --scheduler_port {self.scheduler_port}: must be in 1..65535")
         if self.keyfile is not None and self.certfile is None:
             raise ConfigError("--keyfile needs --certfile (the certificate that goes with the key)")
+
+    @property
+    def service_window(self) -> ServiceWindow | None:
+        """The daily service window, or None when the node always serves."""
+        return ServiceWindow.from_options(self.service_start, self.service_stop, self.service_end)
+
+    def announced_addr(self, ip: str) -> str:
+        """The address peers are told for served address ``ip``: its ``--ext_ip_addr``
+        (paired with the ``-i`` addresses in order) or ``ip`` itself."""
+        try:
+            i = self.ip_addrs.index(ip)
+        except ValueError:
+            return ip
+        return self.ext_ip_addrs[i] if i < len(self.ext_ip_addrs) else ip

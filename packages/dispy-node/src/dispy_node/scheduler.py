@@ -14,6 +14,8 @@ Invariants:
   A busy worker is refilled once half its queue has drained, so refills are batches
   too. One job at a time for a process-per-job computation. All other jobs wait in
   ``Computation.pending``.
+* ``cpus`` may change while jobs run (console ``cpus``; 0 while jobs are held): above it,
+  no worker is given a job, and the CPUs held drain as their jobs end.
 * Free CPUs go first to the computations holding fewest, in turn. A busy worker keeps its CPU while its
   computation has jobs (no round trip through this scheduler per job), unless another
   computation with pending jobs holds no CPU at all: then busy workers are not topped
@@ -205,7 +207,9 @@ class Scheduler:
             c.pending and c.busy == 0 and any(w.ready and not w.queue for w in c.workers.values())
             for c in waiting
         )
-        if not starving:
+        # Nor while more CPUs are held than the node now has (its CPU count went down,
+        # or to 0 while jobs are held): busy workers drain until the count fits.
+        if not starving and self.busy <= self.cpus:
             for comp in waiting:
                 half = comp.depth // 2
                 for w in comp.workers.values():

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from dispy_core.aio import Channel
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
 from dispy_core.messages import (
+    AckResults,
     CancelJob,
     CloseComputation,
     ComputationClosed,
@@ -53,6 +55,9 @@ from dispy_core.messages import (
     InfoRequest,
     Ping,
     Pong,
+    Pulse,
+    Resume,
+    Resumed,
     JobResult,
     JobFile,
     JobResults,
@@ -66,15 +71,18 @@ from dispy_core.messages import (
 )
 from dispy_core.status import JobStatus
 
-from .discovery import DiscoveryProtocol, discovery_socket, pick_address, served_networks
+from .announce import Announcer
+from .discovery import DiscoveryProtocol, discovery_socket, join_groups, pick_address, served_networks
 from .ipc import internal_connection, new_address, new_token, peer_is_same_user
-from .lifecycle import CLOSED, CLOSING, FAILED, SETUP, Client, Comp, Lifecycle, kill_group
-from .options import NodeConfig
+from .lifecycle import CLOSED, CLOSING, FAILED, SETUP, Client, Comp, Lifecycle, kill_group, kill_process
+from .options import NodeConfig, machine_cpus, resolve_cpus
 from .paths import FileRefused, check_files, clean_prefix, computation_dir, prepare_prefix, write_files
 from .scheduler import Scheduler, Worker
-from .sysinfo import SOFTWARE, node_info, prime_cpu_percent, python_version_error
+from .service import Action, ServiceClock
+from .sysinfo import SOFTWARE, avail_info, node_info, prime_cpu_percent, python_version_error
+from .undelivered import ResultStore
 
-__all__ = ["Node", "CANCEL_GRACE", "SHUTDOWN_TIMEOUT"]
+__all__ = ["Node", "CANCEL_GRACE", "SHUTDOWN_TIMEOUT", "DETACHED_GRACE"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,10 @@ log = logging.getLogger(__name__)
 CANCEL_GRACE = 5.0
 #: Seconds the cleanups of all computations may take together when the node shuts down.
 SHUTDOWN_TIMEOUT = 8.0
+#: Seconds a computation whose client's connection is gone, and whose jobs are done,
+#: waits for the client to come back (Resume) before it is closed (at most
+#: --zombie_interval). Its undelivered results stay on disk after that.
+DETACHED_GRACE = 30.0
 
 
 class _Zygote:
@@ -115,7 +127,7 @@ class Node(Lifecycle):
     Must be created inside a running event loop."""
 
     def __init__(self, cfg: NodeConfig) -> None:
-        super().__init__(Scheduler(cfg.cpus))
+        super().__init__(Scheduler(cfg.cpus), ResultStore(cfg.dest_path_prefix))
         self.cfg = cfg
         self.address = new_address()
         self.token = new_token()
@@ -138,6 +150,13 @@ class Node(Lifecycle):
         self._handshakes: set[asyncio.Task[None]] = set()
         self.served = 0  # clients whose computations all closed (--serve)
         self._zombie_timer: asyncio.TimerHandle | None = None
+        # Why jobs are held (none start): "operator" (console stop), "service"
+        # (--service_stop/--service_end). See the operator section at the end.
+        self.holds: set[str] = set()
+        self.draining = False  # SIGINT / exit: finishing the jobs in the node, then stopping
+        window = cfg.service_window
+        self.service: ServiceClock | None = ServiceClock(window) if window is not None else None
+        self._announcer: asyncio.Task[None] | None = None  # --scheduler_node
 
     # == life of the node ================================================================
     async def run(self, on_started: Callable[[Node], None] | None = None) -> None:
@@ -159,11 +178,21 @@ class Node(Lifecycle):
         if cfg.clean:
             n = clean_prefix(self.prefix)
             log.info("--clean: removed %d leftovers under %s", n, self.prefix)
+        self.store = ResultStore(self.prefix)
+        kept = self.store.scan()
+        if kept:
+            log.info("%d undelivered job results kept from an earlier run (for recover_jobs)", kept)
         prime_cpu_percent()
         self._internal = await self._loop.create_unix_server(self._internal_channel, path=self.address)
         await self._start_zygote()
         await self._listen()
+        if cfg.scheduler_node is not None and self.listening:
+            announcer = Announcer(cfg, self.listening[0][1], lambda: not self.comps and not self.closing)
+            self._announcer = self._loop.create_task(announcer.run())
         self._zombie_timer = self._loop.call_later(self._zombie_period(), self._zombie_check)
+        if self.service is not None:
+            log.info("service window: %s", self.service.window.describe())
+            self._service_tick()
         if self.cfg.certfile is not None:
             log.info("TLS: clients must present the certificate in %s", self.cfg.certfile)
 
@@ -188,14 +217,18 @@ class Node(Lifecycle):
             self._servers.append(server)
             port = port or server.sockets[0].getsockname()[1]
             self.listening.append((ip, port))
-        # Discovery requests are broadcasts, which only a socket bound to the wildcard
-        # address receives; the reply names whichever served address shares the
-        # requester's network (see discovery.py).
-        served = [ip for ip in self.cfg.ip_addrs if ":" not in ip]
-        if served:
+        # Discovery requests are broadcasts or multicasts, which only a socket bound to the
+        # wildcard address receives; the reply names whichever served address shares the
+        # requester's network (see discovery.py). One socket per address family served.
+        for family in (socket.AF_INET, socket.AF_INET6):
+            served = [ip for ip in self.cfg.ip_addrs if (":" in ip) == (family == socket.AF_INET6)]
+            if not served:
+                continue
+            sock = discovery_socket(port, family)
+            if family == socket.AF_INET6 or self.cfg.ipv4_udp_multicast:
+                join_groups(sock, served)
             protocol = DiscoveryProtocol(self.cfg.secret, self._discover_reply(served, port))
-            transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol,
-                                                                     sock=discovery_socket(port))
+            transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
             self._udp.append(transport)
 
     def _close_listeners(self) -> None:
@@ -217,6 +250,8 @@ class Node(Lifecycle):
         log.info("dispynode %s shutting down", self.cfg.name)
         if self._zombie_timer is not None:
             self._zombie_timer.cancel()
+        if self._announcer is not None:
+            self._announcer.cancel()
         self._close_listeners()
         closes = [self._loop.create_task(self._close(c, terminate=True, reply=True,
                                                      timeout=SHUTDOWN_TIMEOUT / 2))
@@ -383,12 +418,18 @@ class Node(Lifecycle):
                 user.pinged = False
             if t is SubmitJobs:
                 self._submit(ch, msg)  # type: ignore[arg-type]
+            elif t is AckResults:
+                cid = msg.compute_id  # type: ignore[attr-defined]
+                if isinstance(cid, str):
+                    self._acknowledged(cid, self._owned(ch, cid), msg.job_ids)  # type: ignore[attr-defined]
+            elif t is Resume:
+                self._resume(ch, msg)  # type: ignore[arg-type]
             elif t is Welcome:
                 sockname = ch.transport.get_extra_info("sockname") if ch.transport else None
                 ch.user = Client(*(sockname[:2] if sockname else ("", 0)))
                 self.clients.add(ch)
             elif t is InfoRequest:
-                ch.send(node_info(self.cfg, ch.user.ip_addr, ch.user.port))
+                ch.send(node_info(self.cfg, self.cfg.announced_addr(ch.user.ip_addr), ch.user.port))
             elif t is Pong:
                 pass  # it is alive: last_seen is refreshed above
             elif t is Compute:
@@ -414,7 +455,16 @@ class Node(Lifecycle):
         self.clients.discard(ch)
         if isinstance(ch.user, Client):
             for comp in list(ch.user.comps):
-                self._background(self._close(comp, terminate=True, reply=False))
+                if comp.client is not ch:
+                    continue
+                if comp.state in (CLOSED, FAILED) or self.closing:
+                    continue
+                # Not necessarily a dead client: a dropped connection looks the same. The
+                # jobs go on; their results wait on disk for it (Resume) or recover_jobs.
+                log.info("computation %s (%r): client %s is gone; its jobs go on and their results "
+                         "are kept for it", comp.compute_id, comp.name, ch.peer)
+                self._detach(comp)
+                self._loop.call_later(self._detached_grace(), self._detached_check, comp)
 
     def _owned(self, ch: Channel, compute_id: Any) -> Comp | None:
         comp = self.comps.get(compute_id) if isinstance(compute_id, str) else None
@@ -435,6 +485,8 @@ class Node(Lifecycle):
             return refuse("malformed Compute: payload and setup_args must be serialized buffers")
         if self.closing:
             return refuse(f"node {self.cfg.name} is shutting down")
+        if not self.accepting:
+            return refuse(self.not_accepting_reason())
         if cid in self.comps:
             return refuse(f"computation {cid} is already set up on this node")
         if self.cfg.serve > 0 and not ch.user.comps:
@@ -452,8 +504,10 @@ class Node(Lifecycle):
         except (FileRefused, OSError) as exc:
             return refuse(str(exc))
         want = msg.cpus if isinstance(msg.cpus, int) and msg.cpus > 0 else self.cfg.cpus
+        pulse = msg.pulse_interval if isinstance(msg.pulse_interval, (int, float)) else 0.0
         comp = Comp(cid, msg.name, min(want, self.cfg.cpus), bool(msg.process_per_job),
-                    client=ch, kind=msg.kind, directory=directory,
+                    client=ch, owner=ch.user, kind=msg.kind, directory=directory,
+                    pulse_interval=max(0.0, min(float(pulse), 3600.0)),
                     cleanup_files=msg.cleanup_files is not False, ip_addr=ch.user.ip_addr,
                     setup_msg=dataclasses.replace(msg, dest_path=directory))
         self.comps[cid] = comp
@@ -465,6 +519,8 @@ class Node(Lifecycle):
 
     def _submit(self, ch: Channel, msg: SubmitJobs) -> None:
         comp = self._owned(ch, msg.compute_id)
+        if msg.acks and isinstance(msg.compute_id, str):
+            self._acknowledged(msg.compute_id, comp, msg.acks)
         jobs = msg.jobs
         if not isinstance(jobs, list):
             raise DispyError("malformed SubmitJobs: jobs must be a list")
@@ -481,6 +537,11 @@ class Node(Lifecycle):
                 if isinstance(spec, JobSpec):
                     self._job_failed(comp, spec, why)
             return
+        if self.draining:
+            for spec in jobs:
+                if isinstance(spec, JobSpec):
+                    self._job_failed(comp, spec, f"node {self.cfg.name} is shutting down: it takes no new jobs")
+            return
         accepted = []
         for spec in jobs:
             if type(spec) is not JobSpec:
@@ -495,6 +556,70 @@ class Node(Lifecycle):
         self.sched.submit(comp, accepted)
         self._limit_intake(ch, comp)
         self._kick()
+
+    def _resume(self, ch: Channel, msg: Resume) -> None:
+        """A client (reconnecting, or recover_jobs) takes a computation up on this
+        connection: every result it has not acknowledged goes again, then Resumed."""
+        cid = msg.compute_id
+        if not isinstance(cid, str) or not cid:
+            ch.send(ErrorReport("malformed Resume: compute_id must be a string"))
+            return
+        self._tick()  # results in the outbox go where they belong first
+        comp = self.comps.get(cid)
+        if comp is not None and comp.state in (CLOSED, FAILED):
+            comp = None
+        results = self.store.load(cid)
+        if comp is not None:
+            old = comp.client
+            if old is not ch:
+                if old is not None and isinstance(old.user, Client):
+                    old.user.comps.discard(comp)  # a half-open old connection loses it
+                comp.client, comp.owner = ch, ch.user
+                ch.user.comps.add(comp)
+                ch.user.served = True
+            comp.detached_since = 0.0
+            results.extend(comp.unacked.values())  # sent on a connection that may be gone
+            log.info("computation %s (%r) resumed by %s (%d results to deliver)",
+                     cid, comp.name, ch.peer, len(results))
+        elif results:
+            log.info("computation %s: %d stored results to %s", cid, len(results), ch.peer)
+        for start in range(0, len(results), 64):
+            ch.send(JobResults(cid, results[start:start + 64]))
+        unfinished = 0
+        if comp is not None:
+            unfinished = len(comp.pending) + sum(len(w.queue) for w in comp.workers.values()) + len(comp.lost)
+        ch.send(Resumed(cid, comp is not None, unfinished))
+
+    def _detached_grace(self) -> float:
+        """Seconds a computation whose client is gone waits to be resumed once its jobs
+        are done, before it is closed (its results stay on disk)."""
+        return min(DETACHED_GRACE, self.cfg.zombie_interval * 60)
+
+    def _detached_check(self, comp: Comp) -> None:
+        if self.comps.get(comp.compute_id) is not comp or comp.client is not None or comp.closed is not None:
+            return
+        detached = time.monotonic() - comp.detached_since
+        if comp.has_jobs and detached < self.cfg.zombie_interval * 60:
+            self._loop.call_later(self._detached_grace(), self._detached_check, comp)
+            return
+        terminate = comp.has_jobs
+        log.warning("computation %s (%r): no client for %.0f s; closing it%s (undelivered results are "
+                    "kept for recover_jobs)", comp.compute_id, comp.name, detached,
+                    ", terminating its jobs (--zombie_interval)" if terminate else "")
+        self._background(self._close(comp, terminate=terminate, reply=False))
+
+    def _ready(self, comp: Comp) -> None:
+        super()._ready(comp)
+        if comp.pulse_interval > 0:
+            self._loop.call_later(comp.pulse_interval, self._pulse, comp)
+
+    def _pulse(self, comp: Comp) -> None:
+        if self.comps.get(comp.compute_id) is not comp or comp.state in (CLOSED, FAILED):
+            return
+        ch = comp.client
+        if ch is not None and not ch.closed:
+            ch.send(Pulse(comp.compute_id, comp.busy, avail_info(self.prefix)))
+        self._loop.call_later(comp.pulse_interval, self._pulse, comp)
 
     def _cancel(self, ch: Channel, msg: CancelJob) -> None:
         comp = self._owned(ch, msg.compute_id)
@@ -590,11 +715,11 @@ class Node(Lifecycle):
 
     # == --serve, --client_shutdown, --zombie_interval ==================================
     def _forgotten(self, comp: Comp) -> None:
-        client = comp.client.user if comp.client is not None else None
+        client = comp.owner
         if isinstance(client, Client) and client.served and not client.comps and not client.counted:
             client.counted = True
             self.served += 1
-            log.debug("client %s served (%d clients so far)", comp.client.peer, self.served)
+            log.debug("a client of computation %s served (%d clients so far)", comp.compute_id, self.served)
         if 0 < self.cfg.serve <= self.served and not self.comps and not self.closing:
             log.info("served computations from %d clients (--serve %d); quitting", self.served, self.cfg.serve)
             self.stop()
@@ -714,9 +839,10 @@ class Node(Lifecycle):
 
         def make(nonce: str, source: str) -> DiscoverReply | None:
             ip = pick_address(networks, source)
-            if ip is None:
+            if ip is None or not self.accepting:  # no point finding a node that refuses
                 return None
-            return DiscoverReply(nonce, time.time(), ip, port, self.cfg.name, self.cfg.cpus)
+            return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
+                                 self.cfg.cpus)
 
         return make
 
@@ -728,6 +854,7 @@ class Node(Lifecycle):
             "busy": self.sched.busy,
             "jobs_done": self.jobs_done,
             "listening": list(self.listening),
+            "state": self.state_text(),
             "computations": [
                 {
                     "compute_id": c.compute_id,
@@ -743,4 +870,126 @@ class Node(Lifecycle):
             ],
         }
 
+    # == operator: CPUs, holding jobs, service window, graceful stop =====================
+    # Jobs start only while ``holds`` is empty: the scheduler is then given the node's
+    # CPUs, else none (jobs already handed to a worker go on; the rest wait).
+    @property
+    def accepting(self) -> bool:
+        """Whether new computations are taken (and discovery is answered)."""
+        return not (self.holds or self.draining or self.closing)
 
+    def not_accepting_reason(self) -> str:
+        name = self.cfg.name
+        if self.closing or self.draining:
+            return f"node {name} is shutting down"
+        if "service" in self.holds and self.service is not None:
+            return f"node {name} is {self.service.refusal()}"
+        return f"node {name} is stopped by its operator (it takes no new computations or jobs)"
+
+    def state_text(self) -> str:
+        """One line on what the node does now (for the status table)."""
+        if self.closing:
+            text = "shutting down"
+        elif self.draining:
+            text = "shutting down: finishing its jobs"
+        elif "operator" in self.holds:
+            text = "stopped (console 'stop'): no new computations; queued jobs wait"
+        elif "service" in self.holds and self.service is not None:
+            text = f"outside its service window ({self.service.phase.value}): queued jobs wait"
+        else:
+            text = "serving"
+        if self.service is not None:
+            text += f"; service window {self.service.window.describe()}"
+        return text
+
+    def set_cpus(self, n: int) -> int:
+        """Use ``n`` CPUs (as ``-c``: a negative number leaves that many unused); returns
+        the new count. ConfigError naming the range if ``n`` is not allowed. Jobs beyond
+        the new count wait; running ones go on."""
+        cpus = resolve_cpus(n, machine_cpus())
+        self.cfg = dataclasses.replace(self.cfg, cpus=cpus)
+        if not self.holds:
+            self.sched.cpus = cpus
+        log.info("dispynode %s now uses %d CPUs", self.cfg.name, cpus)
+        self._kick()
+        return cpus
+
+    def pause_jobs(self, reason: str = "operator") -> None:
+        """Start no more jobs and take no new computations until :meth:`resume_jobs`
+        with the same reason (and no other reason holds them)."""
+        if reason not in self.holds:
+            log.info("dispynode %s: holding jobs (%s)", self.cfg.name, reason)
+        self.holds.add(reason)
+        self.sched.cpus = 0
+
+    def resume_jobs(self, reason: str = "operator") -> bool:
+        """Lift the hold ``reason``; returns whether jobs run again (no other hold)."""
+        self.holds.discard(reason)
+        if self.holds:
+            return False
+        log.info("dispynode %s: running jobs on %d CPUs", self.cfg.name, self.cfg.cpus)
+        self.sched.cpus = self.cfg.cpus
+        self._kick()
+        return True
+
+    def _service_tick(self) -> None:
+        service = self.service
+        if service is None or self.closing:
+            return
+        for action in service.update():
+            if action is Action.HOLD:
+                log.info("service window: %s", service.refusal())
+                self.pause_jobs("service")
+            elif action is Action.RELEASE:
+                log.info("service window: serving (%s)", service.window.describe())
+                self.resume_jobs("service")
+            elif action is Action.CLOSE_ALL:
+                self._service_end()
+        self._loop.call_later(service.delay(), self._service_tick)
+
+    def _service_end(self) -> None:
+        """--service_end: close every computation, terminating its jobs (the node stays)."""
+        comps = [c for c in self.comps.values() if c.closed is None]
+        if comps:
+            log.info("service window ended (--service_end): closing %d computations", len(comps))
+        for comp in comps:
+            if comp.error is None:
+                comp.error = f"node {self.cfg.name}: its service window ended (--service_end)"
+            self._background(self._close(comp, terminate=True, reply=True))
+
+    def drain(self) -> None:
+        """Graceful stop (SIGINT, console ``exit``): no new computations or jobs; the jobs
+        in the node finish (queued ones too, unless jobs are held) and their results go
+        out; then the node stops as :meth:`stop` does (with nothing left to terminate)."""
+        if self.draining or self.closing:
+            return
+        self.draining = True
+        log.info("dispynode %s: finishing its jobs, then stopping", self.cfg.name)
+        self._drain_check()
+
+    def _drain_check(self) -> None:
+        if self.closing:
+            return
+        busy = any(w.queue for c in self.comps.values() for w in c.workers.values()) or \
+            any(c.lost for c in self.comps.values())
+        queued = not self.holds and any(c.pending for c in self.comps.values())
+        if busy or queued:
+            self._loop.call_later(0.05, self._drain_check)
+        else:
+            self.stop()
+
+    def kill_processes(self) -> None:
+        """Kill every process the node started, at once (a second signal while ending):
+        workers with their process groups, hosts, and the zygote's group."""
+        for comp in list(self.comps.values()):
+            for worker in comp.workers.values():
+                if worker.pid:
+                    kill_group(worker.pid)
+            if comp.host_pid:
+                kill_process(comp.host_pid)
+        proc = self._zygote_proc
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the zygote leads a group with the hosts
+            except OSError:
+                pass

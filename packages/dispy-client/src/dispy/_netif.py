@@ -1,0 +1,122 @@
+"""The client's local addresses: which ``host`` address talks to which node.
+
+``JobCluster(host=...)`` may name several local addresses (a multi-homed computer). A
+connection to a node is made from the given address on the node's network: the one the
+kernel's routing table would pick as the source toward the node, when it is among the
+given ones, else the first given address of the node's family (IPv4 or IPv6). Asking the
+routing table means ``connect()``ing a UDP socket, which sends nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from dispy_core.errors import ConfigError
+
+__all__ = ["canonical", "local_address", "interface_index", "is_ipv6", "host_list", "check_ping_interval",
+           "PING_INTERVAL_RANGE"]
+
+
+def canonical(host: str) -> str:
+    """An IP address in its canonical text form (``[::1]`` and ``0:0::1`` become ``::1``);
+    anything else (a host name) unchanged."""
+    text = host.strip()
+    try:
+        return str(ipaddress.ip_address(text[1:-1] if text.startswith("[") and text.endswith("]") else text))
+    except ValueError:
+        return text
+
+
+def is_ipv6(host: str) -> bool:
+    return ":" in host
+
+
+def _route_source(target: str) -> str | None:
+    family = socket.AF_INET6 if is_ipv6(target) else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((target, 9))  # UDP: no packet is sent, the kernel only picks a route
+            return str(s.getsockname()[0]).split("%", 1)[0]
+    except OSError:
+        return None
+
+
+def local_address(hosts: list[str], node: str) -> str | None:
+    """The address of ``hosts`` to connect to ``node`` from; None to let the kernel choose
+    (no ``hosts``, or none of the node's family)."""
+    if not hosts:
+        return None
+    try:
+        target = str(ipaddress.ip_address(node))
+    except ValueError:  # a host name: resolved by the connection itself
+        return hosts[0]
+    same = [h for h in hosts if is_ipv6(h) == is_ipv6(target)]
+    if not same:
+        return None
+    if len(same) > 1:
+        source = _route_source(target)
+        if source in same:
+            return source
+    return same[0]
+
+
+def interface_index(ip: str) -> int:
+    """The index of the interface holding IPv6 address ``ip`` (for IPV6_MULTICAST_IF);
+    0 (the kernel's choice) when it can't be told."""
+    try:
+        packed = ipaddress.IPv6Address(ip.split("%", 1)[0]).packed.hex()
+        with open("/proc/net/if_inet6", encoding="ascii") as f:  # Linux
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[0] == packed:
+                    return int(fields[1], 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+# -- validating the cluster's networking options -------------------------------------
+def host_list(option: str, value: Any, *, resolve: bool) -> list[str]:
+    """``host`` / ``ext_host`` as a list of addresses: None gives [], a string a list of
+    one. IP addresses are made canonical; with ``resolve`` host names become the first
+    address they resolve to (a ConfigError if they don't resolve)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(h, str) and h.strip() for h in items):
+        raise ConfigError(f"{option} must be a host name or IP address, or a list of them, not {value!r}")
+    hosts = []
+    for item in items:
+        host = canonical(item)
+        if resolve and not _is_ip(host):
+            try:
+                host = canonical(str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0]))
+            except OSError as exc:
+                raise ConfigError(f"{option} {item!r} is not an IP address or known host name ({exc})") from None
+        hosts.append(host)
+    return hosts
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+#: Allowed range of ``ping_interval`` (seconds), as in dispy.
+PING_INTERVAL_RANGE = (1.0, 1000.0)
+
+
+def check_ping_interval(value: Any) -> float | None:
+    """``ping_interval`` in seconds (None: don't repeat discovery), or a ConfigError."""
+    if value is None:
+        return None
+    low, high = PING_INTERVAL_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"ping_interval must be a number of seconds from {low:g} to {high:g} "
+                          f"(or None), not {value!r}")
+    return float(value)
