@@ -354,10 +354,10 @@ def test_dropped_connection_is_resumed_and_each_result_delivered_once(fake_node:
     assert [job() for job in jobs] == [16, 25]
     assert all(job.status == DispyJob.Finished for job in jobs)
     assert first.result == 9  # not the resent duplicate
-    cluster.wait(T)
-    assert sorted(finished) == [1, 2, 3], finished  # each job reported once
-    assert len(node.computes) == 1  # resumed, not set up again
     assert dispy_wait(lambda: not node.unacked)
+    assert len(node.computes) == 1  # resumed, not set up again
+    cluster.close()  # (callbacks still queued run before it returns)
+    assert sorted(finished) == [1, 2, 3], finished  # each job reported once
 
 
 def test_node_without_the_computation_after_reconnect_abandons_and_sets_up_again(

@@ -1,0 +1,202 @@
+"""Results that outlive their client: recover_jobs after the client is killed, after the
+node restarts, with timeout / terminate_pending; a dropped connection resumed with every
+result delivered exactly once; pulses carrying the node's availability.
+
+Client programs run as real subprocesses and are killed with SIGKILL; nodes are real
+dispynode processes on 127.0.0.x.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+
+import dispy
+from dispy import DispyJob, DispyNode
+from dispy_core.testing import NodeProcess, node_python, wait_until
+
+CLIENT = textwrap.dedent("""
+    import sys, time
+    import dispy
+
+    def compute(n, gate):
+        import os, time
+        deadline = time.time() + 60
+        while gate and not os.path.exists(gate) and time.time() < deadline:
+            time.sleep(0.02)  # held until the test opens the gate
+        print("out", n)
+        return n * n
+
+    node, recover_file, gate, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    cluster = dispy.JobCluster(compute, nodes=[node], recover_file=recover_file or None,
+                               loglevel=dispy.logger.WARNING)
+    jobs = [cluster.submit(i, gate if i else "") for i in range(count)]
+    assert jobs[0]() == 0  # delivered to this client before it dies
+    time.sleep(0.3)  # (and acknowledged: else the node would rightly give it to recover_jobs too)
+    print("READY", flush=True)
+    if sys.argv[5] == "exit":
+        sys.exit(0)  # without closing the cluster: its jobs go on for recover_jobs
+    time.sleep(120)
+""")
+
+
+def run_client(tmp_path, node: NodeProcess, count: int, how: str = "kill",
+               recover_file: str | None = None, hold: bool = False) -> tuple[str, subprocess.Popen[str]]:
+    """Start a client program; return the recover file it uses and the process, killed
+    (SIGKILL) or exited once its first job's result arrived. Its other jobs wait until
+    then (or, with ``hold``, run until they are terminated)."""
+    gate = tmp_path / "gate"
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    path = recover_file if recover_file is not None else str(tmp_path / "_dispy_client")
+    proc = subprocess.Popen([sys.executable, str(script), f"{node.ip}:{node.port}", path, str(gate),
+                             str(count), how], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "READY", line + proc.stdout.read()
+    if how == "kill":
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    if not hold:
+        gate.touch()
+    return path, proc
+
+
+def computation_dirs(node: NodeProcess) -> list[str]:
+    return [d for d in os.listdir(node.dest_path_prefix) if not d.startswith(".")]
+
+
+def test_recover_jobs_after_the_client_is_killed(tmp_path, start_node):
+    node = start_node("127.0.0.6", "-c", "2")
+    path, _ = run_client(tmp_path, node, count=6)
+    assert os.path.exists(path)
+    jobs = dispy.recover_jobs(path)
+    # Job 1 reached the client before it died; every other job comes back, once.
+    assert [job.id for job in jobs] == [2, 3, 4, 5, 6]
+    for job in jobs:
+        n = job.id - 1
+        assert job.status == DispyJob.Finished, job.exception
+        assert job.result == n * n and job.stdout == f"out {n}\n" and job.exception is None
+        assert job.host == node.ip and job.end_time >= job.start_time > 0
+        assert job.finish.is_set()
+    assert not os.path.exists(path), "the recover file is deleted once everything is recovered"
+    # The node was released: the computation is closed there, its files gone.
+    assert wait_until(lambda: computation_dirs(node) == [], 10), computation_dirs(node)
+
+
+def test_recover_jobs_uses_the_newest_default_file(tmp_path, start_node, monkeypatch):
+    node = start_node("127.0.0.6", "-c", "2")
+    path, _ = run_client(tmp_path, node, count=3, recover_file="")  # the default name
+    assert os.path.basename(path) != "_dispy_client"
+    [default] = [p for p in os.listdir(tmp_path) if p.startswith("_dispy_")]
+    monkeypatch.chdir(tmp_path)
+    jobs = dispy.recover_jobs()
+    assert sorted((job.id, job.result) for job in jobs) == [(2, 1), (3, 4)]
+    assert not (tmp_path / default).exists()
+
+
+def test_timeout_leaves_jobs_running_and_terminate_pending_ends_them(tmp_path, start_node):
+    node = start_node("127.0.0.6", "-c", "2")
+    path, _ = run_client(tmp_path, node, count=3, hold=True)
+    start = time.monotonic()
+    assert dispy.recover_jobs(path, timeout=0.5) == []
+    assert time.monotonic() - start < 10
+    assert os.path.exists(path), "jobs still run: the file is kept for another try"
+    assert len(computation_dirs(node)) == 1
+    jobs = dispy.recover_jobs(path, timeout=0.5, terminate_pending=True)
+    assert sorted(job.id for job in jobs) == [2, 3]
+    assert all(job.status in (DispyJob.Terminated, DispyJob.Cancelled) for job in jobs)
+    assert not os.path.exists(path)
+    assert wait_until(lambda: computation_dirs(node) == [], 10)
+    # no worker still runs a job (each ran in a worker forked for the computation)
+    assert wait_until(lambda: len(psutil.Process(node.proc.pid).children(recursive=True)) <= 1, 10)
+
+
+def test_results_survive_a_node_restart(tmp_path):
+    prefix = tmp_path / "node"
+    prefix.mkdir()
+    with NodeProcess("127.0.0.7", "-c", "2", "--zombie_interval", "0.02", python=node_python(),
+                     dest_path_prefix=str(prefix)) as node:
+        port = node.port
+        path, _ = run_client(tmp_path, node, count=4)
+        # the jobs finish with no client; their results go to disk, the computation closes
+        assert wait_until(lambda: computation_dirs(node) == [], 15)
+        assert node.alive()
+    with NodeProcess("127.0.0.7", "-c", "2", python=node_python(), port=port,
+                     dest_path_prefix=str(prefix)) as node:
+        assert "3 undelivered job results kept" in node.log or wait_until(
+            lambda: "3 undelivered job results kept" in node.log, 5), node.log
+        jobs = dispy.recover_jobs(path)
+        assert sorted((job.id, job.result, job.status) for job in jobs) == [
+            (2, 1, DispyJob.Finished), (3, 4, DispyJob.Finished), (4, 9, DispyJob.Finished)]
+        assert wait_until(lambda: not os.listdir(prefix / ".undelivered"), 5), "acknowledged results stay"
+
+
+def test_a_program_that_exits_without_closing_leaves_its_jobs_to_recover(tmp_path, start_node):
+    node = start_node("127.0.0.6", "-c", "2")
+    path, proc = run_client(tmp_path, node, count=4, how="exit")
+    assert proc.returncode == 0
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    assert "go on running on the nodes" in output and "recover_jobs" in output, output
+    jobs = dispy.recover_jobs(path)
+    assert sorted((job.id, job.result) for job in jobs) == [(2, 1), (3, 4), (4, 9)]
+
+
+def square_slowly(n):
+    import time
+    time.sleep(0.25)
+    return n * n
+
+
+def test_dropped_connection_resumes_and_each_result_arrives_once(node, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    reported: list[int] = []
+    lock = threading.Lock()
+
+    def job_status(job):
+        if job.status in (DispyJob.Finished, DispyJob.Terminated, DispyJob.Abandoned):
+            with lock:
+                reported.append(job.id)
+
+    with dispy.JobCluster(square_slowly, nodes=[f"{node.ip}:{node.port}"], job_status=job_status,
+                          loglevel=dispy.logger.ERROR) as cluster:
+        jobs = [cluster.submit(i) for i in range(10)]
+        assert jobs[1]() == 1
+        runtime = cluster._runtime
+        assert runtime is not None
+
+        def drop() -> None:  # the TCP connection breaks (not a clean close)
+            for session in list(runtime._ready.values()):
+                session.channel.transport.abort()
+
+        runtime.thread.call_soon(drop)
+        assert [job() for job in jobs] == [i * i for i in range(10)]
+        assert all(job.status == DispyJob.Finished for job in jobs)
+        cluster.wait()
+        assert "resumed" in node.log or wait_until(lambda: "resumed" in node.log, 5), node.log
+    assert sorted(reported) == list(range(1, 11)), reported
+
+
+def test_pulses_deliver_avail_info_to_cluster_status(node, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    infos = []
+
+    def cluster_status(status, dispy_node, job):
+        if status == DispyNode.AvailInfo:
+            infos.append(dispy_node.avail_info)
+
+    with dispy.JobCluster(square_slowly, nodes=[f"{node.ip}:{node.port}"], pulse_interval=1,
+                          cluster_status=cluster_status) as cluster:
+        assert cluster.submit(3)() == 9
+        assert wait_until(lambda: len(infos) >= 2, 5)
+    info = infos[-1]
+    assert 0 <= info.cpu <= 100 and info.memory > 0 and info.disk > 0 and 0 <= info.swap <= 100
