@@ -220,3 +220,54 @@ def test_send_file(start_node, tmp_path, caplog):
         assert cluster.send_file(str(small), "127.0.0.9") == -1
         # the node keeps serving
         assert cluster.submit("data.txt")() == "replaced"
+
+
+def setup_data(value, marker):
+    global data, cleanup_marker
+    data, cleanup_marker = value, marker
+    return 0
+
+
+def cleanup_data(value, marker):
+    with open(marker, "a") as f:
+        f.write(f"cleanup {value}\n")
+
+
+def read_data(pause):
+    import time
+
+    time.sleep(pause)
+    return data  # noqa: F821 - a global of setup_data
+
+
+class Generations(dispy.NodeAllocate):
+    """Gives setup new arguments each time the node is allocated."""
+
+    def __init__(self, host, port, marker):
+        super().__init__(host, port=port)
+        self.generation = 0
+        self.marker = marker
+
+    def allocate(self, cluster, ip_addr, name, cpus, avail_info=None, platform=""):
+        self.generation += 1
+        self.setup_args = (f"generation {self.generation}", self.marker)
+        return cpus
+
+
+def test_resetup_node_runs_cleanup_then_setup_with_new_allocate_values(start_node, tmp_path):
+    node = start_node("127.0.0.2", "-c", "1")
+    events = Events()
+    marker = str(tmp_path / "cleanups")
+    spec = Generations(node.ip, node.port, marker)
+    with dispy.JobCluster(read_data, nodes=[spec], setup=setup_data, cleanup=cleanup_data,
+                          cluster_status=events) as cluster:
+        assert cluster.submit(0)() == "generation 1"
+        running = cluster.submit(0.5)
+        assert wait_until(lambda: running.status == dispy.DispyJob.Running)
+        assert cluster.resetup_node(node.ip) == 0  # the running job finishes first
+        assert running.status == dispy.DispyJob.Finished and running.result == "generation 1"
+        with open(marker) as f:
+            assert f.read() == "cleanup generation 1\n"
+        assert cluster.submit(0)() == "generation 2"
+        assert events.count(dispy.DispyNode.Initialized, node.ip) == 2
+        assert cluster.resetup_node("127.0.0.9") == -1  # not a node of this cluster

@@ -347,6 +347,24 @@ class JobCluster:
             log.warning("close_node(): %s: %s", type(exc).__name__, exc)
             return -1
 
+    def resetup_node(self, node: Any) -> int:
+        """Set ``node`` up afresh: no new jobs go there, its jobs finish, cleanup runs
+        (with the arguments setup had; in-memory globals go), then ``allocate()`` of its
+        NodeAllocate is called again and setup runs with the values it gives now (new
+        ``setup_args`` and ``depends``). Blocks until the node has closed the computation;
+        the new setup goes on in the background (``cluster_status`` gets
+        ``DispyNode.Initialized`` when it is done). Returns 0, or -1 if the node is not
+        serving the cluster."""
+        found = self._serving_node("resetup_node", node)
+        if found is None:
+            return -1
+        runtime, key = found
+        try:
+            return int(runtime.thread.run(runtime.resetup_node(key)))
+        except Exception as exc:
+            log.warning("resetup_node(): %s: %s", type(exc).__name__, exc)
+            return -1
+
     def set_node_cpus(self, node: Any, cpus: int) -> int:
         """Set how many of ``node``'s CPUs (a :class:`DispyNode`, IP address or host name
         serving the cluster) this cluster uses: ``cpus > 0`` uses that many (at most the

@@ -907,6 +907,21 @@ class Runtime:
         await session.finished.wait()
         return 0
 
+    async def resetup_node(self, key: tuple[str, int]) -> int:
+        """Close the computation on a node (jobs there finish), then set it up again
+        through a new session: allocate() is asked again, setup runs again."""
+        session = self._ready.get(key)
+        if session is None or self.closing:
+            return -1
+        deallocated = key in self._deallocated
+        if await self.close_node(key, terminate=False) != 0 or self.closing:
+            return -1
+        if deallocated:
+            self._deallocated.add(key)
+        log.info("node %s: setting computation %s up again", session.label, self.computation.name)
+        self._start_session(session.spec, session.host, session.port, retry=True)
+        return 0
+
     async def send_file(self, key: tuple[str, int], file: FileData) -> int:
         """Save ``file`` in the computation's directory on a node; 0, or -1 (logged)."""
         session = self._ready.get(key)
