@@ -479,9 +479,9 @@ class JobCluster:
                 return
             self._closed = True
         runtime.refuse_submits()
-        log.warning("the program ends with %d jobs of %s pending and the cluster not closed: they "
-                    "go on running on the nodes; get their results with dispy.recover_jobs(%r)",
-                    runtime.pending, self.name, self._recover.path)
+        log.warning("the program ends with %d jobs of %s pending and the cluster not closed: those "
+                    "sent to nodes go on running there (jobs not sent yet are dropped); get their "
+                    "results with dispy.recover_jobs(%r)", runtime.pending, self.name, self._recover.path)
         if runtime.thread.alive:
             try:
                 runtime.thread.run(runtime.leave(), timeout=config.MsgTimeout)
