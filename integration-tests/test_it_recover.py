@@ -222,3 +222,48 @@ def test_pulses_deliver_avail_info_to_cluster_status(node, tmp_path, monkeypatch
         assert wait_until(lambda: len(infos) >= 2, 5)
     info = infos[-1]
     assert 0 <= info.cpu <= 100 and info.memory > 0 and info.disk > 0 and 0 <= info.swap <= 100
+
+
+def where(seconds):
+    import time
+    time.sleep(seconds)
+    return dispy_node_ip_addr  # noqa: F821 - set on the node
+
+
+def test_paused_node_is_presumed_dead_its_jobs_rerun_and_it_is_readmitted(start_node, tmp_path, monkeypatch):
+    """pulse_interval + reentrant: a node stopped with SIGSTOP goes silent; after 5 pulse
+    intervals its job runs again on the other node; resumed with SIGCONT it is used again,
+    and the late result of the job it had is not reported a second time."""
+    monkeypatch.chdir(tmp_path)
+    a = start_node("127.0.0.8", "-c", "1")
+    b = start_node("127.0.0.9", "-c", "1")
+    reported: list[int] = []
+    initialized: list[str] = []
+
+    def job_status(job):
+        if job.status in (DispyJob.Finished, DispyJob.Abandoned, DispyJob.Terminated):
+            reported.append(job.id)
+
+    def cluster_status(status, node, job):
+        if status == DispyNode.Initialized:
+            initialized.append(node.ip_addr)
+
+    with dispy.JobCluster(where, nodes=[dispy.NodeAllocate(p.ip, port=p.port) for p in (a, b)],
+                          pulse_interval=1, reentrant=True, job_status=job_status,
+                          cluster_status=cluster_status, loglevel=dispy.logger.ERROR) as cluster:
+        assert wait_until(lambda: sorted(initialized) == [a.ip, b.ip], 15)
+        jobs = [cluster.submit_node(a.ip, 0.0), cluster.submit(1.5), cluster.submit(1.5)]
+        assert jobs[0]() == a.ip
+        assert wait_until(lambda: all(j.status == DispyJob.Running for j in jobs[1:]), 5)
+        on_a = [j for j in jobs[1:] if j.host == a.ip]
+        assert len(on_a) == 1, [j.host for j in jobs]
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            assert on_a[0]() == b.ip  # ran again on b
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        assert wait_until(lambda: initialized.count(a.ip) == 2, 20), initialized
+        assert cluster.submit_node(a.ip, 0.0)() == a.ip
+        cluster.wait()
+        time.sleep(0.5)  # a late result from a would come now
+    assert sorted(reported) == [1, 2, 3, 4], reported

@@ -535,3 +535,28 @@ def test_job_snapshot_shares_finish_and_points_back() -> None:
     job.result = "final"
     assert snap.result == "partial" and snap.status == JobStatus.ProvisionalResult and snap.id == 7
     assert snap._origin is job and snap.finish is job.finish
+
+
+def test_reentrant_jobs_of_a_lost_node_run_elsewhere(fake_node: Any, clusters: list) -> None:
+    a = fake_node(cpus=1, hold=True)
+    b = fake_node(cpus=1, hold=True, ip="127.0.0.2")
+    cluster = make(clusters, square, [a.addr, b.addr], reentrant=True, loglevel=dispy.logger.CRITICAL)
+    jobs = [cluster.submit(i) for i in range(4)]
+    assert dispy_wait(lambda: len(a.jobs) >= 1 and len(b.jobs) >= 1)
+    on_a = {spec.job_id for spec in a.jobs}
+    a.stop()  # gone for good: its port refuses connections
+    b.release()
+    assert [job() for job in jobs] == [0, 1, 4, 9]
+    assert all(job.status == DispyJob.Finished and job.host == "127.0.0.2" for job in jobs)
+    assert on_a <= {spec.job_id for spec in b.jobs}  # they ran again on b
+
+
+def test_a_silent_node_is_presumed_dead_after_five_pulse_intervals(fake_node: Any, clusters: list) -> None:
+    node = fake_node(cpus=1, hold=True)  # sends no pulses
+    cluster = make(clusters, square, node, pulse_interval=1, loglevel=dispy.logger.CRITICAL)
+    job = cluster.submit(2)
+    assert dispy_wait(lambda: len(node.jobs) == 1)
+    start = time.monotonic()
+    assert job.finish.wait(T)
+    assert job.status == DispyJob.Abandoned and "presumed dead" in job.exception
+    assert time.monotonic() - start >= 4.0  # not before 5 x pulse_interval (from dispatch)

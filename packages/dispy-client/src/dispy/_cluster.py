@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 #: Options accepted at their default only (not implemented yet), with that default.
 _NOT_YET: dict[str, Any] = {
     "poll_interval": None,
-    "reentrant": False,
 }
 
 _live: weakref.WeakSet[JobCluster] = weakref.WeakSet()
@@ -105,7 +104,6 @@ class JobCluster:
         self._closed = True
         given = {
             "poll_interval": poll_interval,
-            "reentrant": reentrant,
         }
         for name, value in given.items():
             if value != _NOT_YET[name]:
@@ -148,6 +146,8 @@ class JobCluster:
         if pulse_interval is not None and (isinstance(pulse_interval, bool) or not isinstance(
                 pulse_interval, (int, float)) or not 1 <= pulse_interval <= 600):
             raise ConfigError(f"pulse_interval must be a number of seconds in 1-600, not {pulse_interval!r}")
+        if not isinstance(reentrant, bool):
+            raise ConfigError(f"reentrant must be True or False, not {reentrant!r}")
         if recover_file is not None and not isinstance(recover_file, str):
             raise ConfigError(f"recover_file must be a path (a string), not {type(recover_file).__name__}")
 
@@ -184,6 +184,7 @@ class JobCluster:
             compute_id=compute_id,
             pulse_interval=float(pulse_interval or 0),
             recover=self._recover,
+            reentrant=reentrant,
         )
         self._closed = False
         _live.add(self)

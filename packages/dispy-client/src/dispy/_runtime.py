@@ -222,6 +222,7 @@ class Runtime:
         compute_id: str | None = None,
         pulse_interval: float = 0.0,
         recover: Any = None,
+        reentrant: bool = False,
         ipv4_udp_multicast: bool = False,
         ping_interval: float | None = None,
     ) -> None:
@@ -247,6 +248,7 @@ class Runtime:
         self.software = f"dispy-client {__version__} / Python {self.python_version}"
         self.compute_id = compute_id or uuid.uuid4().hex
         self.pulse_interval = pulse_interval
+        self.reentrant = reentrant  # jobs of a lost node run again elsewhere (specs are kept)
         self.recover = recover  # the RecoverFile (nodes are recorded as they get ready)
         self.job_status = job_status
         self.cluster_status = cluster_status
@@ -291,6 +293,8 @@ class Runtime:
                     self._start_session(spec, spec.host, spec.port, retry=True)
             if needs_discovery(self.specs):
                 self._start_discovery()
+            if self.pulse_interval:
+                self._spawn(self._watch_pulses())
             await self._stop.wait()
             log.debug("stopping: cancelling %d tasks", len(self._tasks))
             for session in list(self._sessions):
@@ -434,11 +438,42 @@ class Runtime:
         self.release(session)
         self._give_up(session, reason)
 
+    async def _watch_pulses(self) -> None:
+        """A node that sends nothing (not even a pulse) for 5 x pulse_interval is taken
+        for dead: its jobs run elsewhere (reentrant) or end Abandoned."""
+        limit = 5 * self.pulse_interval
+        while True:
+            await asyncio.sleep(self.pulse_interval)
+            now = time.monotonic()
+            for session in list(self._ready.values()):
+                if now - session.last_heard > limit:
+                    self._node_dead(session, f"nothing from it for {now - session.last_heard:.0f} s "
+                                             f"(5 x pulse_interval {self.pulse_interval:g} s)")
+
+    def _node_dead(self, session: NodeSession, reason: str) -> None:
+        key = session.key
+        assert key is not None
+        session.ready = False
+        del self._ready[key]
+        log.warning("node %s presumed dead: %s", session.label, reason)
+        self._give_up(session, f"node presumed dead: {reason}")
+        # It may come back: the session reconnects and resumes, and is then used again.
+        session.abort()
+
     def node_resumed(self, session: NodeSession, unfinished: int) -> None:
         """The node took the computation up again on the session's new connection."""
         key = session.key
         assert key is not None
-        self._suspended.pop(key, None)
+        if self._suspended.pop(key, None) is None:
+            # Its jobs were given up meanwhile (presumed dead, or not reached in time):
+            # it is a node like a new one now (late results of those jobs are ignored).
+            other = self.claim(session)
+            if other is not None:
+                session.abort()
+                return
+            log.info("node %s is back", session.label)
+            self.node_ready(session)
+            return
         session.ready = True
         self._ready[key] = session
         limit = self._cpu_limits.get(key)
@@ -458,27 +493,32 @@ class Runtime:
         self._give_up(session, reason)
 
     def _give_up(self, session: NodeSession, reason: str) -> None:
-        """Jobs sent to a node that is lost are abandoned; jobs never sent go elsewhere."""
+        """Jobs sent to a lost node end Abandoned, or with ``reentrant`` are queued again
+        (to run elsewhere, or there once it is back if pinned); jobs never sent are
+        queued again in any case."""
         assert session.key is not None
         lost = self.sched.remove_node(session.key)
+        unsent = {job._uid for job in session.outbox}
         session.outbox.clear()
-        unsent = [job for job in lost if job._spec is not None]
-        if unsent:
-            lost = [job for job in lost if job._spec is None]
-            for job in unsent:
+        again = [job for job in lost if job._uid in unsent or (self.reentrant and job._spec is not None)]
+        if again:
+            lost = [job for job in lost if job._uid not in unsent and not (self.reentrant and job._spec is not None)]
+            for job in again:
                 job.status = JobStatus.Created
                 job._node = None
+                job.host = None
                 self.sched.submit(job, job._pin)
             self._dispatch_soon()
         node = session.node
         node.busy = 0
+        moved = f"; {len(again)} jobs queued again" if again else ""
         if session.user_closed:
-            log.info("node %s closed for computation %s%s", session.label, self.computation.name,
-                     f"; {len(lost)} jobs running there are abandoned" if lost else "")
+            log.info("node %s closed for computation %s%s%s", session.label, self.computation.name,
+                     f"; {len(lost)} jobs running there are abandoned" if lost else "", moved)
             self.note_tried(session.label, "closed with close_node()")
         elif not self.closing:
-            log.warning("node %s closed the connection (%s)%s", session.label, reason,
-                        f"; {len(lost)} jobs running there are abandoned" if lost else "")
+            log.warning("node %s lost (%s)%s%s", session.label, reason,
+                        f"; {len(lost)} jobs running there are abandoned" if lost else "", moved)
             self.note_tried(session.label, f"connection lost: {reason}")
         now = time.time()
         for job in lost:
@@ -566,6 +606,7 @@ class Runtime:
         if channel is None or channel.transport is None or session.flush_waiting:
             return
         node = session.node
+        reentrant = self.reentrant
         while outbox:
             if channel.write_buffer_size() > WRITE_LIMIT:
                 session.flush_waiting = True
@@ -576,7 +617,8 @@ class Runtime:
             while outbox and (not specs or size + outbox[0]._tx <= BATCH_BYTES):
                 job = outbox.popleft()
                 specs.append(job._spec)
-                job._spec = None  # the buffers are the socket's now
+                if not reentrant:
+                    job._spec = None  # the buffers are the socket's now (kept to run again if reentrant)
                 size += job._tx
             node.tx += size
             acks, session.acks = session.acks, []

@@ -154,6 +154,7 @@ class NodeSession:
         self.acks: list[int] = []  # job ids whose results arrived, to acknowledge
         self.resumable = True  # a lost connection may be resumed (not after a failure there)
         self.resume_until = 0.0  # monotonic deadline of reconnecting to resume; 0: not resuming
+        self.last_heard = 0.0  # monotonic time of the node's last message (pulse_interval)
 
     # -- the session's life -------------------------------------------------------------
     async def run(self) -> None:
@@ -204,7 +205,8 @@ class NodeSession:
         if runtime.closing:
             self._abort()
             return _FINAL
-        if self.resume_until:
+        if self.resume_until or (self.node is not None and self.resumable):
+            # It served this computation before: carry on there if it still runs it.
             try:
                 resumed = await self._request(Resume(runtime.compute_id), (Resumed,))
             except _Unusable as exc:
@@ -217,6 +219,7 @@ class NodeSession:
                 return _FINAL
             if resumed.running:
                 self.resume_until = 0.0
+                self.last_heard = time.monotonic()
                 runtime.node_resumed(self, resumed.unfinished)
                 reason = await self._closed
                 runtime.node_lost(self, describe_error(reason))
@@ -224,7 +227,8 @@ class NodeSession:
             # The node has no such computation any more (restarted, or it was closed
             # there): what it kept was delivered above; the rest is given up, and the
             # computation is set up there afresh.
-            self._give_up_resume("the node no longer runs the computation (was it restarted?)")
+            if self.resume_until:
+                self._give_up_resume("the node no longer runs the computation (was it restarted?)")
         try:
             await self._setup()
         except _Unusable as exc:
@@ -236,6 +240,8 @@ class NodeSession:
             self._abort()
             runtime.release(self)
             return _FINAL
+        self.resumable = True
+        self.last_heard = time.monotonic()
         runtime.node_ready(self)
         reason = await self._closed
         runtime.node_lost(self, describe_error(reason))
@@ -329,6 +335,7 @@ class NodeSession:
             self._reply = None
 
     def _on_message(self, channel: aio.Channel, msg: Message) -> None:
+        self.last_heard = time.monotonic()
         if type(msg) is JobResults:
             self.runtime.on_results(self, msg)
             return
