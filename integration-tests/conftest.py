@@ -5,6 +5,8 @@ Every node is named explicitly and bound to a loopback address; nothing here bro
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -67,22 +69,31 @@ def other_python_versions() -> list[str]:
 
 def node_venv(version: str) -> str:
     """A virtualenv for Python ``version`` with only dispy-core and dispy-node (editable),
-    built once and reused; returns its python."""
+    built once and reused; returns its python.
+
+    One per checkout (its name has a hash of this checkout's path: an editable install
+    of another clone would test that clone's sources, and break when it is deleted), and
+    built under a lock: ``./dev test`` runs the Python versions' suites at the same time
+    and each of them wants the other versions' node environments.
+    """
     root = Path(os.environ.get("DISPY_TEST_VENVS", Path.home() / ".cache" / "dispy-test-venvs"))
-    venv = root / f"node-py{version}"
+    checkout = hashlib.sha256(str(REPO).encode()).hexdigest()[:10]
+    venv = root / f"node-py{version}-{checkout}"
     python = venv / "bin" / "python"
     marker = venv / ".dispy-installed"
-    if not marker.exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        interpreter = find_python(version)
-        assert interpreter is not None
-        subprocess.run([interpreter, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q",
-                        "-e", str(REPO / "packages" / "dispy-core"),
-                        "-e", str(REPO / "packages" / "dispy-node")],
-                       check=True, stdout=subprocess.DEVNULL)
-        marker.write_text("ok")
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not marker.exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            interpreter = find_python(version)
+            assert interpreter is not None
+            subprocess.run([interpreter, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q",
+                            "-e", str(REPO / "packages" / "dispy-core"),
+                            "-e", str(REPO / "packages" / "dispy-node")],
+                           check=True, stdout=subprocess.DEVNULL)
+            marker.write_text(f"{REPO}\n")
     return str(python)
 
 

@@ -59,7 +59,7 @@ def test_cancel_running_job(node):
         start = time.monotonic()
         assert cluster.cancel(job) == 0
         job()
-        assert time.monotonic() - start < 7
+        assert time.monotonic() - start < 20  # not the job's 30 s
         assert job.status == dispy.DispyJob.Cancelled
         assert job.result is None
         assert "KeyboardInterrupt" in (job.exception or "")

@@ -38,7 +38,7 @@ CLIENT = textwrap.dedent("""
     jobs = [cluster.submit(i) for i in range(4)]
     ok = cluster.wait(timeout=float(sys.argv[2]))
     print(json.dumps({"ok": ok, "results": [j.result for j in jobs]}))
-    cluster.close(timeout=10, terminate=True)
+    cluster.close(timeout=float(sys.argv[3]), terminate=True)
 """)
 
 
@@ -93,8 +93,10 @@ class Node:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
-def client(ns: tuple[str, ...], kwargs: dict, timeout: float = 20) -> subprocess.Popen[str]:
-    return subprocess.Popen([*ns, sys.executable, "-c", CLIENT, json.dumps(kwargs), str(timeout)],
+def client(ns: tuple[str, ...], kwargs: dict, timeout: float = 20,
+           close_timeout: float = 10) -> subprocess.Popen[str]:
+    return subprocess.Popen([*ns, sys.executable, "-c", CLIENT, json.dumps(kwargs), str(timeout),
+                             str(close_timeout)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -152,7 +154,8 @@ def test_ping_interval_finds_a_node_started_later(pair) -> None:
 
 def test_without_ping_interval_a_later_node_is_missed(pair) -> None:
     na, nb = pair
-    proc = client(na, {"nodes": ["10.77.0.*"], "host": "10.77.0.1"}, timeout=6)
+    # (its jobs never run: closing waits out its timeout, which need not be long)
+    proc = client(na, {"nodes": ["10.77.0.*"], "host": "10.77.0.1"}, timeout=6, close_timeout=1)
     time.sleep(4.5)
     node = Node(nb, "-i", "10.77.0.2")
     try:

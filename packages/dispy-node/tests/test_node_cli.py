@@ -139,7 +139,7 @@ def test_msg_timeout_closes_silent_connections():
         start = time.monotonic()
         with socket.create_connection((node.ip, node.port), timeout=10) as s:
             assert s.recv(100) == b""  # closed by the node
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 8  # (well before the socket's own 10 s)
         assert wait_until(lambda: "no handshake within 0.5 s" in node.log, 5)
 
 

@@ -204,7 +204,7 @@ def test_cancel_kills_a_job_that_ignores_keyboard_interrupt(node):
         start = time.monotonic()
         c.send(CancelJob(cid, job_id))
         (r,) = await c.wait_results(cid, [job_id], timeout=15)
-        assert 4 < time.monotonic() - start < 10
+        assert 4 < time.monotonic() - start < 30  # killed after the grace, not after the job's 60 s
         assert r.status == JobStatus.Terminated
         assert r.exception == f"job {job_id}: cancelled; worker process killed by signal SIGKILL (9)"
         assert [value(r) for r in await c.run_jobs(cid, (0,))] == ["done"]  # a new worker
@@ -220,7 +220,7 @@ def test_close_with_terminate(node):
         await asyncio.sleep(0.3)
         start = time.monotonic()
         closed = await c.close_computation(cid, terminate=True)
-        assert time.monotonic() - start < 5 and closed.error is None
+        assert time.monotonic() - start < 20 and closed.error is None  # not the jobs' 30 s
         r_run, r_queued = await c.wait_results(cid, [running, queued], timeout=1)
         assert r_run.status == JobStatus.Terminated and r_queued.status == JobStatus.Cancelled
 
