@@ -76,6 +76,10 @@ log = logging.getLogger(__name__)
 PIPELINE_BUDGET = 0.002
 MAX_DEPTH = 32
 
+#: Seconds results wait to be acknowledged in a message of their own, if no jobs go to
+#: their node meanwhile (see Runtime._ack_soon).
+ACK_DELAY = 0.01
+
 #: Seconds a node whose connection dropped may take to be reached again before the jobs
 #: it holds are given up (Abandoned). A node whose port refuses connections is given
 #: up at once: its process is gone.
@@ -696,9 +700,10 @@ class Runtime:
             self._dispatch_soon()
 
     def _ack_soon(self, session: NodeSession) -> None:
-        """Acknowledge this iteration's results at its end (jobs going out to the node
-        meanwhile carry the acks in their SubmitJobs instead)."""
-        self.thread.loop.call_soon(self._send_acks, session)
+        """Acknowledge results shortly (ACK_DELAY): jobs going out to the node meanwhile
+        carry the acks in their SubmitJobs instead, so a busy cluster sends no ack
+        messages of their own."""
+        self.thread.loop.call_later(ACK_DELAY, self._send_acks, session)
 
     def _send_acks(self, session: NodeSession) -> None:
         acks = session.acks
