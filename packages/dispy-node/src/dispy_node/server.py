@@ -187,7 +187,7 @@ class Node(Lifecycle):
         await self._start_zygote()
         await self._listen()
         if cfg.scheduler_node is not None and self.listening:
-            announcer = Announcer(cfg, self.listening[0][1], lambda: not self.comps and not self.closing)
+            announcer = Announcer(cfg, self.listening[0][1], lambda: not self.comps and self.accepting)
             self._announcer = self._loop.create_task(announcer.run())
         self._zombie_timer = self._loop.call_later(self._zombie_period(), self._zombie_check)
         if self.service is not None:
