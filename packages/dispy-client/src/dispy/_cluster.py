@@ -452,13 +452,21 @@ class JobCluster:
         self._shutdown(terminate)
         return True
 
-    def _shutdown(self, terminate: bool) -> None:
+    def _end(self) -> Runtime | None:
+        """Mark the cluster closed (once) and refuse later submits; its runtime, or None
+        if it was closed already."""
         runtime = self._runtime
         with self._close_lock:
             if self._closed or runtime is None:
-                return
+                return None
             self._closed = True
         runtime.refuse_submits()
+        return runtime
+
+    def _shutdown(self, terminate: bool) -> None:
+        runtime = self._end()
+        if runtime is None:
+            return
         if runtime.thread.alive:
             try:
                 runtime.thread.run(runtime.shutdown(terminate), timeout=config.MsgTimeout + 10)
@@ -474,12 +482,9 @@ class JobCluster:
         """At exit with jobs pending: drop the connections without closing the
         computation, so the nodes finish the jobs and keep their results for
         ``dispy.recover_jobs``; the recover file stays."""
-        runtime = self._runtime
-        with self._close_lock:
-            if self._closed or runtime is None:
-                return
-            self._closed = True
-        runtime.refuse_submits()
+        runtime = self._end()
+        if runtime is None:
+            return
         log.warning("the program ends with %d jobs of %s pending and the cluster not closed: those "
                     "sent to nodes go on running there (jobs not sent yet are dropped); get their "
                     "results with dispy.recover_jobs(%r)", runtime.pending, self.name, self._recover.path)
