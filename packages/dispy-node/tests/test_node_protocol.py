@@ -345,3 +345,22 @@ def test_pulses_carry_availability(node):
 def slow_double(x, pause):
     time.sleep(pause)
     return 2 * x
+
+
+def test_clean_removes_undelivered_results(tmp_path):
+    prefix = str(tmp_path)
+
+    async def body(c: TestClient):
+        cid = await c.ready(slow_double, cpus=1)
+        [r] = await c.run_jobs(cid, (5, 0.0))  # never acknowledged: kept once the client is gone
+        return cid
+
+    with NodeProcess("127.0.0.5", "-s", SECRET, dest_path_prefix=prefix) as node:
+        cid = client_test(node, body)
+        store = ResultStore(prefix)
+        assert wait_until(lambda: store.scan() == 1, 10)
+    with NodeProcess("127.0.0.5", "-s", SECRET, dest_path_prefix=prefix) as node:
+        assert wait_until(lambda: "1 undelivered job results kept" in node.log, 5), node.log
+    with NodeProcess("127.0.0.5", "-s", SECRET, "--clean", dest_path_prefix=prefix) as node:
+        assert not os.path.exists(os.path.join(prefix, ".undelivered"))
+        assert ResultStore(prefix).scan() == 0 and cid
