@@ -8,6 +8,8 @@ import logging
 import pickle
 import threading
 
+import os
+
 import pytest
 
 import dispy
@@ -224,6 +226,22 @@ def test_options_not_supported_yet_are_refused(option: str, value: object) -> No
 def test_pulse_interval_and_recover_file_are_checked(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         JobCluster(compute, nodes=["127.0.0.1"], **kwargs)
+
+
+def test_a_read_only_working_directory_only_disables_recovery(tmp_path, monkeypatch, caplog) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    monkeypatch.chdir(ro)
+    if os.access(ro, os.W_OK):  # root ignores the mode: make the file's name taken instead
+        (ro / "x").touch()
+        monkeypatch.setattr("dispy._cluster.default_recover_path", lambda: str(ro / "x" / "_dispy_1"))
+    with caplog.at_level("WARNING", "dispy"):
+        cluster = JobCluster(compute, nodes=["127.0.0.1:1"])
+    assert "recover_jobs() will not be able to recover" in caplog.text
+    cluster.close(timeout=0, terminate=True)
+    with pytest.raises(ConfigError, match="can't create recover_file"):
+        JobCluster(compute, nodes=["127.0.0.1:1"], recover_file=str(ro / "x" / "given"))
 
 
 def test_recover_file_is_created_private_and_removed_on_close(tmp_path, monkeypatch) -> None:

@@ -154,9 +154,16 @@ class JobCluster:
         specs = parse_nodes(nodes, dispy_port)
         self._computation = build_computation(computation, list(depends or ()), setup, cleanup)
         compute_id = uuid.uuid4().hex
-        self._recover = RecoverFile(recover_file or default_recover_path(), compute_id=compute_id,
-                                    name=self._computation.name, secret=secret, certfile=certfile,
-                                    keyfile=keyfile)
+        self._recover: RecoverFile | None = None
+        try:
+            self._recover = RecoverFile(recover_file or default_recover_path(), compute_id=compute_id,
+                                        name=self._computation.name, secret=secret, certfile=certfile,
+                                        keyfile=keyfile)
+        except ConfigError as exc:
+            if recover_file is not None:
+                raise  # the path the program asked for
+            log.warning("%s (in the current directory); dispy.recover_jobs() will not be able to "
+                        "recover this cluster's jobs: give recover_file a writable path", exc)
         self._kind = self._computation.kind
         self._job_status = job_status
         self._cluster_status = cluster_status
@@ -475,25 +482,27 @@ class JobCluster:
             runtime.thread.join(config.MsgTimeout)
         if self._callbacks is not None:
             self._callbacks.stop()
-        self._recover.close(remove=True)
+        if self._recover is not None:
+            self._recover.close(remove=True)
         _live.discard(self)
 
     def _leave(self) -> None:
         """At exit with jobs pending: drop the connections without closing the
         computation, so the nodes finish the jobs and keep their results for
         ``dispy.recover_jobs``; the recover file stays."""
+        recover = self._recover
         runtime = self._end()
-        if runtime is None:
+        if runtime is None or recover is None:
             return
         log.warning("the program ends with %d jobs of %s pending and the cluster not closed: those "
                     "sent to nodes go on running there (jobs not sent yet are dropped); get their "
-                    "results with dispy.recover_jobs(%r)", runtime.pending, self.name, self._recover.path)
+                    "results with dispy.recover_jobs(%r)", runtime.pending, self.name, recover.path)
         if runtime.thread.alive:
             try:
                 runtime.thread.run(runtime.leave(), timeout=config.MsgTimeout)
             except Exception as exc:
                 log.debug("leaving computation %s: %s", self.name, exc)
-        self._recover.close(remove=False)
+        recover.close(remove=False)
         _live.discard(self)
 
     def __enter__(self) -> JobCluster:
@@ -541,7 +550,7 @@ def _close_all() -> None:
     for cluster in list(_live):
         try:
             runtime = cluster._runtime
-            if runtime is not None and runtime.pending > 0 and runtime.nodes:
+            if runtime is not None and runtime.pending > 0 and runtime.nodes and cluster._recover is not None:
                 cluster._leave()
             else:
                 cluster._shutdown(terminate=True)
