@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import pickle
 import threading
-
-import os
 
 import pytest
 
