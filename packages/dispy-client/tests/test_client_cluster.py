@@ -560,3 +560,22 @@ def test_a_silent_node_is_presumed_dead_after_five_pulse_intervals(fake_node: An
     assert job.finish.wait(T)
     assert job.status == DispyJob.Abandoned and "presumed dead" in job.exception
     assert time.monotonic() - start >= 4.0  # not before 5 x pulse_interval (from dispatch)
+
+
+def test_nodes_are_found_by_host_names_with_ipv6_addresses(fake_node: Any, clusters: list,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "six.example":  # a host name whose only address is IPv6
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0))]
+        return real(host, *args, **kwargs)
+
+    node = fake_node(ip="::1", hold=True)
+    cluster = make(clusters, square, node)
+    job = cluster.submit(3)
+    assert dispy_wait(lambda: len(node.jobs) == 1)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert cluster.node_jobs("six.example") == [job]
+    node.release()
+    assert job() == 9

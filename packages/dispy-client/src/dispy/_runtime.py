@@ -821,12 +821,12 @@ class Runtime:
         for key, n in nodes:
             if key[0] == node or n.name == node:
                 return key
-        try:
-            ip = socket.gethostbyname(node)
+        try:  # a host name: any of its addresses, IPv4 or IPv6
+            ips = {str(info[4][0]) for info in socket.getaddrinfo(node, None, proto=socket.IPPROTO_TCP)}
         except OSError:
             return None
         for key, _n in nodes:
-            if key[0] == ip:
+            if key[0] in ips:
                 return key
         return None
 
