@@ -269,5 +269,5 @@ def test_resetup_node_runs_cleanup_then_setup_with_new_allocate_values(start_nod
         with open(marker) as f:
             assert f.read() == "cleanup generation 1\n"
         assert cluster.submit(0)() == "generation 2"
-        assert events.count(dispy.DispyNode.Initialized, node.ip) == 2
+        assert wait_until(lambda: events.count(dispy.DispyNode.Initialized, node.ip) == 2)  # (callbacks run apart)
         assert cluster.resetup_node("127.0.0.9") == -1  # not a node of this cluster
