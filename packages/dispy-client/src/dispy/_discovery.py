@@ -83,13 +83,18 @@ def _open(secret: str | bytes, data: bytes) -> messages.Message | None:
 def parse_announce(secret: str | bytes, data: bytes, now: float | None = None) -> NodeAnnounce | None:
     """The node announcement in ``data`` if it is sealed with ``secret`` and recent."""
     msg = _open(secret, data)
-    if not isinstance(msg, NodeAnnounce) or not isinstance(msg.time, (int, float)):
-        return None
-    now = time.time() if now is None else now
-    if abs(now - msg.time) > REPLY_WINDOW:
-        log.debug("ignoring stale announcement from %s", msg.ip_addr)
+    if not isinstance(msg, NodeAnnounce) or not _fresh(msg, now, "announcement"):
         return None
     return msg
+
+
+def _fresh(msg: NodeAnnounce | DiscoverReply, now: float | None, what: str) -> bool:
+    """Whether a datagram's time is within REPLY_WINDOW of ours (else logged, dropped)."""
+    now = time.time() if now is None else now
+    if not isinstance(msg.time, (int, float)) or abs(now - msg.time) > REPLY_WINDOW:
+        log.debug("ignoring stale %s from %s", what, msg.ip_addr)
+        return False
+    return True
 
 
 def parse_reply(secret: str | bytes, data: bytes, nonce: str, now: float | None = None) -> DiscoverReply | None:
@@ -104,11 +109,7 @@ def parse_reply(secret: str | bytes, data: bytes, nonce: str, now: float | None 
     if msg.nonce != nonce:
         log.debug("ignoring discovery reply from %s: not an answer to our request", msg.ip_addr)
         return None
-    now = time.time() if now is None else now
-    if abs(now - msg.time) > REPLY_WINDOW:
-        log.debug("ignoring stale discovery reply from %s", msg.ip_addr)
-        return None
-    return msg
+    return msg if _fresh(msg, now, "discovery reply") else None
 
 
 def bind_addresses(hosts: list[str], ipv6: bool) -> list[str]:

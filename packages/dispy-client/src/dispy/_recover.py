@@ -119,11 +119,16 @@ class RecoverFile:
                 self._db.close()
                 self._db = None
         if remove:
-            for suffix in ("", "-journal"):
-                try:
-                    os.unlink(self.path + suffix)
-                except OSError:
-                    pass
+            _remove(self.path)
+
+
+def _remove(path: str) -> None:
+    """Delete a recover file (and a journal sqlite may have left)."""
+    for suffix in ("", "-journal"):
+        try:
+            os.unlink(path + suffix)
+        except OSError:
+            pass
 
 
 def _abs(path: str | None) -> str | None:
@@ -184,11 +189,7 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
     outcomes = asyncio.run(main())
     jobs = sorted((job for _ok, got in outcomes for job in got), key=lambda j: (str(j.host), j.id))
     if all(ok for ok, _ in outcomes):
-        for suffix in ("", "-journal"):
-            try:
-                os.unlink(recover_file + suffix)
-            except OSError:
-                pass
+        _remove(recover_file)
     else:
         log.warning("recover_jobs: some nodes were not done with; %s is kept for another try", recover_file)
     return jobs
