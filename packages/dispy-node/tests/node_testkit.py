@@ -127,12 +127,13 @@ class TestClient:
         return reply.compute_id
 
     def submit(self, cid: str, *argss: tuple[Any, ...], files: list[FileData] | None = None,
-               depends: list[Any] | None = None, kwargs: dict[str, Any] | None = None) -> list[int]:
+               depends: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
+               timeout: Any = None) -> list[int]:
         specs = []
         for args in argss:
             job_id = next(self._ids)
             specs.append(JobSpec(job_id, serialization.dumps((tuple(args), kwargs or {})), list(files or []),
-                                 serialization.dumps(depends) if depends is not None else None))
+                                 serialization.dumps(depends) if depends is not None else None, timeout))
         self.send(SubmitJobs(cid, specs))
         return [s.job_id for s in specs]
 

@@ -213,6 +213,43 @@ def test_cancel_kills_a_job_that_ignores_keyboard_interrupt(node):
     client_test(node, body)
 
 
+def test_timeouts_count_from_each_job_s_start_and_end_it_clearly(node):
+    async def body(c: TestClient):
+        cid = await c.ready(sleeper, cpus=1)
+        # One CPU: the second and third jobs start only when the one before ends, so a
+        # timeout counted from submission would end them; from their start it does not.
+        ok = c.submit(cid, (0.6,), (0.6,), (0.6,), timeout=1.2)
+        late, after = c.submit(cid, (30,), (0,), timeout=1)
+        results = await c.wait_results(cid, [*ok, late, after], timeout=20)
+        assert [r.status for r in results] == [JobStatus.Finished] * 3 + [JobStatus.Terminated, JobStatus.Finished]
+        text = results[3].exception
+        assert text.endswith(f"TimeoutError: job {late} ran longer than its timeout of 1 s and was terminated\n")
+        assert "time.sleep(seconds)" in text and "KeyboardInterrupt" not in text  # where it was
+        assert 0.9 < results[3].end_time - results[3].start_time < 10
+        # Not a number, or not positive: refused, the computation goes on.
+        bad = c.submit(cid, (0,), timeout=-1) + c.submit(cid, (0,), timeout="soon")
+        for r in await c.wait_results(cid, bad):
+            assert r.status == JobStatus.Terminated and "timeout must be a positive number" in r.exception
+        await c.close_computation(cid)
+
+    client_test(node, body)
+
+
+def test_timeout_kills_a_job_that_ignores_keyboard_interrupt(node):
+    async def body(c: TestClient):
+        cid = await c.ready(stubborn, cpus=1)
+        (job_id,) = c.submit(cid, (60,), timeout=0.5)
+        (r,) = await c.wait_results(cid, [job_id], timeout=20)
+        assert r.status == JobStatus.Terminated
+        assert r.exception == (f"TimeoutError: job {job_id} ran longer than its timeout of 0.5 s and was "
+                               "terminated (it went on after KeyboardInterrupt, so its worker process was "
+                               "killed by signal SIGKILL (9))\n")
+        assert [value(r) for r in await c.run_jobs(cid, (0,))] == ["done"]  # a new worker
+        await c.close_computation(cid)
+
+    client_test(node, body)
+
+
 def test_close_with_terminate(node):
     async def body(c: TestClient):
         cid = await c.ready(sleeper, cpus=1)

@@ -25,7 +25,7 @@ from dispy_core.errors import ConfigError
 from dispy_core.status import JobStatus
 
 from ._callbacks import CallbackThread
-from ._computation import build_computation, file_data, job_spec
+from ._computation import build_computation, check_timeout, file_data, job_spec
 from ._job import DispyJob
 from ._log import set_level
 from ._netif import check_ping_interval, host_list
@@ -68,7 +68,8 @@ class JobCluster:
     dispynode and run jobs on them: ``job = cluster.submit(args...)``, then ``job()``.
 
     Parameters are dispy's (see the README); ``process_per_job=True`` runs every job in
-    a fresh process on the node instead of a reused worker.
+    a fresh process on the node instead of a reused worker, and ``job_timeout`` (seconds)
+    terminates any job still running that long after it started (see :meth:`submit`).
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class JobCluster:
         certfile: str | None = None,
         recover_file: str | None = None,
         process_per_job: bool = False,
+        job_timeout: float | None = None,
         *,
         poll_interval: float | None = None,
         ip_addr: str | list[str] | None = None,
@@ -148,6 +150,7 @@ class JobCluster:
             raise ConfigError(f"pulse_interval must be a number of seconds in 1-600, not {pulse_interval!r}")
         if not isinstance(reentrant, bool):
             raise ConfigError(f"reentrant must be True or False, not {reentrant!r}")
+        self._job_timeout = check_timeout("job_timeout", job_timeout)
         if recover_file is not None and not isinstance(recover_file, str):
             raise ConfigError(f"recover_file must be a path (a string), not {type(recover_file).__name__}")
 
@@ -201,7 +204,10 @@ class JobCluster:
         """Create a job running ``computation(*args, **kwargs)`` on some node.
 
         ``dispy_job_depends=[...]`` (files, functions, classes, modules) is taken out of
-        ``kwargs`` and sent with this job only. Returns the :class:`DispyJob`, or None
+        ``kwargs`` and sent with this job only. ``dispy_job_timeout=seconds`` (taken out
+        too) bounds this job's run time instead of the cluster's ``job_timeout``: a job
+        still running that long after it started on its node is terminated (status
+        Terminated, ``exception`` ending with a TimeoutError line); None: no bound. Returns the :class:`DispyJob`, or None
         (with the reason logged) if the job could not be created: arguments that can't
         be serialized, or a closed cluster.
         """
@@ -231,10 +237,12 @@ class JobCluster:
     def _submit(self, runtime: Runtime, pin: Any, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> DispyJob | None:
         job_depends = kwargs.pop("dispy_job_depends", None)
+        timeout = kwargs.pop("dispy_job_timeout", self._job_timeout)
         uid = next(self._uids)
         job = DispyJob(uid, args, kwargs, time.time())
         try:
-            job._spec, job._tx = job_spec(uid, self._kind, args, kwargs, job_depends)
+            timeout = check_timeout("dispy_job_timeout", timeout)
+            job._spec, job._tx = job_spec(uid, self._kind, args, kwargs, job_depends, timeout)
         except Exception as exc:
             log.error("creating job %d for %s failed: %s: %s", uid, self.name, type(exc).__name__, exc)
             return None
@@ -434,17 +442,8 @@ class JobCluster:
     def _warn_no_node(self, timeout: float | None) -> None:
         runtime = self._runtime
         assert runtime is not None
-        tried = runtime.tried()
-        if tried:
-            why = "; ".join(f"{label}: {reason or 'the computation is being set up there'}"
-                            for label, reason in tried.items())
-            detail = f"nodes tried: {why}"
-        elif any(spec.wildcard for spec in runtime.specs):
-            detail = "no node answered the discovery broadcast (are nodes running with the same secret?)"
-        else:
-            detail = "no node has answered yet"
         log.warning("wait(timeout=%s) timed out with %d jobs pending and no node serving "
-                    "computation %s; %s", timeout, runtime.pending, self.name, detail)
+                    "computation %s; %s", timeout, runtime.pending, self.name, runtime.why_no_node())
 
     # -- closing ------------------------------------------------------------------------------
     def close(self, timeout: float | None = None, terminate: bool = False) -> bool:

@@ -286,8 +286,18 @@ def _dumps_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     return serialization.dumps((args, kwargs))
 
 
+def check_timeout(name: str, value: Any) -> float | None:
+    """A job timeout as given to JobCluster (job_timeout) or submit (dispy_job_timeout):
+    None, or a positive number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+        raise ConfigError(f"{name} must be a positive number of seconds (or None), not {value!r}")
+    return float(value)
+
+
 def job_spec(uid: int, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-             job_depends: Any = None) -> tuple[JobSpec, int]:
+             job_depends: Any = None, timeout: float | None = None) -> tuple[JobSpec, int]:
     """The wire form of one job and its size in bytes (arguments, files, depends).
 
     Raises ConfigError for a bad ``dispy_job_depends`` or program arguments, and the
@@ -307,4 +317,4 @@ def job_spec(uid: int, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any],
             dep_buffers = serialization.dumps(objects)
         size = payload_size(dep_buffers) + sum(len(f.data) for f in files)
     buffers = _dumps_args(args, kwargs)
-    return JobSpec(uid, buffers, files, dep_buffers), size + payload_size(buffers)
+    return JobSpec(uid, buffers, files, dep_buffers, timeout), size + payload_size(buffers)

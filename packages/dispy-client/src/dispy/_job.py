@@ -108,14 +108,19 @@ class DispyJob:
         if event is not None:
             event.set()
 
-    def __call__(self, clear: bool = False) -> Any:
+    def __call__(self, clear: bool = False, timeout: float | None = None) -> Any:
         """Wait until the job is done and return its ``result``.
 
         With ``clear=True`` the ``finish`` event is cleared afterwards (as dispy always
-        allowed), so a later ``finish.wait()`` blocks until it is set again.
+        allowed), so a later ``finish.wait()`` blocks until it is set again. With
+        ``timeout`` (seconds), TimeoutError is raised if the job is not done by then
+        (the job goes on; to bound the job itself, see JobCluster's ``job_timeout``).
         """
         event = self.finish
-        event.wait()
+        if not event.wait(timeout):
+            where = f" on {self.host}" if self.host else ""
+            raise TimeoutError(f"job {self.id} is not done after {timeout:g} s "
+                               f"(status {job_status_name(self.status)}{where})")
         if clear:
             event.clear()
         return self.result

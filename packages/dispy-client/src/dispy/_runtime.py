@@ -85,6 +85,11 @@ ACK_DELAY = 0.01
 #: up at once: its process is gone.
 RESUME_WINDOW = 30.0
 
+#: Seconds jobs may wait with no node serving the computation before the log says why
+#: (again every STALL_REPEAT seconds while it lasts): no wait is silent.
+STALL_WARNING = 10.0
+STALL_REPEAT = 60.0
+
 #: Unsent bytes a node's transport may hold before more jobs wait in its outbox.
 WRITE_LIMIT = 1 << 20
 #: Largest SubmitJobs frame built from several jobs (a larger job goes alone).
@@ -299,6 +304,7 @@ class Runtime:
                 self._start_discovery()
             if self.pulse_interval:
                 self._spawn(self._watch_pulses())
+            self._spawn(self._watch_stall())
             await self._stop.wait()
             log.debug("stopping: cancelling %d tasks", len(self._tasks))
             for session in list(self._sessions):
@@ -380,6 +386,34 @@ class Runtime:
     def tried(self) -> dict[str, str]:
         with self._tried_lock:
             return dict(self._tried)
+
+    def why_no_node(self) -> str:
+        """Why no node serves the computation, as far as this client knows."""
+        tried = self.tried()
+        if tried:
+            why = "; ".join(f"{label}: {reason or 'the computation is being set up there'}"
+                            for label, reason in tried.items())
+            return f"nodes tried: {why}"
+        if any(spec.wildcard for spec in self.specs):
+            return "no node answered the discovery broadcast (are nodes running with the same secret?)"
+        return "no node has answered yet"
+
+    async def _watch_stall(self) -> None:
+        """Jobs waiting while no node serves the computation: say so, and why, after
+        STALL_WARNING seconds and every STALL_REPEAT seconds while it lasts."""
+        warn_at = None
+        while True:
+            await asyncio.sleep(1.0)
+            if self.pending <= 0 or self._ready or self.closing:
+                warn_at = None
+                continue
+            now = time.monotonic()
+            if warn_at is None:
+                warn_at, since = now + STALL_WARNING - 1.0, now - 1.0
+            elif now >= warn_at:
+                warn_at = now + STALL_REPEAT
+                log.warning("%d jobs of %s have waited %.0f s and no node serves the computation; %s",
+                            self.pending, self.computation.name, now - since, self.why_no_node())
 
     def node_record(self, session: NodeSession, info: NodeInfo, avail: DispyNodeAvailInfo | None) -> DispyNode:
         """The DispyNode for a node that is ready (the same object after a reconnect)."""

@@ -275,6 +275,7 @@ class JobSpec:
     args: Payload  # cloudpickled (args, kwargs)
     files: list[FileData] = field(default_factory=list)
     depends: Payload | None = None  # cloudpickled list of per-job functions/classes
+    timeout: float | None = None  # seconds it may run (from its start on the node); None: no bound
 
 
 @_record

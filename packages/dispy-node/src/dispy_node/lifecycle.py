@@ -33,6 +33,7 @@ network edges (listeners, channels, client requests) around it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -44,6 +45,7 @@ from typing import Any
 from dispy_core.aio import Channel
 from dispy_core.errors import ConnectionClosed
 from dispy_core.messages import (
+    CancelJob,
     CleanupHost,
     ComputationClosed,
     Compute,
@@ -73,6 +75,8 @@ __all__ = [
     "Lifecycle",
     "describe_status",
     "describe_exit",
+    "timeout_error",
+    "CANCEL_GRACE",
     "kill_process",
     "kill_group",
     "CLEANUP_TIMEOUT",
@@ -158,6 +162,18 @@ def describe_exit(job_id: Any, code: int | None, why: str = "") -> str:
     return f"job {job_id}: {why}worker process {describe_status(code)}"
 
 
+def timeout_error(job_id: Any, timeout: float, where: str | None = None, note: str = "") -> str:
+    """The exception text of a job that ran longer than its timeout: the traceback of
+    where it was interrupted (``where``, whose KeyboardInterrupt line is replaced), then
+    a TimeoutError line saying what happened."""
+    lines = where.rstrip("\n").splitlines() if where else []
+    if lines and lines[-1] == "KeyboardInterrupt":
+        lines.pop()
+    lines.append(f"TimeoutError: job {job_id} ran longer than its timeout of {timeout:g} s "
+                 f"and was terminated{note}")
+    return "\n".join(lines) + "\n"
+
+
 def kill_process(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -172,6 +188,10 @@ def kill_group(pid: int) -> None:
     except OSError:
         kill_process(pid)
 
+
+#: Seconds a cancelled (or timed out) job gets to stop after KeyboardInterrupt before
+#: its worker is killed.
+CANCEL_GRACE = 5.0
 
 #: Queued job payload per computation above which the node stops reading its client,
 #: and below which it reads again.
@@ -239,7 +259,8 @@ class Lifecycle:
             try:
                 worker.channel.send(SubmitJobs(worker.comp.compute_id, jobs))
             except ConnectionClosed:
-                pass  # its close handler puts the jobs back
+                continue  # its close handler puts the jobs back
+            self._watch_head(worker)
         if self._paused:
             for ch, comp in list(self._paused.items()):
                 if comp.pending_bytes <= RESUME_BYTES or ch.closed or comp.client is not ch:
@@ -295,6 +316,8 @@ class Lifecycle:
                     out.append(result)
                 continue
             if done(worker, result.job_id) is not None:
+                if worker.timed_out:
+                    result = self._timeout_result(worker, result)
                 out.append(result)
                 n += 1
                 try:
@@ -302,6 +325,7 @@ class Lifecycle:
                 except TypeError:
                     pass  # a worker's result without times: nothing to learn
         self.jobs_done += n
+        self._watch_head(worker)
         if comp.process_per_job and n and comp.state in (SETUP, READY, CLOSING) and not comp.terminating:
             self._spawn_worker(comp)  # the one that ran the job is leaving
         if comp.state == CLOSING and not comp.has_jobs:
@@ -330,6 +354,56 @@ class Lifecycle:
                 comp.host_done.set_result(msg.error)
         else:
             log.warning("unexpected %s from the host of %s", type(msg).__name__, comp.compute_id)
+
+    # == interrupting jobs: cancel and timeouts ==========================================
+    def _interrupt(self, worker: Worker, job_id: Any) -> None:
+        """Stop ``job_id``, which ``worker`` holds: the worker drops it if it hasn't
+        started, or interrupts it (KeyboardInterrupt: it checks its messages when SIGINT
+        arrives) if it runs; a job still running :data:`CANCEL_GRACE` seconds later is
+        killed with its worker."""
+        worker.cancelled.add(job_id)
+        try:
+            worker.channel.send(CancelJob(worker.comp.compute_id, job_id))
+        except ConnectionClosed:
+            return  # the worker is gone: its close handler reports the job
+        try:
+            os.kill(worker.pid, signal.SIGINT)
+        except OSError:
+            pass
+        self._loop.call_later(CANCEL_GRACE, self._interrupt_deadline, worker, job_id)
+
+    def _interrupt_deadline(self, worker: Worker, job_id: Any) -> None:
+        if not worker.gone and worker.queue and worker.queue[0].job_id == job_id and job_id in worker.cancelled:
+            log.info("job %s of %s did not stop after KeyboardInterrupt; killing its worker %d",
+                     job_id, worker.comp.compute_id, worker.pid)
+            kill_group(worker.pid)
+
+    def _watch_head(self, worker: Worker) -> None:
+        """Arm the timeout of the job ``worker`` runs now, if it has one. A worker runs
+        its queue in order, so its head started when it was sent to an idle worker or
+        when the result before it arrived: within a message's latency of its real start."""
+        q = worker.queue
+        if q and q[0].timeout and worker.timing != q[0].job_id:
+            job_id, timeout = q[0].job_id, float(q[0].timeout)
+            worker.timing = job_id
+            self._loop.call_later(timeout, self._timed_out, worker, job_id, timeout)
+
+    def _timed_out(self, worker: Worker, job_id: Any, timeout: float) -> None:
+        q = worker.queue
+        if worker.gone or not q or q[0].job_id != job_id or job_id in worker.timed_out:
+            return  # it ended in time
+        log.info("job %s of %s ran longer than its timeout (%g s): terminating it",
+                 job_id, worker.comp.compute_id, timeout)
+        worker.timed_out[job_id] = timeout
+        self._interrupt(worker, job_id)
+
+    @staticmethod
+    def _timeout_result(worker: Worker, result: JobResult) -> JobResult:
+        """The result of a job whose timeout ran out says so (unless it finished anyway)."""
+        timeout = worker.timed_out.pop(result.job_id, None)
+        if timeout is None or result.status != JobStatus.Terminated:
+            return result
+        return dataclasses.replace(result, exception=timeout_error(result.job_id, timeout, result.exception))
 
     # == workers =========================================================================
     def _spawn_worker(self, comp: Comp) -> None:
@@ -393,15 +467,20 @@ class Lifecycle:
 
     def _report_crash(self, comp: Comp, worker: Worker, spec: JobSpec, code: int | None = None) -> None:
         code = worker.exit_code if code is None else code
-        if spec.job_id in worker.cancelled:
-            why = "cancelled; "
-        elif comp.terminating:
-            why = "terminated (computation closed); "
+        timeout = worker.timed_out.pop(spec.job_id, None)
+        if timeout is not None:
+            text = timeout_error(spec.job_id, timeout, note=(
+                f" (it went on after KeyboardInterrupt, so its worker process was {describe_status(code)})"))
         else:
-            why = ""
-        text = describe_exit(spec.job_id, code, why)
-        if not comp.terminating:
-            log.warning("computation %s: %s", comp.compute_id, text)
+            if spec.job_id in worker.cancelled:
+                why = "cancelled; "
+            elif comp.terminating:
+                why = "terminated (computation closed); "
+            else:
+                why = ""
+            text = describe_exit(spec.job_id, code, why)
+            if not comp.terminating:
+                log.warning("computation %s: %s", comp.compute_id, text)
         comp.jobs_done += 1
         self._job_failed(comp, spec, text)
 

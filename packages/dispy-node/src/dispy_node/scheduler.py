@@ -57,6 +57,8 @@ class Worker:
     gone: bool = False  # its connection closed
     exit_code: int | None = None  # from the host's WorkerExited
     cancelled: set[Any] = field(default_factory=set)  # job ids cancelled while running
+    timing: Any = None  # job id whose timeout is armed (see Lifecycle._watch_head)
+    timed_out: dict[Any, float] = field(default_factory=dict)  # job id -> its timeout, once exceeded
 
     @property
     def ready(self) -> bool:

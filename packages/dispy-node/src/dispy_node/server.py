@@ -74,7 +74,7 @@ from dispy_core.status import JobStatus
 from .announce import Announcer
 from .discovery import DiscoveryProtocol, discovery_socket, join_groups, pick_address, served_networks
 from .ipc import internal_connection, new_address, new_token, peer_is_same_user
-from .lifecycle import CLOSED, CLOSING, FAILED, SETUP, Client, Comp, Lifecycle, kill_group, kill_process
+from .lifecycle import CANCEL_GRACE, CLOSED, CLOSING, FAILED, SETUP, Client, Comp, Lifecycle, kill_group, kill_process
 from .options import NodeConfig, machine_cpus, resolve_cpus
 from .paths import FileRefused, check_files, clean_prefix, computation_dir, prepare_prefix, write_files
 from .scheduler import Scheduler, Worker
@@ -86,14 +86,17 @@ __all__ = ["Node", "CANCEL_GRACE", "SHUTDOWN_TIMEOUT", "DETACHED_GRACE"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a cancelled job gets to stop after KeyboardInterrupt before its worker is killed.
-CANCEL_GRACE = 5.0
 #: Seconds the cleanups of all computations may take together when the node shuts down.
 SHUTDOWN_TIMEOUT = 8.0
 #: Seconds a computation whose client's connection is gone, and whose jobs are done,
 #: waits for the client to come back (Resume) before it is closed (at most
 #: --zombie_interval). Its undelivered results stay on disk after that.
 DETACHED_GRACE = 30.0
+
+
+def _valid_timeout(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value < 1e9)  # (NaN fails too)
 
 
 class _Zygote:
@@ -552,6 +555,10 @@ class Node(Lifecycle):
                 except FileRefused as exc:
                     self._job_failed(comp, spec, f"job {spec.job_id}: {exc}")
                     continue
+            if spec.timeout is not None and not _valid_timeout(spec.timeout):
+                self._job_failed(comp, spec, f"job {spec.job_id}: its timeout must be a positive "
+                                             f"number of seconds, not {spec.timeout!r}")
+                continue
             accepted.append(spec)
         self.sched.submit(comp, accepted)
         self._limit_intake(ch, comp)
@@ -639,21 +646,7 @@ class Node(Lifecycle):
         worker, position = found
         log.debug("cancel job %s of %s: held by worker %d at position %d",
                   msg.job_id, comp.compute_id, worker.pid, position)
-        # The worker interrupts the job only if it is the one that runs (it checks its
-        # messages when SIGINT arrives), or drops it if it hasn't started.
-        worker.cancelled.add(msg.job_id)
-        worker.channel.send(CancelJob(comp.compute_id, msg.job_id))
-        try:
-            os.kill(worker.pid, signal.SIGINT)
-        except OSError:
-            pass
-        self._loop.call_later(CANCEL_GRACE, self._cancel_deadline, worker, msg.job_id)
-
-    def _cancel_deadline(self, worker: Worker, job_id: Any) -> None:
-        if not worker.gone and worker.queue and worker.queue[0].job_id == job_id and job_id in worker.cancelled:
-            log.info("job %s of %s did not stop after KeyboardInterrupt; killing its worker %d",
-                     job_id, worker.comp.compute_id, worker.pid)
-            kill_group(worker.pid)
+        self._interrupt(worker, msg.job_id)
 
     def _close_request(self, ch: Channel, msg: CloseComputation) -> None:
         comp = self._owned(ch, msg.compute_id)
