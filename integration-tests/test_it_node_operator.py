@@ -70,6 +70,23 @@ def test_sigint_lets_running_and_queued_jobs_finish(start_node):
     assert "finishing its jobs, then stopping" in node.log
 
 
+def test_jobs_move_off_a_node_that_is_leaving(start_node, caplog):
+    leaving = start_node("127.0.0.37", "-c", "1")
+    staying = start_node("127.0.0.38", "-c", "1")
+    caplog.set_level(logging.INFO, logger="dispy")
+    with dispy.JobCluster(sleep_for, nodes=nodes_of(leaving, staying)) as cluster:
+        jobs = [cluster.submit(0.05) for _ in range(80)]
+        assert wait_until(lambda: sum(j.status == dispy.DispyJob.Finished for j in jobs) >= 10, 20)
+        leaving.proc.send_signal(signal.SIGINT)
+        assert leaving.proc.wait(20) == 0
+        assert cluster.wait(timeout=30)
+    # None was lost or terminated by the node going away; the rest ran on the other node.
+    assert [j.status for j in jobs] == [dispy.DispyJob.Finished] * 80, [j.exception for j in jobs]
+    hosts = [j.host for j in jobs]
+    assert hosts.count(leaving.ip) >= 1 and hosts[-1] == staying.ip
+    assert "node 127.0.0.37" in caplog.text and "is leaving (node" in caplog.text
+
+
 def test_sigterm_terminates_running_jobs(start_node):
     node = start_node("127.0.0.34", "-c", "1")
     with dispy.JobCluster(sleep_for, nodes=nodes_of(node)) as cluster:

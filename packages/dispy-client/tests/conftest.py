@@ -46,6 +46,7 @@ from dispy_core.messages import (
     Message,
     AckResults,
     NodeInfo,
+    NodeLeaving,
     Resume,
     Resumed,
     SubmitJobs,
@@ -80,6 +81,7 @@ class FakeNode:
         self.connections = 0
         self._held: list[tuple[Channel, JobSpec]] = []
         self._hold = hold
+        self._leaving = False
         self.resume = resume  # keep computations across dropped connections (else: "restarted")
         self.unacked: dict[int, JobResult] = {}  # final results sent and not acknowledged
         self.acked: list[int] = []
@@ -110,6 +112,19 @@ class FakeNode:
             held, self._held = self._held, []
             for ch, spec in held:
                 self._run(ch, spec)
+        self.call(go)
+
+    def leave(self) -> None:
+        """Shut down as dispynode does on SIGINT: tell the clients (NodeLeaving), giving
+        back the jobs held so far and every later one."""
+        def go() -> None:
+            self._leaving = True
+            held, self._held = self._held, []
+            for ch in list(self._channels):
+                if isinstance(ch.user, dict):
+                    back = [spec for c, spec in held if c is ch]
+                    self.in_flight -= len(back)
+                    ch.send(NodeLeaving(ch.user["compute"].compute_id, "fakenode is shutting down", back))
         self.call(go)
 
     def drop(self) -> None:
@@ -176,6 +191,8 @@ class FakeNode:
             if self.unacked:  # sent before, maybe lost: all again (the client deduplicates)
                 ch.send(JobResults(msg.compute_id, list(self.unacked.values())))
             ch.send(Resumed(msg.compute_id, True, len(self._held)))
+        elif isinstance(msg, SubmitJobs) and self._leaving:
+            ch.send(NodeLeaving(msg.compute_id, "fakenode is shutting down", msg.jobs))
         elif isinstance(msg, SubmitJobs):
             self._ack(msg.acks)
             self.batches.append(len(msg.jobs))

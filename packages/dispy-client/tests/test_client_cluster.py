@@ -551,6 +551,23 @@ def test_reentrant_jobs_of_a_lost_node_run_elsewhere(fake_node: Any, clusters: l
     assert on_a <= {spec.job_id for spec in b.jobs}  # they ran again on b
 
 
+def test_jobs_given_back_by_a_leaving_node_run_elsewhere(fake_node: Any, clusters: list) -> None:
+    a = fake_node(cpus=1, hold=True)
+    b = fake_node(cpus=1, hold=True, ip="127.0.0.2")
+    cluster = make(clusters, square, [a.addr, b.addr], loglevel=dispy.logger.CRITICAL)  # not reentrant
+    jobs = [cluster.submit(i) for i in range(6)]
+    assert dispy_wait(lambda: len(a.jobs) >= 1 and len(b.jobs) >= 1)
+    on_a = {spec.job_id for spec in a.jobs}
+    a.leave()  # gives back what it holds; it gets nothing more
+    b.release()
+    assert [job() for job in jobs] == [0, 1, 4, 9, 16, 25]
+    assert all(job.status == DispyJob.Finished and job.host == "127.0.0.2" for job in jobs)
+    assert on_a <= {spec.job_id for spec in b.jobs}
+    more = cluster.submit(7)
+    assert more() == 49 and more.host == "127.0.0.2"
+    assert {spec.job_id for spec in a.jobs} == on_a
+
+
 def test_a_silent_node_is_presumed_dead_after_five_pulse_intervals(fake_node: Any, clusters: list) -> None:
     node = fake_node(cpus=1, hold=True)  # sends no pulses
     cluster = make(clusters, square, node, pulse_interval=1, loglevel=dispy.logger.CRITICAL)

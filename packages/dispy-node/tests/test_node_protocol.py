@@ -15,7 +15,7 @@ import psutil
 import pytest
 from node_testkit import SECRET, TestClient, client_test, run, ship_by_value, value
 
-from dispy_core import auth, messages
+from dispy_core import auth, messages, serialization
 from dispy_core.aio import open_channel
 from dispy_core.errors import AuthenticationError
 from dispy_core.framing import FLAG_MAC, pack_header
@@ -28,6 +28,7 @@ from dispy_core.messages import (
     InfoRequest,
     AckResults,
     NodeInfo,
+    NodeLeaving,
     Pulse,
     Resume,
     Resumed,
@@ -248,6 +249,29 @@ def test_timeout_kills_a_job_that_ignores_keyboard_interrupt(node):
         await c.close_computation(cid)
 
     client_test(node, body)
+
+
+def test_a_draining_node_says_so_and_gives_back_jobs_sent_after():
+    async def body(c: TestClient):
+        cid = await c.ready(sleeper, cpus=1)
+        running, queued = c.submit(cid, (1.5,), (0.2,))
+        await asyncio.sleep(0.3)
+        node.proc.send_signal(signal.SIGINT)
+        notice = await c.next_reply()
+        assert isinstance(notice, NodeLeaving) and notice.compute_id == cid and notice.jobs == []
+        assert "is shutting down" in notice.reason
+        late = c.submit(cid, (0,), (0,), timeout=7)
+        back = await c.next_reply()
+        assert isinstance(back, NodeLeaving) and [s.job_id for s in back.jobs] == late
+        assert back.jobs[0].timeout == 7 and serialization.loads(back.jobs[0].args) == ((0,), {})
+        # What the node had, it finishes.
+        results = await c.wait_results(cid, [running, queued])
+        assert [value(r) for r in results] == [1.5, 0.2]
+        assert late[0] not in c.results[cid]
+
+    with NodeProcess("127.0.0.1", "-s", SECRET) as node:
+        client_test(node, body)
+        assert node.proc.wait(20) == 0
 
 
 def test_close_with_terminate(node):

@@ -48,6 +48,7 @@ from dispy_core.messages import (
     JobResults,
     JobSpec,
     NodeInfo,
+    NodeLeaving,
     Pulse,
     SendFile,
     SubmitJobs,
@@ -751,6 +752,34 @@ class Runtime:
             except Exception as exc:  # closed meanwhile: the node resends them
                 log.debug("acknowledging results to %s: %s", session.label, exc)
 
+    def node_leaving(self, session: NodeSession, msg: NodeLeaving) -> None:
+        """The node is shutting down (dispynode got SIGINT): no new jobs go there; the
+        jobs it gives back (it will not run them) are queued again, to run elsewhere (or
+        there, if pinned, should it come back)."""
+        key = session.key
+        if key is None or msg.compute_id != self.compute_id or not isinstance(msg.jobs, list):
+            return
+        if self.sched.has_node(key):
+            self.sched.set_cpus(key, 0)
+        back = 0
+        for spec in msg.jobs:
+            job = self._jobs.get(spec.job_id) if isinstance(spec, JobSpec) else None
+            if job is None or job._node is not session:
+                continue
+            self.sched.job_done(spec.job_id)
+            session.node.busy -= 1
+            job._spec, job._node, job.host, job.status = spec, None, None, JobStatus.Created
+            self.sched.submit(job, job._pin)
+            back += 1
+        if not session.leaving:
+            session.leaving = True
+            log.info("node %s is leaving (%s)%s", session.label, msg.reason,
+                     f"; {back} jobs it gave back are queued again" if back else "")
+        elif back:
+            log.info("node %s (leaving) gave back %d more jobs", session.label, back)
+        if back:
+            self._dispatch_soon()
+
     def on_pulse(self, session: NodeSession, msg: Pulse) -> None:
         """A node's pulse: its availability goes to cluster_status (DispyNode.AvailInfo)."""
         node = session.node
@@ -888,7 +917,8 @@ class Runtime:
             if session is not None:
                 if key in self._deallocated:
                     self._deallocated.discard(key)
-                    self.sched.set_cpus(key, self._cpu_limits.get(key, session.cpus))
+                    if not session.leaving:
+                        self.sched.set_cpus(key, self._cpu_limits.get(key, session.cpus))
                     self._dispatch()
                 return 0
             self._deallocated.discard(key)
@@ -954,7 +984,7 @@ class Runtime:
         else:
             self._cpu_limits.pop(key, None)
             self.sched.set_depth(key, max(1, session.depth))
-        if key not in self._deallocated:
+        if key not in self._deallocated and not session.leaving:
             self.sched.set_cpus(key, n)
         session.node.cpus = n
         log.info("node %s: computation %s uses %d of its %d CPUs", session.label, self.computation.name, n, total)

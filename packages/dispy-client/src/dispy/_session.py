@@ -54,6 +54,7 @@ from dispy_core.messages import (
     JobResults,
     Message,
     NodeInfo,
+    NodeLeaving,
     Welcome,
 )
 
@@ -149,6 +150,7 @@ class NodeSession:
         self._logged: set[str] = set()
         self._last_reason = ""
         self.user_closed = False  # cluster.close_node() closed it: don't reconnect
+        self.leaving = False  # the node said it is shutting down (NodeLeaving): no new jobs
         self.finished = asyncio.Event()  # run() has returned
         self.file_waiters: deque[asyncio.Future[str | None]] = deque()  # send_file replies, FIFO
         self.acks: list[int] = []  # job ids whose results arrived, to acknowledge
@@ -349,6 +351,9 @@ class NodeSession:
             return
         if isinstance(msg, Ping):  # the node checks that this client is alive
             channel.send(Pong(msg.nonce))
+            return
+        if isinstance(msg, NodeLeaving):
+            self.runtime.node_leaving(self, msg)
             return
         fut = self._reply
         if isinstance(msg, FileSaved):

@@ -101,6 +101,7 @@ __all__ = [
     "Resumed",
     "AckResults",
     "Pulse",
+    "NodeLeaving",
     # discovery
     "DiscoverRequest",
     "DiscoverReply",
@@ -392,6 +393,17 @@ class Pulse(Message):
     compute_id: str
     busy: int  # jobs of this computation running there
     avail_info: AvailInfo | None = None
+
+
+@_message(33)
+class NodeLeaving(Message):
+    """Node -> client: the node is shutting down (dispynode got SIGINT); send no more
+    jobs. The jobs it has finish there; ``jobs``, which it will not run (they arrived
+    after this, or jobs are held there), are given back whole, to run elsewhere."""
+
+    compute_id: str
+    reason: str
+    jobs: list[JobSpec] = field(default_factory=list)
 
 
 @_message(21)

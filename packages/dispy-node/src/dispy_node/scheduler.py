@@ -130,6 +130,11 @@ class Scheduler:
         """Forget a computation; returns its jobs that never ran. Its workers must have
         been removed with :meth:`worker_lost` (their CPUs are released there)."""
         self.computations.pop(comp.compute_id, None)
+        return self.take_pending(comp)
+
+    @staticmethod
+    def take_pending(comp: Computation) -> list[JobSpec]:
+        """Remove and return the computation's jobs that no worker has."""
         jobs = list(comp.pending)
         comp.pending.clear()
         comp.pending_bytes = 0

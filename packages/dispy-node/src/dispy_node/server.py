@@ -63,6 +63,7 @@ from dispy_core.messages import (
     JobResults,
     JobSpec,
     Message,
+    NodeLeaving,
     SendFile,
     SubmitJobs,
     Welcome,
@@ -74,7 +75,7 @@ from dispy_core.status import JobStatus
 from .announce import Announcer
 from .discovery import DiscoveryProtocol, discovery_socket, join_groups, pick_address, served_networks
 from .ipc import internal_connection, new_address, new_token, peer_is_same_user
-from .lifecycle import CANCEL_GRACE, CLOSED, CLOSING, FAILED, SETUP, Client, Comp, Lifecycle, kill_group, kill_process
+from .lifecycle import CANCEL_GRACE, CLOSED, CLOSING, FAILED, READY, SETUP, Client, Comp, Lifecycle, kill_group, kill_process
 from .options import NodeConfig, machine_cpus, resolve_cpus
 from .paths import FileRefused, check_files, clean_prefix, computation_dir, prepare_prefix, write_files
 from .scheduler import Scheduler, Worker
@@ -540,10 +541,9 @@ class Node(Lifecycle):
                 if isinstance(spec, JobSpec):
                     self._job_failed(comp, spec, why)
             return
-        if self.draining:
-            for spec in jobs:
-                if isinstance(spec, JobSpec):
-                    self._job_failed(comp, spec, f"node {self.cfg.name} is shutting down: it takes no new jobs")
+        if self.draining:  # sent before the client got NodeLeaving: back they go
+            ch.send(NodeLeaving(comp.compute_id, self._leaving_reason(),
+                                [spec for spec in jobs if type(spec) is JobSpec]))
             return
         accepted = []
         for spec in jobs:
@@ -952,13 +952,23 @@ class Node(Lifecycle):
 
     def drain(self) -> None:
         """Graceful stop (SIGINT, console ``exit``): no new computations or jobs; the jobs
-        in the node finish (queued ones too, unless jobs are held) and their results go
-        out; then the node stops as :meth:`stop` does (with nothing left to terminate)."""
+        in the node finish and their results go out (while jobs are held, the queued ones
+        go back to their clients instead); then the node stops as :meth:`stop` does (with
+        nothing left to terminate). Clients are told (NodeLeaving) and send no more jobs;
+        jobs already on their way are given back (see _submit)."""
         if self.draining or self.closing:
             return
         self.draining = True
         log.info("dispynode %s: finishing its jobs, then stopping", self.cfg.name)
+        for comp in self.comps.values():
+            ch = comp.client
+            if comp.state in (SETUP, READY) and ch is not None and not ch.closed:
+                back = self.sched.take_pending(comp) if self.holds else []
+                ch.send(NodeLeaving(comp.compute_id, self._leaving_reason(), back))
         self._drain_check()
+
+    def _leaving_reason(self) -> str:
+        return f"node {self.cfg.name} is shutting down; it finishes the jobs it has"
 
     def _drain_check(self) -> None:
         if self.closing:
