@@ -105,6 +105,24 @@ def test_recover_jobs_after_the_client_is_killed(tmp_path, start_node):
     assert wait_until(lambda: computation_dirs(node) == [], 10), computation_dirs(node)
 
 
+def square(n):
+    return n * n
+
+
+def test_a_dead_client_does_not_hold_the_node_from_others(tmp_path, start_node):
+    # dispy 4 kept a node bound to a dead client until --zombie_interval (an hour).
+    node = start_node("127.0.0.6", "-c", "2")
+    path, _ = run_client(tmp_path, node, count=2, hold=True)  # its job 2 still runs, on one CPU
+    with dispy.JobCluster(square, nodes=[dispy.NodeAllocate(node.ip, port=node.port)],
+                          recover_file=str(tmp_path / "_dispy_other")) as other:
+        jobs = [other.submit(i) for i in range(20)]
+        assert other.wait(timeout=30)
+        assert [j.result for j in jobs] == [i * i for i in range(20)]
+    (tmp_path / "gate").touch()
+    jobs = without_first(dispy.recover_jobs(path, timeout=30))
+    assert [(j.id, j.result) for j in jobs] == [(2, 1)]
+
+
 def test_recover_jobs_over_tls_with_a_secret(tmp_path, start_node):
     pem = tmp_path / "cluster.pem"
     subprocess.run([sys.executable, "-m", "dispy_core.certgen", str(pem)], check=True, capture_output=True)
