@@ -53,6 +53,8 @@ __all__ = ["RecoverFile", "recover_jobs", "default_recover_path", "newest_recove
 log = logging.getLogger(__name__)
 
 PREFIX = "_dispy_"
+#: Seconds between the log lines of recover_jobs while it waits for jobs still running.
+PROGRESS_EVERY = 60.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cluster (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS nodes (ip_addr TEXT, port INTEGER, name TEXT, PRIMARY KEY (ip_addr, port));
@@ -269,7 +271,10 @@ class _NodeRecovery:
         self.channel.send(Resume(self.compute_id))
         unfinished = -1
         while True:  # what the node kept, then whether the computation still runs there
-            msg = await self._next(None if deadline is None else deadline + config.MsgTimeout)
+            try:
+                msg = await self._next(time.monotonic() + 3 * config.MsgTimeout)
+            except (TimeoutError, asyncio.TimeoutError):
+                raise ConnectionError(f"no answer to Resume within {3 * config.MsgTimeout:g} s") from None
             if msg is None:
                 raise ConnectionError("the node closed the connection")
             if isinstance(msg, JobResults):
@@ -283,10 +288,16 @@ class _NodeRecovery:
             elif isinstance(msg, ErrorReport):
                 raise ConnectionError(f"the node reported: {msg.reason}")
         while unfinished > 0:
+            step = time.monotonic() + PROGRESS_EVERY
             try:
-                msg = await self._next(deadline)
+                msg = await self._next(step if deadline is None else min(step, deadline))
             except (TimeoutError, asyncio.TimeoutError):
-                break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                log.info("recover_jobs: node %s: waiting for %d jobs still running there%s",
+                         self.label, unfinished, "" if deadline is not None else
+                         " (give timeout= to bound the wait)")
+                continue
             if msg is None:
                 raise ConnectionError("the node closed the connection")
             if isinstance(msg, JobResults):
