@@ -462,3 +462,136 @@ def test_depth_limit_holds(nodes: list[tuple[int, int]], njobs: int) -> None:
     for i, (cpus, depth) in enumerate(nodes):
         assert len(s.in_flight(i)) <= depth * cpus
     assert s.running == min(njobs, sum(c * d for c, d in nodes))
+
+
+# -- clusters and policies (dispyscheduler) ---------------------------------------------
+def order_of(s: Scheduler[Job], done_each_round: bool = True) -> list[int]:
+    """Run everything on the pool one job at a time; the order jobs were given a node."""
+    out = []
+    while s.queued:
+        batches = s.assign()
+        assert batches, "jobs left but none could be placed"
+        for _node, jobs in batches:
+            for j in jobs:
+                out.append(j.uid)
+                if done_each_round:
+                    s.job_done(j.uid)
+    return out
+
+
+def three_clusters(policy: str) -> Scheduler[Job]:
+    """One node with one CPU and depth 1 (one job at a time); clusters a (created first,
+    jobs 0-3 submitted first), b (jobs 10-11) and c (jobs 20-21) submitted in turn
+    after a's."""
+    s = Scheduler(key=lambda j: j.uid, pipeline=1, policy=policy)
+    s.add_node("n", 1)
+    for cid in "abc":
+        s.add_cluster(cid)
+    for uid in (0, 1, 2, 3):
+        s.submit(Job(uid), cluster_id="a")
+    for uid in (10, 20, 11, 21):
+        s.submit(Job(uid), cluster_id="b" if uid < 20 else "c")
+    return s
+
+
+def test_default_policy_is_first_submitted_first_scheduled_across_clusters() -> None:
+    assert order_of(three_clusters("default")) == [0, 1, 2, 3, 10, 20, 11, 21]
+
+
+def test_fair_policy_goes_round_robin_over_waiting_clusters() -> None:
+    assert order_of(three_clusters("fair")) == [0, 10, 20, 1, 11, 21, 2, 3]
+
+
+def test_early_policy_serves_the_first_created_cluster_first() -> None:
+    s = three_clusters("early")
+    s.submit(Job(4), cluster_id="a")  # later than b's and c's jobs: still first
+    assert order_of(s) == [0, 1, 2, 3, 4, 10, 11, 20, 21]
+
+
+def test_unknown_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="policy must be one of default, fair, early"):
+        Scheduler(policy="random")
+
+
+def test_every_policy_picks_the_least_loaded_node_first() -> None:
+    for policy in ("default", "fair", "early"):
+        s = Scheduler(key=lambda j: j.uid, pipeline=1, policy=policy)
+        s.add_node("big", 4)
+        s.add_node("small", 1)
+        s.add_cluster("a")
+        s.add_cluster("b")
+        for uid in range(5):
+            s.submit(Job(uid), cluster_id="ab"[uid % 2])
+        placed = {node: [j.uid for j in jobs] for node, jobs in s.assign()}
+        assert sorted(len(v) for v in placed.values()) == [1, 4], (policy, placed)
+
+
+def test_a_cluster_uses_only_the_nodes_it_is_allowed() -> None:
+    s = sched()
+    s.add_node("n1", 1)
+    s.add_node("n2", 1)
+    s.add_cluster("x", nodes=[])  # set up nowhere yet
+    s.submit(Job(1), cluster_id="x")
+    s.submit(Job(2), cluster_id="x")
+    s.submit(Job(3), node_id="n1", cluster_id="x")  # pinned: waits too
+    assert s.assign() == []
+    s.allow("x", "n2")
+    assert [(n, [j.uid for j in js]) for n, js in s.assign()] == [("n2", [1, 2])]
+    s.allow("x", "n1")
+    assert [(n, [j.uid for j in js]) for n, js in s.assign()] == [("n1", [3])]
+    s.forbid("x", "n2")
+    s.submit(Job(4), cluster_id="x")
+    assert [(n, [j.uid for j in js]) for n, js in s.assign()] == [("n1", [4])]
+    s.forbid(None, "n1")  # the default cluster, allowed everywhere until now
+    s.submit(Job(5))
+    assert [(n, [j.uid for j in js]) for n, js in s.assign()] == []  # n1 is full anyway
+    s.job_done(1)
+    s.job_done(3)
+    assert [(n, [j.uid for j in js]) for n, js in s.assign()] == [("n2", [5])]
+
+
+def test_a_node_no_waiting_cluster_may_use_does_not_stop_the_others() -> None:
+    s = sched()
+    s.add_node("n1", 1)
+    s.add_node("n2", 1)
+    s.add_cluster("x", nodes=["n2"])
+    s.add_cluster("y", nodes=["n1"])
+    for uid in range(4):
+        s.submit(Job(uid), cluster_id="x")
+    s.submit(Job(10), cluster_id="y")
+    placed = {n: [j.uid for j in js] for n, js in s.assign()}
+    assert placed == {"n2": [0, 1], "n1": [10]}
+
+
+def test_remove_cluster_returns_its_queued_jobs_and_leaves_others() -> None:
+    s = sched()
+    s.add_node("n", 1)
+    s.add_cluster("x")
+    s.submit(Job(1), cluster_id="x")
+    s.submit(Job(2), cluster_id="x")
+    s.submit(Job(3))
+    s.submit(Job(4), node_id="n", cluster_id="x")
+    assert s.cancel(2) is not None
+    running = flat(s.assign())
+    assert [j.uid for j in running] == [4, 1]  # pinned first; the node is full
+    s.submit(Job(5), cluster_id="x")
+    assert sorted(j.uid for j in s.remove_cluster("x")) == [5]
+    assert s.clusters == [None] and s.queued == 1 and s.running == 2
+    assert [j.uid for j in s.queued_jobs()] == [3]
+    with pytest.raises(KeyError):
+        s.submit(Job(6), cluster_id="x")
+    with pytest.raises(ValueError):
+        s.remove_cluster(None)
+    s.job_done(4)
+    assert [j.uid for j in flat(s.assign())] == [3]
+
+
+def test_queued_jobs_of_one_cluster() -> None:
+    s = sched()
+    s.add_cluster("x")
+    s.submit(Job(1), cluster_id="x")
+    s.submit(Job(2))
+    s.submit(Job(3), node_id="n", cluster_id="x")
+    assert [j.uid for j in s.queued_jobs("x")] == [1, 3]
+    assert [j.uid for j in s.queued_jobs(None)] == [2]
+    assert [j.uid for j in s.queued_jobs()] == [2, 1, 3]

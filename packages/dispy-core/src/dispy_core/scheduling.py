@@ -29,21 +29,32 @@ Rules (the invariants the tests check):
   their node before general jobs in each :meth:`assign` (they can go nowhere else).
 * Jobs pinned to a node that is not in the pool wait for it; :meth:`remove_node` leaves
   them waiting (the node may come back) and :meth:`drop_pinned` takes them out.
+* **Clusters.** Every job belongs to a cluster: a queue of its own and the nodes it may
+  use (all, or those :meth:`Scheduler.allow` names, e.g. where its computation is set up).
+  JobCluster uses only the cluster ``None``; dispyscheduler has one per SharedJobCluster.
+  Each free slot goes to the least loaded node first; then, among the clusters with
+  queued jobs that may use that node, the ``policy`` chooses: ``"default"`` the one whose
+  next job was submitted earliest (first submitted, first scheduled, across clusters),
+  ``"fair"`` the one given a node least recently (round robin over waiting clusters),
+  ``"early"`` the one created first. Within a cluster jobs stay FIFO.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Scheduler", "NodeLoad", "PIPELINE"]
+__all__ = ["Scheduler", "NodeLoad", "PIPELINE", "POLICIES"]
 
 J = TypeVar("J")
 
 #: Jobs in flight per CPU of a node.
 PIPELINE = 2
+#: How the scheduler chooses between clusters (dispyscheduler's three algorithms).
+POLICIES = ("default", "fair", "early")
+_ALL = object()
 
 
 def _identity(job: object) -> Hashable:
@@ -74,24 +85,108 @@ class NodeLoad(Generic[J]):
         return f"NodeLoad({self.node_id!r}, cpus={self.cpus}, in_flight={len(self.in_flight)})"
 
 
-class Scheduler(Generic[J]):
-    """Job queue plus node pool. ``key(job)`` gives the job's id (default: the job itself,
-    which must then be hashable); ids must be unique among queued and in-flight jobs."""
+class _Cluster:
+    """One cluster's queue: entries ``(seq, job_id, job, cluster)`` in submission order
+    (cancelled ones are skipped lazily), and the nodes it may use."""
 
-    def __init__(self, key: Callable[[J], Hashable] = _identity, pipeline: int = PIPELINE) -> None:
+    __slots__ = ("cluster_id", "order", "queue", "live", "nodes", "last")
+
+    def __init__(self, cluster_id: Hashable, order: int, nodes: set[Hashable] | None) -> None:
+        self.cluster_id = cluster_id
+        self.order = order  # creation order (early policy)
+        self.queue: deque[tuple[int, Hashable, Any, _Cluster]] = deque()
+        self.live = 0  # entries of ``queue`` still queued
+        self.nodes = nodes  # None: any node of the pool
+        self.last = -1  # when it was last given a node (fair policy)
+
+    def may_use(self, node_id: Hashable) -> bool:
+        return self.nodes is None or node_id in self.nodes
+
+
+class Scheduler(Generic[J]):
+    """Job queues plus node pool. ``key(job)`` gives the job's id (default: the job
+    itself, which must then be hashable); ids must be unique among queued and in-flight
+    jobs, across clusters.
+
+    ``policy`` chooses between clusters (see the module docstring): ``"default"``
+    (earliest submitted job), ``"fair"`` (cluster served least recently) or ``"early"``
+    (cluster created first). With one cluster they are the same FIFO.
+    """
+
+    def __init__(self, key: Callable[[J], Hashable] = _identity, pipeline: int = PIPELINE,
+                 policy: str = "default") -> None:
         if pipeline < 1:
             raise ValueError(f"pipeline must be >= 1, not {pipeline}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
         self.key = key
         self.pipeline = pipeline
+        self.policy = policy
         self._nodes: dict[Hashable, NodeLoad[J]] = {}
         self._added = 0
-        # The general queue is a deque of jobs plus a dict of the ids still queued:
-        # cancel() deletes from the dict in O(1) and assign() skips what is gone.
-        self._queue: deque[J] = deque()
-        self._queued: dict[Hashable, J] = {}
-        self._pinned: dict[Hashable, deque[J]] = {}
+        self._clusters: dict[Hashable, _Cluster] = {}
+        self._created = 0
+        self._default = self.add_cluster(None)
+        self._seq = 0  # submission counter
+        self._rounds = 0  # placements so far (fair policy's clock)
+        # Queued job id -> its queue entry: cancel() deletes here in O(1) and assign()
+        # skips entries that are no longer the one recorded.
+        self._queued: dict[Hashable, tuple[int, Hashable, J, _Cluster]] = {}
+        self._pinned: dict[Hashable, deque[tuple[int, Hashable, J, _Cluster]]] = {}
         self._pinned_ids: dict[Hashable, Hashable] = {}  # job id -> node id
         self._where: dict[Hashable, Hashable] = {}  # in-flight job id -> node id
+
+    # -- clusters -------------------------------------------------------------------
+    def add_cluster(self, cluster_id: Hashable, nodes: Iterable[Hashable] | None = None) -> _Cluster:
+        """Add a cluster (a queue of its own) that may use ``nodes`` (None: any node;
+        change with :meth:`allow` / :meth:`forbid`). The cluster ``None`` always exists:
+        jobs submitted without a cluster go there."""
+        if cluster_id in self._clusters:
+            raise ValueError(f"cluster {cluster_id!r} already exists")
+        cluster = _Cluster(cluster_id, self._created, None if nodes is None else set(nodes))
+        self._created += 1
+        self._clusters[cluster_id] = cluster
+        return cluster
+
+    def allow(self, cluster_id: Hashable, node_id: Hashable) -> None:
+        """The cluster may use the node from now on (e.g. its computation is set up there)."""
+        nodes = self._clusters[cluster_id].nodes
+        if nodes is not None:
+            nodes.add(node_id)
+
+    def forbid(self, cluster_id: Hashable, node_id: Hashable) -> None:
+        """The cluster gets no more jobs placed on the node (its in-flight jobs stay)."""
+        cluster = self._clusters[cluster_id]
+        if cluster.nodes is None:
+            cluster.nodes = set(self._nodes)
+        cluster.nodes.discard(node_id)
+
+    def remove_cluster(self, cluster_id: Hashable) -> list[J]:
+        """Forget a cluster; returns its jobs still queued (general, then pinned). Its
+        jobs in flight stay in flight until :meth:`job_done` or :meth:`remove_node`."""
+        if cluster_id is None:
+            raise ValueError("the default cluster can't be removed")
+        cluster = self._clusters.pop(cluster_id)
+        jobs = [entry[2] for entry in cluster.queue if self._queued.get(entry[1]) is entry]
+        for entry in cluster.queue:
+            if self._queued.get(entry[1]) is entry:
+                del self._queued[entry[1]]
+        cluster.queue.clear()
+        cluster.live = 0
+        for node_id, pinned in list(self._pinned.items()):
+            mine = [entry for entry in pinned if entry[3] is cluster]
+            if mine:
+                for entry in mine:
+                    pinned.remove(entry)
+                    del self._pinned_ids[entry[1]]
+                    jobs.append(entry[2])
+                if not pinned:
+                    del self._pinned[node_id]
+        return jobs
+
+    @property
+    def clusters(self) -> list[Hashable]:
+        return list(self._clusters)
 
     # -- nodes ----------------------------------------------------------------------
     def add_node(self, node_id: Hashable, cpus: int, depth: int | None = None) -> None:
@@ -147,32 +242,38 @@ class Scheduler(Generic[J]):
         return list(node.in_flight.values()) if node is not None else []
 
     # -- jobs -----------------------------------------------------------------------
-    def submit(self, job: J, node_id: Hashable | None = None) -> None:
-        """Queue a job, for any node or (``node_id``) for that node only."""
+    def submit(self, job: J, node_id: Hashable | None = None, cluster_id: Hashable = None) -> None:
+        """Queue a job of a cluster (default: the cluster None), for any node the
+        cluster may use or (``node_id``) for that node only."""
         job_id = self.key(job)
         if job_id in self._queued or job_id in self._pinned_ids or job_id in self._where:
             raise ValueError(f"job {job_id!r} is already queued or in flight")
+        cluster = self._default if cluster_id is None else self._clusters[cluster_id]
+        entry = (self._seq, job_id, job, cluster)
+        self._seq += 1
         if node_id is None:
-            self._queue.append(job)
-            self._queued[job_id] = job
+            cluster.queue.append(entry)
+            cluster.live += 1
+            self._queued[job_id] = entry
         else:
-            self._pinned.setdefault(node_id, deque()).append(job)
+            self._pinned.setdefault(node_id, deque()).append(entry)
             self._pinned_ids[job_id] = node_id
 
     def cancel(self, job_id: Hashable) -> J | None:
         """Remove a job that is still queued (general or pinned); returns it, or None if
         it is not queued (in flight, done or unknown)."""
-        job = self._queued.pop(job_id, None)
-        if job is not None:
-            return job  # its deque entry is skipped by assign()
+        entry = self._queued.pop(job_id, None)
+        if entry is not None:
+            entry[3].live -= 1
+            return entry[2]  # its deque entry is skipped by assign()
         node_id = self._pinned_ids.pop(job_id, None)
         if node_id is None:
             return None
         pinned = self._pinned[node_id]
         found: J | None = None
         for i, queued in enumerate(pinned):
-            if self.key(queued) == job_id:
-                found = queued
+            if queued[1] == job_id:
+                found = queued[2]
                 del pinned[i]
                 break
         if not pinned:
@@ -184,9 +285,9 @@ class Scheduler(Generic[J]):
         pinned = self._pinned.pop(node_id, None)
         if not pinned:
             return []
-        for job in pinned:
-            del self._pinned_ids[self.key(job)]
-        return list(pinned)
+        for entry in pinned:
+            del self._pinned_ids[entry[1]]
+        return [entry[2] for entry in pinned]
 
     def job_done(self, job_id: Hashable) -> Hashable | None:
         """A job in flight has its final result: frees its slot; returns the node it ran
@@ -212,14 +313,19 @@ class Scheduler(Generic[J]):
         """Jobs in flight on some node."""
         return len(self._where)
 
-    def queued_jobs(self) -> Iterator[J]:
-        """The jobs still queued: general queue in FIFO order, then pinned ones."""
+    def queued_jobs(self, cluster_id: Any = _ALL) -> Iterator[J]:
+        """The jobs still queued (of one cluster, or all): each cluster's general queue
+        in FIFO order, clusters in creation order, then pinned ones."""
         queued = self._queued
-        for job in self._queue:
-            if queued.get(self.key(job)) is job:
-                yield job
+        clusters = self._clusters.values() if cluster_id is _ALL else [self._clusters[cluster_id]]
+        for cluster in clusters:
+            for entry in cluster.queue:
+                if queued.get(entry[1]) is entry:
+                    yield entry[2]
         for pinned in self._pinned.values():
-            yield from pinned
+            for entry in pinned:
+                if cluster_id is _ALL or entry[3].cluster_id == cluster_id:
+                    yield entry[2]
 
     # -- the decision -----------------------------------------------------------------
     def assign(self) -> list[tuple[Hashable, list[J]]]:
@@ -230,49 +336,108 @@ class Scheduler(Generic[J]):
         as in flight from now on, until :meth:`job_done` or :meth:`remove_node`.
         """
         batches: dict[Hashable, list[J]] = {}
-        key = self.key
-
-        # Pinned jobs first: they can only go to their own node.
         if self._pinned:
-            for node_id in list(self._pinned):
-                node = self._nodes.get(node_id)
-                if node is None:
-                    continue
-                room = node.room
-                pinned = self._pinned[node_id]
-                while room > 0 and pinned:
-                    job = pinned.popleft()
-                    job_id = key(job)
-                    del self._pinned_ids[job_id]
-                    self._place(node, job_id, job, batches)
-                    room -= 1
-                if not pinned:
-                    del self._pinned[node_id]
-
+            self._assign_pinned(batches)
         if not self._queued:
-            self._queue.clear()  # only cancelled leftovers
+            for cluster in self._clusters.values():
+                cluster.queue.clear()  # only cancelled leftovers
             return list(batches.items())
-
-        heap = [
-            (node.load, node.order, node)
-            for node in self._nodes.values()
-            if node.room > 0
-        ]
+        heap = [(node.load, node.order, node) for node in self._nodes.values() if node.room > 0]
         heapq.heapify(heap)
-        queue, queued = self._queue, self._queued
-        while heap and queued:
-            job = queue.popleft()
-            job_id = key(job)
-            if queued.get(job_id) is not job:
+        active = [c for c in self._clusters.values() if c.live]
+        if len(active) == 1 and active[0].nodes is None:
+            self._assign_one(active[0], heap, batches)
+        else:
+            self._assign_many(active, heap, batches)
+        return list(batches.items())
+
+    def _assign_pinned(self, batches: dict[Hashable, list[J]]) -> None:
+        """Pinned jobs first: they can only go to their own node (if their cluster may
+        use it; else they wait)."""
+        for node_id in list(self._pinned):
+            node = self._nodes.get(node_id)
+            if node is None:
+                continue
+            room = node.room
+            pinned = self._pinned[node_id]
+            kept: deque[tuple[int, Hashable, J, _Cluster]] = deque()
+            while room > 0 and pinned:
+                entry = pinned.popleft()
+                if not entry[3].may_use(node_id):
+                    kept.append(entry)
+                    continue
+                del self._pinned_ids[entry[1]]
+                self._place(node, entry[1], entry[2], batches)
+                entry[3].last = self._rounds
+                self._rounds += 1
+                room -= 1
+            kept.extend(pinned)
+            if kept:
+                self._pinned[node_id] = kept
+            else:
+                del self._pinned[node_id]
+
+    def _assign_one(self, cluster: _Cluster, heap: list[tuple[float, int, NodeLoad[J]]],
+                    batches: dict[Hashable, list[J]]) -> None:
+        """One cluster with jobs, allowed everywhere (JobCluster's case): each job to the
+        least loaded node, in FIFO order."""
+        queue, queued = cluster.queue, self._queued
+        while heap and cluster.live:
+            entry = queue.popleft()
+            job_id = entry[1]
+            if queued.get(job_id) is not entry:
                 continue  # cancelled
             del queued[job_id]
+            cluster.live -= 1
             _, order, node = heap[0]
-            self._place(node, job_id, job, batches)
+            self._place(node, job_id, entry[2], batches)
             if node.room > 0:
                 heapq.heapreplace(heap, (node.load, order, node))
             else:
                 heapq.heappop(heap)
-        return list(batches.items())
+        cluster.last = self._rounds
+        self._rounds += 1
+
+    def _assign_many(self, active: list[_Cluster], heap: list[tuple[float, int, NodeLoad[J]]],
+                     batches: dict[Hashable, list[J]]) -> None:
+        """The least loaded node first; the policy chooses among the clusters that may
+        use it."""
+        queued = self._queued
+        policy = self.policy
+        while heap and active:
+            _, order, node = heap[0]
+            node_id = node.node_id
+            best: _Cluster | None = None
+            best_rank: tuple[int, int] = (0, 0)
+            for cluster in active:
+                if cluster.nodes is not None and node_id not in cluster.nodes:
+                    continue
+                q = cluster.queue
+                while queued.get(q[0][1]) is not q[0]:
+                    q.popleft()  # cancelled
+                if policy == "default":
+                    rank = (q[0][0], 0)  # the earliest submitted job
+                elif policy == "fair":
+                    rank = (cluster.last, cluster.order)  # served least recently
+                else:
+                    rank = (cluster.order, 0)  # created first
+                if best is None or rank < best_rank:
+                    best, best_rank = cluster, rank
+            if best is None:
+                heapq.heappop(heap)  # no cluster with jobs may use this node
+                continue
+            entry = best.queue.popleft()
+            del queued[entry[1]]
+            best.live -= 1
+            best.last = self._rounds
+            self._rounds += 1
+            if not best.live:
+                active.remove(best)
+            self._place(node, entry[1], entry[2], batches)
+            if node.room > 0:
+                heapq.heapreplace(heap, (node.load, order, node))
+            else:
+                heapq.heappop(heap)
 
     def _place(self, node: NodeLoad[J], job_id: Hashable, job: J,
                batches: dict[Hashable, list[J]]) -> None:
