@@ -1,10 +1,12 @@
 """Bounding jobs and waits against real dispynodes: JobCluster(job_timeout=...),
-submit(..., dispy_job_timeout=...), job(timeout=...), and the warning that says why jobs
-wait when no node serves the computation (no wait is silent)."""
+submit(..., dispy_job_timeout=...), job(timeout=...), and the warnings that say why jobs
+wait: no node serves the computation, or the node that has them went silent (no wait is
+silent)."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import stat
 import time
@@ -106,3 +108,22 @@ def test_jobs_waiting_with_no_node_are_explained(monkeypatch, caplog):
         assert f"127.0.0.1:{port}" in caplog.text and "1 jobs of sleeper have waited" in caplog.text
     finally:
         cluster.close(timeout=0, terminate=True)
+
+
+def test_a_silent_node_holding_jobs_is_reported_without_pulse_interval(node, monkeypatch, caplog):
+    monkeypatch.setattr(dispy._runtime, "QUIET_PULSE", 0.4)  # reported after 2 s of silence
+    caplog.set_level(logging.WARNING)
+    with dispy.JobCluster(sleeper, nodes=nodes_of(node)) as cluster:
+        assert cluster.submit(0)() == 0
+        job = cluster.submit(4)
+        assert wait_until(lambda: job.status == dispy.DispyJob.Running, 10)
+        time.sleep(1.2)  # its pulses come, nothing to report
+        assert "has sent nothing" not in caplog.text
+        node.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert wait_until(lambda: "has sent nothing, not even a pulse" in caplog.text, 15), caplog.text
+        finally:
+            node.proc.send_signal(signal.SIGCONT)
+        # Reported, not given up: without pulse_interval the job just goes on.
+        assert job(timeout=30) == 4 and job.status == dispy.DispyJob.Finished
+    assert f"node {node.ip}" in caplog.text and "1 jobs of sleeper" in caplog.text

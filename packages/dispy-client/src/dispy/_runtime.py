@@ -90,6 +90,11 @@ RESUME_WINDOW = 30.0
 #: (again every STALL_REPEAT seconds while it lasts): no wait is silent.
 STALL_WARNING = 10.0
 STALL_REPEAT = 60.0
+#: Seconds between a node's pulses when the cluster gave no pulse_interval. They don't
+#: make silent nodes dead (pulse_interval does); they let the client tell a node busy
+#: with long jobs from one that sends nothing at all (hung, paused, cut off), which it
+#: reports after 5 of them (again every 5 while it lasts).
+QUIET_PULSE = 60.0
 
 #: Unsent bytes a node's transport may hold before more jobs wait in its outbox.
 WRITE_LIMIT = 1 << 20
@@ -258,6 +263,7 @@ class Runtime:
         self.software = f"dispy-client {__version__} / Python {self.python_version}"
         self.compute_id = compute_id or uuid.uuid4().hex
         self.pulse_interval = pulse_interval
+        self.node_pulse_interval = pulse_interval or QUIET_PULSE  # what nodes are asked for
         self.reentrant = reentrant  # jobs of a lost node run again elsewhere (specs are kept)
         self.recover = recover  # the RecoverFile (nodes are recorded as they get ready)
         self.job_status = job_status
@@ -401,10 +407,14 @@ class Runtime:
 
     async def _watch_stall(self) -> None:
         """Jobs waiting while no node serves the computation: say so, and why, after
-        STALL_WARNING seconds and every STALL_REPEAT seconds while it lasts."""
+        STALL_WARNING seconds and every STALL_REPEAT seconds while it lasts. Without
+        pulse_interval, also nodes that hold jobs and send nothing (see QUIET_PULSE)."""
         warn_at = None
+        silent: dict[tuple[str, int], float] = {}  # node -> when it was last reported
         while True:
             await asyncio.sleep(1.0)
+            if not self.pulse_interval and self._ready and not self.closing:
+                self._report_silent_nodes(silent)
             if self.pending <= 0 or self._ready or self.closing:
                 warn_at = None
                 continue
@@ -488,6 +498,24 @@ class Runtime:
                 if now - session.last_heard > limit:
                     self._node_dead(session, f"nothing from it for {now - session.last_heard:.0f} s "
                                              f"(5 x pulse_interval {self.pulse_interval:g} s)")
+
+    def _report_silent_nodes(self, reported: dict[tuple[str, int], float]) -> None:
+        limit = 5 * QUIET_PULSE
+        now = time.monotonic()
+        for key, session in self._ready.items():
+            quiet = now - session.last_heard
+            if quiet < limit:
+                reported.pop(key, None)
+                continue
+            if now - reported.get(key, -limit) < limit or not self.sched.has_node(key):
+                continue
+            running = len(self.sched.node(key).in_flight)
+            if running:
+                reported[key] = now
+                log.warning("node %s has sent nothing, not even a pulse, for %.0f s while %d jobs of %s "
+                            "are there: it may be hung, paused or cut off (with pulse_interval such a "
+                            "node is given up, and with reentrant its jobs run elsewhere)",
+                            session.label, quiet, running, self.computation.name)
 
     def _node_dead(self, session: NodeSession, reason: str) -> None:
         key = session.key

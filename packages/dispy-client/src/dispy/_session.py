@@ -303,7 +303,7 @@ class NodeSession:
             cleanup_files=runtime.cleanup_files,
             process_per_job=runtime.process_per_job,
             python_version=runtime.python_version,
-            pulse_interval=runtime.pulse_interval,
+            pulse_interval=runtime.node_pulse_interval,
         )
         sent = runtime.computation.size + sum(len(f.data) for f in files[len(runtime.computation.files):])
         # Setup runs the user's setup function on the node: no time limit, as always.
