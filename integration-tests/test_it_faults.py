@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import socket
 
-
 import dispy
 from dispy_core.connection import Connection
 from dispy_core.framing import pack_header
+from dispy_core.testing import unused_port
 
 
 def nodes_of(*procs):
@@ -147,9 +147,7 @@ def test_crash_does_not_lose_queued_jobs(node):
 
 
 def test_unreachable_node_does_not_hang_silently(caplog):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = unused_port()
     caplog.set_level(logging.WARNING)
     cluster = dispy.JobCluster(add, nodes=[dispy.NodeAllocate("127.0.0.1", port=port)])
     try:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import stat
 import time
 
 import pytest
 
 import dispy
-from dispy_core.testing import wait_until
+from dispy_core.testing import unused_port, wait_until
 
 
 def nodes_of(*procs):
@@ -96,9 +95,7 @@ def test_waiting_on_a_job_can_be_bounded(node):
 
 def test_jobs_waiting_with_no_node_are_explained(monkeypatch, caplog):
     monkeypatch.setattr(dispy._runtime, "STALL_WARNING", 1.5)
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = unused_port()
     caplog.set_level(logging.WARNING)
     cluster = dispy.JobCluster(sleeper, nodes=[dispy.NodeAllocate("127.0.0.1", port=port)])
     try:

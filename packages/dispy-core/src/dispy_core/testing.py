@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from typing import Any
 from .connection import Connection
 from .messages import Message
 
-__all__ = ["connected_pair", "pump", "received", "NodeProcess", "node_python", "wait_until"]
+__all__ = ["connected_pair", "pump", "received", "NodeProcess", "node_python", "wait_until", "unused_port"]
 
 
 def pump(a: Connection, b: Connection) -> None:
@@ -146,3 +147,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
             return bool(value)
         time.sleep(interval)
 
+
+
+def unused_port(ip: str = "127.0.0.1") -> int:
+    """A TCP port on ``ip`` that nobody listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
