@@ -14,7 +14,7 @@ import pytest
 import dispy
 import dispy_core.config
 from dispy import DispyJob, DispyNode, DispyNodeAvailInfo, JobCluster, NodeAllocate
-from dispy._node import parse_nodes
+from dispy_core.nodes import parse_nodes
 from dispy_core.errors import ConfigError
 
 
@@ -270,7 +270,7 @@ def test_tls_files_are_checked_at_creation(kwargs: dict[str, str], match: str) -
 def test_connect_errors_name_tls() -> None:
     import ssl
 
-    from dispy._session import describe_connect_error
+    from dispy_core.session import describe_connect_error
     from dispy_core.errors import ConnectionClosed
 
     msg = describe_connect_error(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 import dispy
-from dispy import _discovery
-from dispy._discovery import build_request, needs_discovery, parse_reply
-from dispy._node import parse_nodes
+from dispy_core import discovery as _discovery
+from dispy_core.discovery import build_request, needs_discovery, parse_reply
+from dispy_core.nodes import parse_nodes
 from dispy_core import auth, messages
 from dispy_core.messages import DiscoverReply, DiscoverRequest
 

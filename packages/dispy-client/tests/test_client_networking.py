@@ -10,10 +10,10 @@ import time
 import pytest
 
 import dispy
-from dispy import _discovery
-from dispy._discovery import Discovery, bind_addresses, destination, parse_announce
-from dispy._netif import canonical, check_ping_interval, host_list, local_address
-from dispy._node import parse_nodes, split_host_port
+from dispy_core import discovery as _discovery
+from dispy_core.discovery import Discovery, bind_addresses, destination, parse_announce
+from dispy_core.netif import canonical, check_ping_interval, host_list, local_address
+from dispy_core.nodes import parse_nodes, split_host_port
 from dispy_core import auth, config
 from dispy_core.errors import ConfigError
 from dispy_core.messages import DiscoverReply, NodeAnnounce

@@ -13,21 +13,23 @@ computers running ``dispynode``; ``cluster.submit(*args)`` runs it there and ret
         jobs = [cluster.submit(i) for i in range(10)]
         print([job() for job in jobs])
 
-Modules: :mod:`._cluster` (JobCluster), :mod:`._job` (DispyJob), :mod:`._node` (nodes and
-NodeAllocate), :mod:`._computation` (what travels), :mod:`._runtime` (the event-loop
-thread), :mod:`._session` (one node's conversation), :mod:`._discovery` (UDP discovery),
-:mod:`._callbacks` (the callback thread), :mod:`._status` (print_status), :mod:`._log`
-(``dispy.logger``). ``dispy.config`` is :mod:`dispy_core.config` itself.
+Modules: :mod:`._cluster` (JobCluster), :mod:`._job` (DispyJob), :mod:`._computation`
+(what travels), :mod:`._runtime` (the event-loop thread), :mod:`._recover` (recover file,
+recover_jobs), :mod:`._callbacks` (the callback thread), :mod:`._status` (print_status),
+:mod:`._log` (``dispy.logger``). What dispyscheduler shares with JobCluster is in
+dispy-core: nodes and NodeAllocate (:mod:`dispy_core.nodes`), one node's conversation
+(:mod:`dispy_core.session`), UDP discovery (:mod:`dispy_core.discovery`). ``dispy.config``
+is :mod:`dispy_core.config` itself.
 """
 
 from dispy_core.errors import ConfigError, DispyError
+from dispy_core.nodes import DispyNode, DispyNodeAvailInfo, NodeAllocate
 
 from . import config
 from .__about__ import __version__
 from ._cluster import JobCluster
 from ._job import DispyJob
 from ._log import logger
-from ._node import DispyNode, DispyNodeAvailInfo, NodeAllocate
 from ._recover import recover_jobs
 from ._status import ClusterStatus
 

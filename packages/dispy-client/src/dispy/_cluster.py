@@ -22,14 +22,14 @@ from typing import Any
 
 from dispy_core import config, tls
 from dispy_core.errors import ConfigError
+from dispy_core.netif import check_ping_interval, host_list
+from dispy_core.nodes import DispyNode, parse_nodes
 from dispy_core.status import JobStatus
 
 from ._callbacks import CallbackThread
 from ._computation import build_computation, check_timeout, file_data, job_spec
 from ._job import DispyJob
 from ._log import set_level
-from ._netif import check_ping_interval, host_list
-from ._node import DispyNode, parse_nodes
 from ._recover import RecoverFile, default_recover_path
 from ._runtime import Runtime
 from ._status import ClusterStatus, format_status

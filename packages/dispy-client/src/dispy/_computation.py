@@ -21,14 +21,13 @@ import os
 import pickle
 import platform
 import site
-import stat
 import sys
 import sysconfig
 import types
-from dataclasses import dataclass, field
 from typing import Any
 
 from dispy_core import serialization
+from dispy_core.computation import Computation, file_data, payload_size, python_minor
 from dispy_core.errors import ConfigError
 from dispy_core.messages import FileData, JobSpec
 
@@ -47,37 +46,6 @@ log = logging.getLogger(__name__)
 
 # Packages that are dispy itself (or what it is built on): always imported on nodes.
 _OWN = frozenset({"dispy", "dispy_core", "dispy_node", "dispy_scheduler", "cloudpickle"})
-
-
-@dataclass
-class Computation:
-    """A computation ready to send: everything Compute needs except per-node parts."""
-
-    name: str
-    kind: str  # "function" or "program"
-    payload: list[Any]
-    files: list[FileData] = field(default_factory=list)
-    #: Python code travels (a function, setup/cleanup functions or depends objects): the
-    #: node must run the same Python minor version to load it.
-    ships_code: bool = True
-
-    @property
-    def size(self) -> int:
-        return payload_size(self.payload) + sum(len(f.data) for f in self.files)
-
-
-def payload_size(buffers: list[Any] | None) -> int:
-    if not buffers:
-        return 0
-    return sum(memoryview(b).nbytes for b in buffers)
-
-
-def python_minor(version: str) -> tuple[int, ...]:
-    """(major, minor) of a version string such as "3.11.7"; () if it can't be read."""
-    try:
-        return tuple(int(p) for p in version.split(".")[:2])
-    except ValueError:
-        return ()
 
 
 # -- which modules travel by value ---------------------------------------------------
@@ -141,20 +109,6 @@ def _code_object(obj: Any) -> Any:
 
 
 # -- files -----------------------------------------------------------------------------
-def file_data(path: str | os.PathLike[str]) -> FileData:
-    """A file's content and metadata under its base name; ConfigError if unreadable."""
-    path = os.fspath(path)
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path!r} is not a regular file")
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ConfigError(f"can't read {path!r}: {exc.strerror or exc}") from None
-    return FileData(name=os.path.basename(path), data=data, mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime)
-
-
 def _module_file(module: types.ModuleType) -> str:
     path = getattr(module, "__file__", None)
     if not path or not os.path.isfile(path):
@@ -253,13 +207,6 @@ def build_computation(computation: Any, depends: Any = None, setup: Any = None, 
     ships_code = kind == "function" or bool(objects) or callable(setup) or (
         not isinstance(cleanup, bool) and callable(cleanup))
     return Computation(name=name, kind=kind, payload=payload, files=files, ships_code=ships_code)
-
-
-def setup_args_payload(setup_args: tuple[Any, ...]) -> list[Any]:
-    try:
-        return serialization.dumps(tuple(setup_args))
-    except Exception as exc:
-        raise ConfigError(f"setup_args {setup_args!r} can't be serialized: {exc}") from exc
 
 
 def client_python() -> str:

@@ -41,12 +41,12 @@ from dispy_core.messages import (
     Resume,
     Resumed,
 )
+from dispy_core.session import describe_connect_error
 from dispy_core.status import JobStatus
 
 from .__about__ import __version__
 from ._job import DispyJob
 from ._runtime import apply_result, save_job_file
-from ._session import describe_connect_error
 
 __all__ = ["RecoverFile", "recover_jobs", "default_recover_path", "newest_recover_file"]
 

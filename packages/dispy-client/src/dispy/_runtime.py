@@ -35,6 +35,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dispy_core import config, serialization
+from dispy_core.computation import Computation, payload_size
+from dispy_core.discovery import Discovery, needs_discovery
 from dispy_core.errors import ConfigError
 from dispy_core.messages import (
     AckResults,
@@ -53,17 +55,15 @@ from dispy_core.messages import (
     SendFile,
     SubmitJobs,
 )
+from dispy_core.netif import local_address
+from dispy_core.nodes import DispyNode, DispyNodeAvailInfo, NodeAllocate, parse_nodes
 from dispy_core.scheduling import Scheduler
+from dispy_core.session import NodeSession
 from dispy_core.status import JobStatus, NodeStatus
 
 from .__about__ import __version__
 from ._callbacks import CallbackThread
-from ._computation import Computation, payload_size
-from ._discovery import Discovery, needs_discovery
 from ._job import DispyJob
-from ._netif import local_address
-from ._node import DispyNode, DispyNodeAvailInfo, NodeAllocate, parse_nodes
-from ._session import NodeSession
 
 __all__ = ["LoopThread", "Runtime"]
 

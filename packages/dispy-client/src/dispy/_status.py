@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from dispy_core.config import format_size
 
-from ._node import DispyNode
+from dispy_core.nodes import DispyNode
 
 __all__ = ["ClusterStatus", "format_status"]
 

@@ -5,6 +5,10 @@ Modules: :mod:`config` (ports, timeouts, sizes), :mod:`errors`, :mod:`framing`,
 (handshake and authenticated sessions, no I/O), :mod:`serialization` (user payloads),
 :mod:`status` (job and node status numbers), :mod:`aio` (the asyncio transport),
 :mod:`tls` (SSLContexts for TLS between client and node; `dispy-certgen` is :mod:`certgen`).
+What a cluster (JobCluster, and dispyscheduler for shared clusters) needs toward nodes:
+:mod:`scheduling` (node pool, queues, policies), :mod:`nodes` (NodeAllocate, DispyNode,
+node specs), :mod:`netif` (addresses and interfaces), :mod:`discovery` (UDP discovery),
+:mod:`computation` (a computation as it travels), :mod:`session` (one node's conversation).
 """
 
 from .__about__ import __version__

@@ -39,13 +39,14 @@ from dispy_core import auth, config, messages
 from dispy_core.errors import DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest, NodeAnnounce
 
-from ._netif import interface_index, is_ipv6
-from ._node import NodeAllocate
+from .netif import interface_index, is_ipv6
+from .nodes import NodeAllocate
 
 __all__ = ["needs_discovery", "build_request", "parse_reply", "parse_announce", "Discovery",
            "BROADCAST_ADDR", "bind_addresses", "destination"]
 
-log = logging.getLogger(__name__)
+# Under "dispy": what a cluster does with nodes is the cluster's to log (its loglevel).
+log = logging.getLogger("dispy.discovery")
 
 BROADCAST_ADDR = "255.255.255.255"
 #: Replies whose time differs from ours by more than this (seconds) are dropped.

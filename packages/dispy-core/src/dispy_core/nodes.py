@@ -17,7 +17,7 @@ from dispy_core import config
 from dispy_core.errors import ConfigError
 from dispy_core.status import NodeStatus
 
-from ._netif import canonical
+from .netif import canonical
 
 __all__ = ["DispyNode", "DispyNodeAvailInfo", "NodeAllocate", "parse_nodes", "is_wildcard"]
 

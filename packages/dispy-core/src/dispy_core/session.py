@@ -1,6 +1,8 @@
 """One node's conversation with the cluster, from TCP connect to close.
 
-A :class:`NodeSession` runs in the cluster's event loop::
+A :class:`NodeSession` runs in the cluster's event loop and reports to its owner (a
+:class:`SessionOwner`: the client's Runtime; dispyscheduler's, see
+docs/design/shared-scheduler.md)::
 
     connect (aio.open_channel: handshake, secret check)
     InfoRequest  -> NodeInfo        Python version check, duplicate check, allocate()
@@ -26,7 +28,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dispy_core import aio, config
 from dispy_core.tls import TLS_HINT
@@ -58,15 +60,46 @@ from dispy_core.messages import (
     Welcome,
 )
 
-from ._computation import file_data, python_minor, setup_args_payload
-from ._node import DispyNodeAvailInfo, NodeAllocate, depends_files
+from .computation import Computation, file_data, python_minor, setup_args_payload
+from .nodes import DispyNode, DispyNodeAvailInfo, NodeAllocate, depends_files
 
-if TYPE_CHECKING:
-    from ._runtime import Runtime
+__all__ = ["NodeSession", "SessionOwner", "describe_error", "describe_connect_error", "RETRY_FIRST", "RETRY_MAX"]
 
-__all__ = ["NodeSession", "describe_error", "describe_connect_error", "RETRY_FIRST", "RETRY_MAX"]
 
-log = logging.getLogger(__name__)
+class SessionOwner(Protocol):
+    """What a NodeSession needs from the one that runs a computation on nodes (the
+    client's Runtime): its settings, and where the session reports what happens."""
+
+    closing: bool
+    secret: str | bytes
+    software: str
+    ssl: Any
+    compute_id: str
+    computation: Computation
+    computation_ships_code: bool
+    python_version: str
+    cluster: Any  # passed to NodeAllocate.allocate
+    dest_path: str | None
+    cleanup_files: bool
+    process_per_job: bool
+    node_pulse_interval: float
+
+    def local_addr_for(self, host: str) -> tuple[str, int] | None: ...
+    def claim(self, session: NodeSession) -> NodeSession | None: ...
+    def release(self, session: NodeSession) -> None: ...
+    def note_tried(self, label: str, reason: str) -> None: ...
+    def node_record(self, session: NodeSession, info: NodeInfo, avail: DispyNodeAvailInfo | None) -> DispyNode: ...
+    def node_ready(self, session: NodeSession) -> None: ...
+    def node_lost(self, session: NodeSession, reason: str) -> None: ...
+    def node_resumed(self, session: NodeSession, unfinished: int) -> None: ...
+    def resume_failed(self, session: NodeSession, reason: str) -> None: ...
+    def on_results(self, session: NodeSession, msg: JobResults) -> None: ...
+    def on_pulse(self, session: NodeSession, msg: Pulse) -> None: ...
+    def on_job_file(self, session: NodeSession, msg: JobFile) -> None: ...
+    def node_leaving(self, session: NodeSession, msg: NodeLeaving) -> None: ...
+
+# Under "dispy": what a cluster does with nodes is the cluster's to log (its loglevel).
+log = logging.getLogger("dispy.session")
 
 #: Seconds before the first retry of an unreachable node; doubles up to RETRY_MAX.
 RETRY_FIRST = 0.5
@@ -127,7 +160,7 @@ def describe_connect_error(exc: BaseException, tls: bool) -> str:
 class NodeSession:
     """Connects to one node, sets the computation up there and carries its messages."""
 
-    def __init__(self, runtime: Runtime, spec: NodeAllocate, host: str, port: int, *, retry: bool) -> None:
+    def __init__(self, runtime: SessionOwner, spec: NodeAllocate, host: str, port: int, *, retry: bool) -> None:
         self.runtime = runtime
         self.spec = spec
         self.host = host
