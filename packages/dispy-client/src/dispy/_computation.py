@@ -26,7 +26,7 @@ import sysconfig
 import types
 from typing import Any
 
-from dispy_core import serialization
+from dispy_core import config, serialization
 from dispy_core.computation import Computation, file_data, payload_size, python_minor
 from dispy_core.errors import ConfigError
 from dispy_core.messages import FileData, JobSpec
@@ -238,7 +238,7 @@ def check_timeout(name: str, value: Any) -> float | None:
     None, or a positive number of seconds."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9:
+    if not config.valid_timeout(value):
         raise ConfigError(f"{name} must be a positive number of seconds (or None), not {value!r}")
     return float(value)
 

@@ -25,6 +25,7 @@ __all__ = [
     "scheduler_port",
     "parse_size",
     "format_size",
+    "valid_timeout",
 ]
 
 #: Base of the port family (client port; nodes listen on base + 1, dispyscheduler on base + 2).
@@ -65,6 +66,12 @@ def scheduler_port(base: int | None = None) -> int:
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def valid_timeout(value: object) -> bool:
+    """A job timeout (JobSpec.timeout, job_timeout): a positive number of seconds."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value < 1e9)  # (NaN fails too)
 
 
 def parse_size(text: str | int) -> int:

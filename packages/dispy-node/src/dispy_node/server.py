@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dispy_core import tls
+from dispy_core import config, tls
 from dispy_core.aio import Channel
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
@@ -93,11 +93,6 @@ SHUTDOWN_TIMEOUT = 8.0
 #: waits for the client to come back (Resume) before it is closed (at most
 #: --zombie_interval). Its undelivered results stay on disk after that.
 DETACHED_GRACE = 30.0
-
-
-def _valid_timeout(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and 0 < value < 1e9)  # (NaN fails too)
 
 
 class _Zygote:
@@ -555,7 +550,7 @@ class Node(Lifecycle):
                 except FileRefused as exc:
                     self._job_failed(comp, spec, f"job {spec.job_id}: {exc}")
                     continue
-            if spec.timeout is not None and not _valid_timeout(spec.timeout):
+            if spec.timeout is not None and not config.valid_timeout(spec.timeout):
                 self._job_failed(comp, spec, f"job {spec.job_id}: its timeout must be a positive "
                                              f"number of seconds, not {spec.timeout!r}")
                 continue
