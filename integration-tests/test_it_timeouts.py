@@ -13,6 +13,7 @@ import time
 import pytest
 
 import dispy
+import dispy_core.engine
 from dispy_core.testing import unused_port, wait_until
 
 
@@ -94,7 +95,7 @@ def test_waiting_on_a_job_can_be_bounded(node):
 
 
 def test_jobs_waiting_with_no_node_are_explained(monkeypatch, caplog):
-    monkeypatch.setattr(dispy._runtime, "STALL_WARNING", 1.5)
+    monkeypatch.setattr(dispy_core.engine, "STALL_WARNING", 1.5)
     port = unused_port()
     caplog.set_level(logging.WARNING)
     cluster = dispy.JobCluster(sleeper, nodes=[dispy.NodeAllocate("127.0.0.1", port=port)])
@@ -108,7 +109,7 @@ def test_jobs_waiting_with_no_node_are_explained(monkeypatch, caplog):
 
 
 def test_a_silent_node_holding_jobs_is_reported_without_pulse_interval(node, monkeypatch, caplog):
-    monkeypatch.setattr(dispy._runtime, "QUIET_PULSE", 0.4)  # reported after 2 s of silence
+    monkeypatch.setattr(dispy_core.engine, "QUIET_PULSE", 0.4)  # reported after 2 s of silence
     caplog.set_level(logging.WARNING)
     with dispy.JobCluster(sleeper, nodes=nodes_of(node)) as cluster:
         assert cluster.submit(0)() == 0

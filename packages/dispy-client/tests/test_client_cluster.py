@@ -92,7 +92,7 @@ def test_jobs_longer_than_a_round_trip_stay_at_two_per_cpu(fake_node: Any, clust
 
 
 def test_tiny_jobs_deepen_the_pipeline(fake_node: Any, clusters: list) -> None:
-    from dispy._runtime import MAX_DEPTH
+    from dispy_core.engine import MAX_DEPTH
 
     node = fake_node(cpus=2)
     cluster = make(clusters, square, node)

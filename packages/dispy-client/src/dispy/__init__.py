@@ -14,11 +14,12 @@ computers running ``dispynode``; ``cluster.submit(*args)`` runs it there and ret
         print([job() for job in jobs])
 
 Modules: :mod:`._cluster` (JobCluster), :mod:`._job` (DispyJob), :mod:`._computation`
-(what travels), :mod:`._runtime` (the event-loop thread), :mod:`._recover` (recover file,
+(what travels), :mod:`._runtime` (the client's engine: the event-loop thread), :mod:`._recover` (recover file,
 recover_jobs), :mod:`._callbacks` (the callback thread), :mod:`._status` (print_status),
 :mod:`._log` (``dispy.logger``). What dispyscheduler shares with JobCluster is in
 dispy-core: nodes and NodeAllocate (:mod:`dispy_core.nodes`), one node's conversation
-(:mod:`dispy_core.session`), UDP discovery (:mod:`dispy_core.discovery`). ``dispy.config``
+(:mod:`dispy_core.session`), UDP discovery (:mod:`dispy_core.discovery`), the engine
+(:mod:`dispy_core.engine`: sessions, dispatch, results, that ``_runtime`` subclasses). ``dispy.config``
 is :mod:`dispy_core.config` itself.
 """
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from dispy_core.engine import EngineJob
 from dispy_core.status import JobStatus, job_status_name
 
 __all__ = ["DispyJob"]
@@ -22,7 +23,7 @@ __all__ = ["DispyJob"]
 _finish_lock = threading.Lock()
 
 
-class DispyJob:
+class DispyJob(EngineJob):
     """One execution of the cluster's computation with given arguments.
 
     Attributes read by programs: ``id`` (1, 2, 3 ... per cluster; the only field a
@@ -41,7 +42,9 @@ class DispyJob:
     Abandoned = JobStatus.Abandoned
     Finished = JobStatus.Finished
 
-    __slots__ = (
+    #: Every field, in this order (pickled state, snapshots); those not in EngineJob's
+    #: slots (the engine's fields) are this class's slots.
+    _FIELDS = (
         "id",
         "status",
         "host",
@@ -62,8 +65,10 @@ class DispyJob:
         "_pin",
         "_origin",
     )
+    __slots__ = tuple(name for name in _FIELDS if name not in EngineJob.__slots__)
 
     def __init__(self, job_id: Any, args: tuple[Any, ...], kwargs: dict[str, Any], submit_time: float) -> None:
+        # every field set here (EngineJob's too, without calling its __init__)
         self.id: Any = job_id
         self.status: int = JobStatus.Created
         self.host: str | None = None
@@ -79,7 +84,7 @@ class DispyJob:
         self._finish: threading.Event | None = None
         self._uid = 0  # the job's id on the wire (users may change ``id``)
         self._spec: Any = None  # the JobSpec until it is sent
-        self._node: Any = None  # the client's record of the node running it
+        self._node: Any = None  # the engine's session of the node running it
         self._tx = 0  # serialized bytes sent for it
         self._pin: Any = None  # the node key it must run on (submit_node), or None
         self._origin: DispyJob | None = None  # for a snapshot: the job it copies
@@ -132,7 +137,7 @@ class DispyJob:
         itself may change (next result) before the callback runs. The copy shares the
         job's ``finish`` event, and ``cluster.cancel(copy)`` cancels the job."""
         snap = DispyJob.__new__(DispyJob)
-        for name in self.__slots__:
+        for name in self._FIELDS:
             setattr(snap, name, getattr(self, name))
         snap._finish = self.finish
         snap._spec = snap._node = None
@@ -152,10 +157,10 @@ class DispyJob:
     def __getstate__(self) -> dict[str, Any]:
         # Jobs may be pickled by programs (e.g. to store results): keep the public
         # fields, drop the event and the client's internal links.
-        return {name: getattr(self, name) for name in self.__slots__ if not name.startswith("_")}
+        return {name: getattr(self, name) for name in self._FIELDS if not name.startswith("_")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        for name in self.__slots__:
+        for name in self._FIELDS:
             setattr(self, name, None)
         self._finish = None
         self._uid = self._tx = 0

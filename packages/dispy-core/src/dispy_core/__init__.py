@@ -8,7 +8,8 @@ Modules: :mod:`config` (ports, timeouts, sizes), :mod:`errors`, :mod:`framing`,
 What a cluster (JobCluster, and dispyscheduler for shared clusters) needs toward nodes:
 :mod:`scheduling` (node pool, queues, policies), :mod:`nodes` (NodeAllocate, DispyNode,
 node specs), :mod:`netif` (addresses and interfaces), :mod:`discovery` (UDP discovery),
-:mod:`computation` (a computation as it travels), :mod:`session` (one node's conversation).
+:mod:`computation` (a computation as it travels), :mod:`session` (one node's conversation),
+:mod:`engine` (a computation's nodes, jobs and results on one event loop).
 """
 
 from .__about__ import __version__

@@ -1,8 +1,8 @@
 """One node's conversation with the cluster, from TCP connect to close.
 
 A :class:`NodeSession` runs in the cluster's event loop and reports to its owner (a
-:class:`SessionOwner`: the client's Runtime; dispyscheduler's, see
-docs/design/shared-scheduler.md)::
+:class:`SessionOwner`: a :class:`dispy_core.engine.Engine`, such as the client's Runtime
+or dispyscheduler's engines, see docs/design/shared-scheduler.md)::
 
     connect (aio.open_channel: handshake, secret check)
     InfoRequest  -> NodeInfo        Python version check, duplicate check, allocate()
@@ -68,7 +68,7 @@ __all__ = ["NodeSession", "SessionOwner", "describe_error", "describe_connect_er
 
 class SessionOwner(Protocol):
     """What a NodeSession needs from the one that runs a computation on nodes (the
-    client's Runtime): its settings, and where the session reports what happens."""
+    :class:`dispy_core.engine.Engine`): its settings, and where the session reports what happens."""
 
     closing: bool
     secret: str | bytes
