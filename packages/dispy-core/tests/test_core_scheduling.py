@@ -595,3 +595,44 @@ def test_queued_jobs_of_one_cluster() -> None:
     assert [j.uid for j in s.queued_jobs("x")] == [1, 3]
     assert [j.uid for j in s.queued_jobs(None)] == [2]
     assert [j.uid for j in s.queued_jobs()] == [2, 1, 3]
+
+
+def test_a_cluster_s_cpu_cap_on_a_node_leaves_the_rest_to_others() -> None:
+    s = Scheduler(key=lambda j: j.uid, pipeline=1)
+    s.add_node("n", 4)
+    s.add_cluster("x")
+    s.add_cluster("y")
+    s.allow("x", "n", cpus=1)  # x may use one of n's four CPUs
+    for uid in range(4):
+        s.submit(Job(uid), cluster_id="x")
+    for uid in range(10, 14):
+        s.submit(Job(uid), cluster_id="y")
+    assert sorted(j.uid for j in flat(s.assign())) == [0, 10, 11, 12]
+    s.job_done(10)
+    assert [j.uid for j in flat(s.assign())] == [13]  # x is at its cap
+    s.job_done(0)
+    assert [j.uid for j in flat(s.assign())] == [1]
+    s.allow("x", "n", cpus=0)  # none for now (deallocate_node)
+    s.job_done(1)
+    assert flat(s.assign()) == []
+    s.allow("x", "n")  # all CPUs again
+    assert sorted(j.uid for j in flat(s.assign())) == [2]  # the one free CPU
+    s.job_done(11)
+    s.job_done(12)
+    assert [j.uid for j in flat(s.assign())] == [3]
+    with pytest.raises(ValueError):
+        s.allow("x", "n", cpus=-1)
+
+
+def test_a_cap_counts_pinned_jobs_and_resets_when_the_node_goes() -> None:
+    s = Scheduler(key=lambda j: j.uid, pipeline=1)
+    s.add_node("n", 2)
+    s.add_cluster("x")
+    s.allow("x", "n", cpus=1)
+    s.submit(Job(1), node_id="n", cluster_id="x")
+    s.submit(Job(2), node_id="n", cluster_id="x")
+    assert [j.uid for j in flat(s.assign())] == [1]  # the second waits for the cap
+    assert [j.uid for j in s.remove_node("n")] == [1]
+    s.add_node("n", 2)
+    assert [j.uid for j in flat(s.assign())] == [2]  # the count went with the node
+    assert s.job_done(2) == "n" and s.running == 0

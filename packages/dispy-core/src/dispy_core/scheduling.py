@@ -36,7 +36,10 @@ Rules (the invariants the tests check):
   queued jobs that may use that node, the ``policy`` chooses: ``"default"`` the one whose
   next job was submitted earliest (first submitted, first scheduled, across clusters),
   ``"fair"`` the one given a node least recently (round robin over waiting clusters),
-  ``"early"`` the one created first. Within a cluster jobs stay FIFO.
+  ``"early"`` the one created first. Within a cluster jobs stay FIFO. A cluster may be
+  allowed only some of a node's CPUs (``allow(cluster, node, cpus)``: NodeAllocate.cpus,
+  set_node_cpus, deallocate_node with 0): its jobs in flight there stay within ``depth x
+  cpus``, and the node's other slots go to other clusters.
 """
 
 from __future__ import annotations
@@ -87,9 +90,9 @@ class NodeLoad(Generic[J]):
 
 class _Cluster:
     """One cluster's queue: entries ``(seq, job_id, job, cluster)`` in submission order
-    (cancelled ones are skipped lazily), and the nodes it may use."""
+    (cancelled ones are skipped lazily), the nodes it may use, and its CPU caps there."""
 
-    __slots__ = ("cluster_id", "order", "queue", "live", "nodes", "last")
+    __slots__ = ("cluster_id", "order", "queue", "live", "nodes", "last", "caps", "running")
 
     def __init__(self, cluster_id: Hashable, order: int, nodes: set[Hashable] | None) -> None:
         self.cluster_id = cluster_id
@@ -98,9 +101,19 @@ class _Cluster:
         self.live = 0  # entries of ``queue`` still queued
         self.nodes = nodes  # None: any node of the pool
         self.last = -1  # when it was last given a node (fair policy)
+        self.caps: dict[Hashable, int] = {}  # node -> CPUs it may use there (absent: all)
+        self.running: dict[Hashable, int] = {}  # node -> its jobs in flight there (capped nodes)
 
     def may_use(self, node_id: Hashable) -> bool:
         return self.nodes is None or node_id in self.nodes
+
+    def has_room(self, node: NodeLoad[Any]) -> bool:
+        """It may have one more job placed on ``node``."""
+        node_id = node.node_id
+        if self.nodes is not None and node_id not in self.nodes:
+            return False
+        cap = self.caps.get(node_id)
+        return cap is None or self.running.get(node_id, 0) < cap * node.depth
 
 
 class Scheduler(Generic[J]):
@@ -135,6 +148,9 @@ class Scheduler(Generic[J]):
         self._pinned: dict[Hashable, deque[tuple[int, Hashable, J, _Cluster]]] = {}
         self._pinned_ids: dict[Hashable, Hashable] = {}  # job id -> node id
         self._where: dict[Hashable, Hashable] = {}  # in-flight job id -> node id
+        # In-flight job id -> its cluster, for jobs on a node where the cluster has a CPU
+        # cap (allow(..., cpus)): their count there is kept in the cluster's ``running``.
+        self._capped: dict[Hashable, _Cluster] = {}
 
     # -- clusters -------------------------------------------------------------------
     def add_cluster(self, cluster_id: Hashable, nodes: Iterable[Hashable] | None = None) -> _Cluster:
@@ -148,11 +164,19 @@ class Scheduler(Generic[J]):
         self._clusters[cluster_id] = cluster
         return cluster
 
-    def allow(self, cluster_id: Hashable, node_id: Hashable) -> None:
-        """The cluster may use the node from now on (e.g. its computation is set up there)."""
-        nodes = self._clusters[cluster_id].nodes
-        if nodes is not None:
-            nodes.add(node_id)
+    def allow(self, cluster_id: Hashable, node_id: Hashable, cpus: int | None = None) -> None:
+        """The cluster may use the node from now on (e.g. its computation is set up
+        there): ``cpus`` of its CPUs (its jobs in flight there stay within ``depth x
+        cpus``; 0: none for now), or all of them (None)."""
+        cluster = self._clusters[cluster_id]
+        if cluster.nodes is not None:
+            cluster.nodes.add(node_id)
+        if cpus is None:
+            cluster.caps.pop(node_id, None)
+        elif cpus < 0:
+            raise ValueError(f"cpus must be >= 0, not {cpus}")
+        else:
+            cluster.caps[node_id] = cpus
 
     def forbid(self, cluster_id: Hashable, node_id: Hashable) -> None:
         """The cluster gets no more jobs placed on the node (its in-flight jobs stay)."""
@@ -221,8 +245,13 @@ class Scheduler(Generic[J]):
         node = self._nodes.pop(node_id, None)
         if node is None:
             return []
+        capped = self._capped
         for job_id in node.in_flight:
             del self._where[job_id]
+            if capped:
+                cluster = capped.pop(job_id, None)
+                if cluster is not None:
+                    cluster.running.pop(node_id, None)
         return list(node.in_flight.values())
 
     def has_node(self, node_id: Hashable) -> bool:
@@ -297,6 +326,10 @@ class Scheduler(Generic[J]):
             node = self._nodes.get(node_id)
             if node is not None:
                 node.in_flight.pop(job_id, None)
+            if self._capped:
+                cluster = self._capped.pop(job_id, None)
+                if cluster is not None and cluster.running.get(node_id, 0) > 0:
+                    cluster.running[node_id] -= 1
         return node_id
 
     def where(self, job_id: Hashable) -> Hashable | None:
@@ -345,7 +378,7 @@ class Scheduler(Generic[J]):
         heap = [(node.load, node.order, node) for node in self._nodes.values() if node.room > 0]
         heapq.heapify(heap)
         active = [c for c in self._clusters.values() if c.live]
-        if len(active) == 1 and active[0].nodes is None:
+        if len(active) == 1 and active[0].nodes is None and not active[0].caps:
             self._assign_one(active[0], heap, batches)
         else:
             self._assign_many(active, heap, batches)
@@ -363,11 +396,11 @@ class Scheduler(Generic[J]):
             kept: deque[tuple[int, Hashable, J, _Cluster]] = deque()
             while room > 0 and pinned:
                 entry = pinned.popleft()
-                if not entry[3].may_use(node_id):
+                if not entry[3].has_room(node):
                     kept.append(entry)
                     continue
                 del self._pinned_ids[entry[1]]
-                self._place(node, entry[1], entry[2], batches)
+                self._place(node, entry[1], entry[2], batches, entry[3])
                 entry[3].last = self._rounds
                 self._rounds += 1
                 room -= 1
@@ -406,11 +439,10 @@ class Scheduler(Generic[J]):
         policy = self.policy
         while heap and active:
             _, order, node = heap[0]
-            node_id = node.node_id
             best: _Cluster | None = None
             best_rank: tuple[int, int] = (0, 0)
             for cluster in active:
-                if cluster.nodes is not None and node_id not in cluster.nodes:
+                if not cluster.has_room(node):
                     continue
                 q = cluster.queue
                 while queued.get(q[0][1]) is not q[0]:
@@ -433,16 +465,19 @@ class Scheduler(Generic[J]):
             self._rounds += 1
             if not best.live:
                 active.remove(best)
-            self._place(node, entry[1], entry[2], batches)
+            self._place(node, entry[1], entry[2], batches, best)
             if node.room > 0:
                 heapq.heapreplace(heap, (node.load, order, node))
             else:
                 heapq.heappop(heap)
 
     def _place(self, node: NodeLoad[J], job_id: Hashable, job: J,
-               batches: dict[Hashable, list[J]]) -> None:
+               batches: dict[Hashable, list[J]], cluster: _Cluster | None = None) -> None:
         node.in_flight[job_id] = job
         self._where[job_id] = node.node_id
+        if cluster is not None and cluster.caps and node.node_id in cluster.caps:
+            cluster.running[node.node_id] = cluster.running.get(node.node_id, 0) + 1
+            self._capped[job_id] = cluster
         batch = batches.get(node.node_id)
         if batch is None:
             batches[node.node_id] = [job]
