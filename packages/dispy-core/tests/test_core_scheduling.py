@@ -636,3 +636,126 @@ def test_a_cap_counts_pinned_jobs_and_resets_when_the_node_goes() -> None:
     s.add_node("n", 2)
     assert [j.uid for j in flat(s.assign())] == [2]  # the count went with the node
     assert s.job_done(2) == "n" and s.running == 0
+
+
+def test_release_takes_one_cluster_off_a_node_and_leaves_the_others() -> None:
+    s = Scheduler(key=lambda j: j.uid, pipeline=1)
+    s.add_node("n", 4)
+    s.add_node("m", 1)
+    s.add_cluster("x")
+    s.add_cluster("y")
+    for uid in range(3):
+        s.submit(Job(uid), cluster_id="x")
+    for uid in range(10, 13):
+        s.submit(Job(uid), cluster_id="y")
+    placed = {n: sorted(j.uid for j in js) for n, js in s.assign()}
+    assert sum(len(v) for v in placed.values()) == 5
+    on_n_x = [uid for uid in placed["n"] if uid < 10]
+    back = s.release("x", "n")  # x's session to n is lost; y's is fine
+    assert sorted(j.uid for j in back) == on_n_x
+    assert all(s.where(uid) is None for uid in on_n_x)
+    assert all(s.where(uid) == "n" for uid in placed["n"] if uid >= 10)
+    for j in back:
+        s.submit(j, cluster_id="x")  # run again: not on n any more
+    s.job_done(placed["m"][0])
+    assert [n for n, _ in s.assign()] == ["m"]
+    assert s.release("x", "gone") == []
+
+
+def test_release_with_the_only_cluster_returns_every_job_there() -> None:
+    s = sched()
+    s.add_node("n", 1)
+    s.submit(Job(1))
+    s.submit(Job(2))
+    assert [j.uid for j in flat(s.assign())] == [1, 2]
+    assert [j.uid for j in s.release(None, "n")] == [1, 2]
+    assert s.running == 0 and s.has_node("n")
+    s.submit(Job(3))
+    assert s.assign() == []  # the default cluster is no longer allowed there
+
+
+class ClustersMachine(RuleBasedStateMachine):
+    """Several clusters on shared nodes, with caps, releases and node loss: every job is
+    queued, in flight once or ended; each cluster's counts match its jobs in flight; a
+    cluster never gets more than its cap on a node it was capped on before the round."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s: Scheduler[Job] = Scheduler(key=lambda j: j.uid, pipeline=2,
+                                           policy=["default", "fair", "early"][id(self) % 3])
+        for c in "xy":
+            self.s.add_cluster(c)
+        self.cluster_of: dict[int, str] = {}
+        self.alive: set[int] = set()
+        self.next_uid = 0
+        self.nodes: set[str] = set()
+
+    @rule(name=st.sampled_from("ab"), cpus=st.integers(1, 3))
+    def add_node(self, name: str, cpus: int) -> None:
+        if name not in self.nodes:
+            self.s.add_node(name, cpus)
+            self.nodes.add(name)
+
+    @rule(c=st.sampled_from("xy"), n=st.integers(1, 6))
+    def submit(self, c: str, n: int) -> None:
+        for _ in range(n):
+            uid = self.next_uid
+            self.next_uid += 1
+            self.s.submit(Job(uid), cluster_id=c)
+            self.cluster_of[uid] = c
+            self.alive.add(uid)
+
+    @rule(c=st.sampled_from("xy"), name=st.sampled_from("ab"), cpus=st.none() | st.integers(0, 2))
+    def allow(self, c: str, name: str, cpus: int | None) -> None:
+        self.s.allow(c, name, cpus)
+
+    @rule()
+    def assign(self) -> None:
+        caps = {c: dict(self.s._clusters[c].caps) for c in "xy"}
+        before = {(c, n): self.count(c, n) for c in "xy" for n in self.nodes}
+        for node_id, jobs in self.s.assign():
+            for j in jobs:
+                assert self.s.where(j.uid) == node_id
+        for c in "xy":
+            for n, cap in caps[c].items():
+                if n in self.nodes:
+                    assert self.count(c, n) <= max(2 * cap, before[(c, n)])
+
+    def count(self, c: str, n: str) -> int:
+        return sum(1 for j in self.s.in_flight(n) if self.cluster_of[j.uid] == c)
+
+    @precondition(lambda self: self.s.running > 0)
+    @rule(data=st.data())
+    def finish(self, data: st.DataObject) -> None:
+        uid = data.draw(st.sampled_from(sorted(j.uid for n in self.nodes for j in self.s.in_flight(n))))
+        assert self.s.job_done(uid) is not None
+        self.alive.discard(uid)
+
+    @precondition(lambda self: bool(self.nodes))
+    @rule(data=st.data(), c=st.sampled_from("xy"))
+    def release(self, data: st.DataObject, c: str) -> None:
+        name = data.draw(st.sampled_from(sorted(self.nodes)))
+        expected = sorted(j.uid for j in self.s.in_flight(name) if self.cluster_of[j.uid] == c)
+        got = sorted(j.uid for j in self.s.release(c, name))
+        assert got == expected
+        self.alive.difference_update(got)
+        self.s.allow(c, name)  # its session is back
+
+    @precondition(lambda self: bool(self.nodes))
+    @rule(data=st.data())
+    def remove(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.nodes)))
+        self.alive.difference_update(j.uid for j in self.s.remove_node(name))
+        self.nodes.discard(name)
+
+    @invariant()
+    def counts(self) -> None:
+        assert self.s.running + self.s.queued == len(self.alive)
+        for c in "xy":
+            cluster = self.s._clusters[c]
+            for n in self.nodes:
+                assert cluster.running.get(n, 0) == self.count(c, n), (c, n)
+
+
+ClustersMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+test_clusters_state_machine = ClustersMachine.TestCase

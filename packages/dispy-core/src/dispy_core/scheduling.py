@@ -148,9 +148,11 @@ class Scheduler(Generic[J]):
         self._pinned: dict[Hashable, deque[tuple[int, Hashable, J, _Cluster]]] = {}
         self._pinned_ids: dict[Hashable, Hashable] = {}  # job id -> node id
         self._where: dict[Hashable, Hashable] = {}  # in-flight job id -> node id
-        # In-flight job id -> its cluster, for jobs on a node where the cluster has a CPU
-        # cap (allow(..., cpus)): their count there is kept in the cluster's ``running``.
-        self._capped: dict[Hashable, _Cluster] = {}
+        # In-flight job id -> its cluster, kept while there is more than one cluster
+        # (``_shared``) or for a cluster with CPU caps; each cluster's ``running`` counts
+        # its jobs so kept, per node. JobCluster (one cluster, no caps) keeps none.
+        self._owner: dict[Hashable, _Cluster] = {}
+        self._shared = False
 
     # -- clusters -------------------------------------------------------------------
     def add_cluster(self, cluster_id: Hashable, nodes: Iterable[Hashable] | None = None) -> _Cluster:
@@ -162,6 +164,7 @@ class Scheduler(Generic[J]):
         cluster = _Cluster(cluster_id, self._created, None if nodes is None else set(nodes))
         self._created += 1
         self._clusters[cluster_id] = cluster
+        self._shared = len(self._clusters) > 1
         return cluster
 
     def allow(self, cluster_id: Hashable, node_id: Hashable, cpus: int | None = None) -> None:
@@ -191,6 +194,7 @@ class Scheduler(Generic[J]):
         if cluster_id is None:
             raise ValueError("the default cluster can't be removed")
         cluster = self._clusters.pop(cluster_id)
+        self._shared = len(self._clusters) > 1
         jobs = [entry[2] for entry in cluster.queue if self._queued.get(entry[1]) is entry]
         for entry in cluster.queue:
             if self._queued.get(entry[1]) is entry:
@@ -245,14 +249,36 @@ class Scheduler(Generic[J]):
         node = self._nodes.pop(node_id, None)
         if node is None:
             return []
-        capped = self._capped
+        owner = self._owner
         for job_id in node.in_flight:
             del self._where[job_id]
-            if capped:
-                cluster = capped.pop(job_id, None)
+            if owner:
+                cluster = owner.pop(job_id, None)
                 if cluster is not None:
                     cluster.running.pop(node_id, None)
         return list(node.in_flight.values())
+
+    def release(self, cluster_id: Hashable, node_id: Hashable) -> list[J]:
+        """One cluster stops using a node (its session there is lost) while others go on:
+        the cluster is forbidden the node, and its jobs in flight there are taken out and
+        returned, in dispatch order (the owner decides: resubmit or abandon)."""
+        cluster = self._clusters[cluster_id]
+        self.forbid(cluster_id, node_id)
+        node = self._nodes.get(node_id)
+        if node is None:
+            return []
+        owner = self._owner
+        if self._shared or cluster.caps:
+            mine = [job_id for job_id in node.in_flight if owner.get(job_id) is cluster]
+        else:
+            mine = list(node.in_flight)  # the only cluster: every job there is its own
+        jobs = []
+        for job_id in mine:
+            jobs.append(node.in_flight.pop(job_id))
+            del self._where[job_id]
+            owner.pop(job_id, None)
+        cluster.running.pop(node_id, None)
+        return jobs
 
     def has_node(self, node_id: Hashable) -> bool:
         return node_id in self._nodes
@@ -326,8 +352,8 @@ class Scheduler(Generic[J]):
             node = self._nodes.get(node_id)
             if node is not None:
                 node.in_flight.pop(job_id, None)
-            if self._capped:
-                cluster = self._capped.pop(job_id, None)
+            if self._owner:
+                cluster = self._owner.pop(job_id, None)
                 if cluster is not None and cluster.running.get(node_id, 0) > 0:
                     cluster.running[node_id] -= 1
         return node_id
@@ -423,7 +449,7 @@ class Scheduler(Generic[J]):
             del queued[job_id]
             cluster.live -= 1
             _, order, node = heap[0]
-            self._place(node, job_id, entry[2], batches)
+            self._place(node, job_id, entry[2], batches, cluster)
             if node.room > 0:
                 heapq.heapreplace(heap, (node.load, order, node))
             else:
@@ -475,9 +501,9 @@ class Scheduler(Generic[J]):
                batches: dict[Hashable, list[J]], cluster: _Cluster | None = None) -> None:
         node.in_flight[job_id] = job
         self._where[job_id] = node.node_id
-        if cluster is not None and cluster.caps and node.node_id in cluster.caps:
+        if cluster is not None and (self._shared or cluster.caps):
             cluster.running[node.node_id] = cluster.running.get(node.node_id, 0) + 1
-            self._capped[job_id] = cluster
+            self._owner[job_id] = cluster
         batch = batches.get(node.node_id)
         if batch is None:
             batches[node.node_id] = [job]
