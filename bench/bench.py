@@ -41,6 +41,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -261,6 +262,8 @@ def run_dispy(soak: int) -> dict:
             node.wait(15)
         except subprocess.TimeoutExpired:
             node.kill()
+            node.wait(5)
+        shutil.rmtree(prefix, ignore_errors=True)
 
 
 # -- the ProcessPoolExecutor side ------------------------------------------------------
