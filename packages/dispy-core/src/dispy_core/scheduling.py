@@ -104,9 +104,6 @@ class _Cluster:
         self.caps: dict[Hashable, int] = {}  # node -> CPUs it may use there (absent: all)
         self.running: dict[Hashable, int] = {}  # node -> its jobs in flight there (capped nodes)
 
-    def may_use(self, node_id: Hashable) -> bool:
-        return self.nodes is None or node_id in self.nodes
-
     def has_room(self, node: NodeLoad[Any]) -> bool:
         """It may have one more job placed on ``node``."""
         node_id = node.node_id
