@@ -23,6 +23,7 @@ The module's constants are read when used: tests may patch them here.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import operator
 import platform
@@ -164,6 +165,15 @@ class LoopThread:
             finally:
                 loop.close()
 
+    @classmethod
+    def adopt(cls, loop: asyncio.AbstractEventLoop) -> LoopThread:
+        """A handle on a loop that is already running in the current thread (engines
+        sharing a daemon's loop: their owner runs each engine's ``_main()`` there)."""
+        handle = cls.__new__(cls)
+        handle.loop = loop
+        handle.thread = threading.current_thread()
+        return handle
+
     @property
     def alive(self) -> bool:
         return self.thread.is_alive() and not self.loop.is_closed()
@@ -230,6 +240,9 @@ class Engine(Generic[J]):
         reentrant: bool = False,
         ipv4_udp_multicast: bool = False,
         ping_interval: float | None = None,
+        compute_options: dict[str, Any] | None = None,
+        sched: Scheduler[J] | None = None,
+        thread: LoopThread | None = None,
     ) -> None:
         self.cluster = cluster
         self.ssl = ssl  # the client SSLContext (dispy_core.tls) when certfile is given
@@ -255,9 +268,15 @@ class Engine(Generic[J]):
         self.pulse_interval = pulse_interval
         self.node_pulse_interval = pulse_interval or QUIET_PULSE  # what nodes are asked for
         self.reentrant = reentrant  # jobs of a lost node run again elsewhere (specs are kept)
+        self.compute_options: dict[str, Any] = compute_options or {}  # Compute.options (SharedJobCluster's)
         self.closing = False
 
-        self.sched: Scheduler[J] = Scheduler(key=operator.attrgetter("_uid"))
+        # The node pool and job queue: the engine's own, or (dispyscheduler) one shared by
+        # the engines of several computations, in which the subclass keeps a cluster.
+        self.sched: Scheduler[J] = Scheduler(key=operator.attrgetter("_uid")) if sched is None else sched
+        #: Acknowledge a result to its node as soon as it arrives. dispyscheduler turns
+        #: this off and calls ack() once its client has the result (end to end).
+        self.auto_ack = True
         self._incoming: deque[J] = deque()
         self._wake_pending = False
         self._dispatch_pending = False
@@ -279,7 +298,10 @@ class Engine(Generic[J]):
         self._served: dict[tuple[str, int], NodeSession] = {}  # loop only: last session per node
         self._cpu_limits: dict[tuple[str, int], int] = {}  # loop only: set_node_cpus() below the node's
         self._suspended: dict[tuple[str, int], NodeSession] = {}  # loop only: reconnecting to resume
-        self.thread = LoopThread(self._main)  # last: the loop starts running now
+        if thread is None:
+            self.thread = LoopThread(self._main)  # last: the loop starts running now
+        else:  # a loop shared with other engines: its owner runs _main() as a task there
+            self.thread = thread
 
     # -- the loop's main task -------------------------------------------------------------
     async def _main(self) -> None:
@@ -439,8 +461,7 @@ class Engine(Generic[J]):
             limit = None
         cpus = session.cpus if limit is None else limit
         session.node.cpus = cpus
-        self.sched.add_node(session.key, 0 if session.key in self._deallocated else cpus,
-                            None if limit is None else 1)
+        self._pool_add(session, 0 if session.key in self._deallocated else cpus, limit is not None)
         self.ever_initialized = True
         self.note_tried(session.label, "")
         log.info("node %s (%s) ready with %d CPUs for computation %s",
@@ -459,11 +480,11 @@ class Engine(Generic[J]):
         session.ready = False
         del self._ready[key]
         if not self.closing and not session.user_closed and session.resumable:
-            self.sched.set_cpus(key, 0)  # nothing new goes there meanwhile
+            self._pool_pause(key)  # nothing new goes there meanwhile
             self._suspended[key] = session
             session.resume_until = time.monotonic() + RESUME_WINDOW
             log.warning("node %s: connection lost (%s); reconnecting to carry on with its %d jobs",
-                        session.label, reason, len(self.sched.in_flight(key)))
+                        session.label, reason, len(self.node_jobs(key)))
             return
         self.release(session)
         self._give_up(session, reason)
@@ -488,9 +509,9 @@ class Engine(Generic[J]):
             if quiet < limit:
                 reported.pop(key, None)
                 continue
-            if now - reported.get(key, -limit) < limit or not self.sched.has_node(key):
+            if now - reported.get(key, -limit) < limit:
                 continue
-            running = len(self.sched.node(key).in_flight)
+            running = len(self.node_jobs(key))
             if running:
                 reported[key] = now
                 log.warning("node %s has sent nothing, not even a pulse, for %.0f s while %d jobs of %s "
@@ -525,7 +546,10 @@ class Engine(Generic[J]):
         session.ready = True
         self._ready[key] = session
         limit = self._cpu_limits.get(key)
-        self.sched.set_cpus(key, 0 if key in self._deallocated else (limit or session.cpus))
+        if key in self._deallocated:
+            self._pool_pause(key)
+        else:
+            self._pool_resume(key, limit or session.cpus)
         log.info("node %s: reconnected; computation %s resumed (%d jobs there unfinished)",
                  session.label, self.computation.name, unfinished)
         self._flush(session)
@@ -545,7 +569,7 @@ class Engine(Generic[J]):
         (to run elsewhere, or there once it is back if pinned); jobs never sent are
         queued again in any case."""
         assert session.key is not None
-        lost = self.sched.remove_node(session.key)
+        lost = self._pool_remove(session.key)
         unsent = {job._uid for job in session.outbox}
         session.outbox.clear()
         again = [job for job in lost if job._uid in unsent or (self.reentrant and job._spec is not None)]
@@ -555,7 +579,7 @@ class Engine(Generic[J]):
                 job.status = JobStatus.Created
                 job._node = None
                 job.host = None
-                self.sched.submit(job, job._pin)
+                self._queue(job)
             self._dispatch_soon()
         node = session.node
         node.busy = 0
@@ -587,18 +611,22 @@ class Engine(Generic[J]):
         return True
 
     def call(self, func: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
-        """From a user's thread: ``func(*args)`` run in the loop; its return value."""
+        """From a user's thread: ``func(*args)`` run in the loop; its return value (awaited,
+        if it is awaitable)."""
         async def run() -> Any:
-            return func(*args)
+            result = func(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
         return self.thread.run(run(), timeout)
 
     def _drain(self) -> None:
         self._wake_pending = False  # before draining: later submits schedule a new wake
-        incoming, jobs, submit = self._incoming, self._jobs, self.sched.submit
+        incoming, jobs, queue = self._incoming, self._jobs, self._queue
         while incoming:
             job = incoming.popleft()
             jobs[job._uid] = job
-            submit(job, job._pin)
+            queue(job)
         self._dispatch()
 
     def _dispatch_soon(self) -> None:
@@ -615,18 +643,22 @@ class Engine(Generic[J]):
             return
         now = time.time()
         for key, jobs in batches:
-            session = self._ready[key]  # type: ignore[index]
-            node = session.node
-            ip_addr = node.ip_addr
-            for job in jobs:
-                job.status = _Running
-                job.host = ip_addr
-                job.start_time = now
-                job._node = session
-            node.busy += len(jobs)
-            session.outbox.extend(jobs)
-            self._flush(session)
-            self._jobs_dispatched(session, jobs)
+            self._deliver(key, jobs, now)  # type: ignore[arg-type]
+
+    def _deliver(self, key: tuple[str, int], jobs: list[J], now: float) -> None:
+        """Send jobs the scheduler placed on a node (its batch, or this computation's part of it)."""
+        session = self._ready[key]
+        node = session.node
+        ip_addr = node.ip_addr
+        for job in jobs:
+            job.status = _Running
+            job.host = ip_addr
+            job.start_time = now
+            job._node = session
+        node.busy += len(jobs)
+        session.outbox.extend(jobs)
+        self._flush(session)
+        self._jobs_dispatched(session, jobs)
 
     def _flush(self, session: NodeSession) -> None:
         """Send a node's assigned jobs, as long as its socket keeps up.
@@ -689,7 +721,8 @@ class Engine(Generic[J]):
         busy = 0.0  # node-measured seconds of the jobs finished in this batch
         job_result, cancelling = self._job_result, self._cancelling
         acks = session.acks
-        if not acks:
+        auto_ack = self.auto_ack
+        if not acks and auto_ack:
             self._ack_soon(session)
         for r in msg.results:
             if r.status == _Provisional:
@@ -697,10 +730,13 @@ class Engine(Generic[J]):
                 if job is not None and job._node is session:
                     self._job_provisional(session, job, r)
                 continue
-            acks.append(r.job_id)  # the node may forget it now (duplicates too)
+            if auto_ack:
+                acks.append(r.job_id)  # the node may forget it now (duplicates too)
             job = jobs.get(r.job_id)
             if job is None or job._node is not session:
                 log.debug("node %s: result for unknown or finished job %s ignored", session.label, r.job_id)
+                if not auto_ack:
+                    self._stray_result(session, r)
                 continue
             status = r.status
             if cancelling and r.job_id in cancelling:
@@ -722,6 +758,16 @@ class Engine(Generic[J]):
             self._tune_depth(session, busy / done)
             self._jobs_done(done)
             self._dispatch_soon()
+
+    def ack(self, key: tuple[str, int], job_ids: list[int]) -> None:
+        """Acknowledge results to the node they came from (when ``auto_ack`` is off); if
+        it is not connected now, it sends them again after Resume (see _stray_result)."""
+        session = self._ready.get(key) or self._suspended.get(key)
+        if session is None:
+            return
+        if not session.acks:
+            self._ack_soon(session)
+        session.acks.extend(job_ids)
 
     def _ack_soon(self, session: NodeSession) -> None:
         """Acknowledge results shortly (ACK_DELAY): jobs going out to the node meanwhile
@@ -748,8 +794,7 @@ class Engine(Generic[J]):
         key = session.key
         if key is None or msg.compute_id != self.compute_id or not isinstance(msg.jobs, list):
             return
-        if self.sched.has_node(key):
-            self.sched.set_cpus(key, 0)
+        self._pool_pause(key)
         back = 0
         for spec in msg.jobs:
             job = self._jobs.get(spec.job_id) if isinstance(spec, JobSpec) else None
@@ -758,7 +803,7 @@ class Engine(Generic[J]):
             self.sched.job_done(spec.job_id)
             session.node.busy -= 1
             job._spec, job._node, job.host, job.status = spec, None, None, JobStatus.Created
-            self.sched.submit(job, job._pin)
+            self._queue(job)
             back += 1
         if not session.leaving:
             session.leaving = True
@@ -779,6 +824,11 @@ class Engine(Generic[J]):
         if isinstance(a, AvailInfo):
             node.avail_info = DispyNodeAvailInfo(a.cpu, a.memory, a.disk, a.swap)
         self._node_status(NodeStatus.AvailInfo, session)
+
+    def on_shared(self, session: NodeSession, msg: Any) -> None:
+        """A message only dispyscheduler sends its clients (JobsStarted, ClusterNode,
+        NodeReply): for the SharedJobCluster's engine; a node never sends these."""
+        log.debug("node %s: unexpected %s ignored", session.label, type(msg).__name__)
 
     def on_job_file(self, session: NodeSession, msg: JobFile) -> None:
         """A file a job sent (dispy_send_file): handed to the owner (_job_file) now, in
@@ -852,14 +902,38 @@ class Engine(Generic[J]):
         """Jobs dispatched to a node and not finished (in the loop)."""
         return self.sched.in_flight(key)
 
+    # -- the pool (the subclass of a shared Scheduler keeps its cluster there) ----------
+    def _pool_add(self, session: NodeSession, cpus: int, limited: bool) -> None:
+        """A node is ready: ``cpus`` of it for this computation (``limited``: by set_node_cpus)."""
+        self.sched.add_node(session.key, cpus, 1 if limited else None)
+
+    def _pool_pause(self, key: tuple[str, int]) -> None:
+        """No new jobs of this computation go to the node for now (jobs there stay)."""
+        if self.sched.has_node(key):
+            self.sched.set_cpus(key, 0)
+
+    def _pool_resume(self, key: tuple[str, int], cpus: int) -> None:
+        """Jobs go to the node again, on ``cpus`` CPUs."""
+        if self.sched.has_node(key):
+            self.sched.set_cpus(key, cpus)
+
+    def _pool_remove(self, key: tuple[str, int]) -> list[J]:
+        """This computation is done with the node; its jobs in flight there."""
+        return self.sched.remove_node(key)
+
+    def _queue(self, job: J) -> None:
+        self.sched.submit(job, job._pin)
+
+    def _queued_jobs(self) -> list[J]:
+        return list(self.sched.queued_jobs())
+
     # -- node management (called in the loop) ----------------------------------------
     def deallocate(self, key: tuple[str, int]) -> int:
         """No new jobs for this node (jobs there finish; pinned jobs wait)."""
         if self.closing or key not in self.nodes:
             return -1
         self._deallocated.add(key)
-        if self.sched.has_node(key):
-            self.sched.set_cpus(key, 0)
+        self._pool_pause(key)
         return 0
 
     def allocate(self, item: Any, key: tuple[str, int] | None) -> int:
@@ -873,7 +947,7 @@ class Engine(Generic[J]):
                 if key in self._deallocated:
                     self._deallocated.discard(key)
                     if not session.leaving:
-                        self.sched.set_cpus(key, self._cpu_limits.get(key, session.cpus))
+                        self._pool_resume(key, self._cpu_limits.get(key, session.cpus))
                     self._dispatch()
                 return 0
             self._deallocated.discard(key)
@@ -955,7 +1029,7 @@ class Engine(Generic[J]):
         self._deallocated.discard(key)
         session.retry = False
         session.user_closed = True
-        self.sched.set_cpus(key, 0)
+        self._pool_pause(key)
         loop = asyncio.get_running_loop()
         ack: asyncio.Future[Any] = loop.create_future()
         session.close_ack = ack
@@ -1029,8 +1103,12 @@ class Engine(Generic[J]):
             depth = min(MAX_DEPTH, max(self.sched.pipeline, int(PIPELINE_BUDGET / max(mean, 1e-6))))
         if depth != session.depth:
             session.depth = depth
-            if session.key not in self._cpu_limits:  # a limited node keeps depth 1
+            if not self._depth_fixed(session.key):  # a limited node keeps depth 1
                 self.sched.set_depth(session.key, depth)
+
+    def _depth_fixed(self, key: Any) -> bool:
+        """The node's pipeline depth stays 1: fewer of its CPUs are used than it has."""
+        return key in self._cpu_limits
 
     def _finish(self, job: J, status: int, node: DispyNode | None, now: float, exception: str) -> None:
         """End a job that got no result from a node (cancelled, abandoned, terminated)."""
@@ -1063,6 +1141,11 @@ class Engine(Generic[J]):
     def _node_status(self, status: int, session: NodeSession) -> None:
         pass
 
+    def _stray_result(self, session: NodeSession, r: JobResult) -> None:
+        """(``auto_ack`` off) A final result for a job no longer in flight here: sent
+        again by the node after a Resume, or late. The owner acknowledges it if its
+        client already has it."""
+
     def _job_file(self, session: NodeSession, job: J | None, msg: JobFile) -> None:
         log.debug("node %s: file %r from job %s ignored", session.label, msg.path, msg.job_id)
 
@@ -1074,7 +1157,7 @@ class Engine(Generic[J]):
         now = time.time()
         self._drain()
         if terminate:
-            cancelled = list(self.sched.queued_jobs())
+            cancelled = self._queued_jobs()
             for job in cancelled:
                 self.sched.cancel(job._uid)
                 self._finish(job, JobStatus.Cancelled, None, now, "cancelled: the cluster was closed")
@@ -1097,8 +1180,8 @@ class Engine(Generic[J]):
                             len(waiting), config.MsgTimeout)
         now = time.time()
         left = 0
-        for session in list(self._ready.values()):
-            for job in self.sched.in_flight(session.key):
+        for key, session in list(self._ready.items()):
+            for job in self.node_jobs(key):
                 self._finish(job, JobStatus.Terminated, session.node, now,
                              "terminated: the cluster was closed before the job finished")
                 left += 1

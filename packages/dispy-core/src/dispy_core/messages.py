@@ -39,6 +39,23 @@ Client -> node (TCP, node port 9701)::
                            <-  JobResults       or recover_jobs; every unacknowledged
                            <-  Resumed          result again, then whether it still runs)
 
+SharedJobCluster -> dispyscheduler (TCP, scheduler port 9702): the client treats the
+scheduler as its one node and the conversation above is kept (InfoRequest, Compute,
+SubmitJobs, JobResults, AckResults, CancelJob, Resume, Pulse, CloseComputation), with::
+
+    Compute.options        ->                  (node specs as data, exclusive, ...; the
+                                                scheduler answers ComputeReady once the
+                                                cluster is admitted: an exclusive one
+                                                waits for the others to close)
+    JobSpec.node           ->                  (submit_node: the node a job must run on)
+                           <-  JobsStarted      (jobs placed on nodes: where and when)
+                           <-  ClusterNode      (a node's state for this cluster)
+    NodeRequest            ->                  (allocate / deallocate / close / set_cpus /
+                           <-  NodeReply        send_file on one node)
+
+Results, files and provisional results of the nodes reach the client through the
+scheduler, which acknowledges them to their node only when its client has.
+
 Discovery (UDP datagrams sealed with :func:`dispy_core.auth.seal_datagram`; only for
 wildcard node specs)::
 
@@ -102,6 +119,11 @@ __all__ = [
     "AckResults",
     "Pulse",
     "NodeLeaving",
+    # SharedJobCluster <-> dispyscheduler
+    "JobsStarted",
+    "ClusterNode",
+    "NodeRequest",
+    "NodeReply",
     # discovery
     "DiscoverRequest",
     "DiscoverReply",
@@ -255,6 +277,10 @@ class Compute(Message):
     process_per_job: bool = False
     python_version: str = ""
     pulse_interval: float = 0.0  # seconds between Pulse messages to the client; 0: none
+    #: SharedJobCluster -> dispyscheduler only: "nodes" (list of {"host", "port", "cpus",
+    #: "files": [FileData], "setup_args": payload}), "exclusive", "reentrant",
+    #: "ships_code". Nodes ignore it.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @_message(13)
@@ -277,6 +303,7 @@ class JobSpec:
     files: list[FileData] = field(default_factory=list)
     depends: Payload | None = None  # cloudpickled list of per-job functions/classes
     timeout: float | None = None  # seconds it may run (from its start on the node); None: no bound
+    node: str | None = None  # SharedJobCluster -> dispyscheduler only: the node it must run on (IP)
 
 
 @_record
@@ -421,6 +448,63 @@ class FileSaved(Message):
     compute_id: str
     name: str
     error: str | None = None
+
+
+# -- SharedJobCluster <-> dispyscheduler ---------------------------------------------
+@_message(34)
+class JobsStarted(Message):
+    """Scheduler -> client: jobs went to nodes; ``jobs`` holds ``[job_id, node_ip,
+    node_port, start_time]`` lists."""
+
+    compute_id: str
+    jobs: list[list[Any]]
+
+
+@_message(35)
+class ClusterNode(Message):
+    """Scheduler -> client: a node's state for this cluster (``status``: NodeStatus
+    Initialized, Closed or AvailInfo), with what DispyNode shows."""
+
+    compute_id: str
+    status: int
+    ip_addr: str
+    port: int
+    name: str = ""
+    cpus: int = 0
+    platform: str = ""
+    avail_info: AvailInfo | None = None
+    busy: int = 0
+    jobs_done: int = 0
+    cpu_time: float = 0.0
+    tx: int = 0
+    rx: int = 0
+
+
+@_message(36)
+class NodeRequest(Message):
+    """Client -> scheduler: a node-management call of a shared cluster. ``op``:
+    "allocate" (``node`` as in the ``nodes`` argument, or ``spec``: a node spec dict as in
+    Compute.options), "deallocate", "close" (``arg``: terminate), "set_cpus" (``arg``:
+    CPUs), "send_file" (``file``). ``node`` names a node by IP address or host name."""
+
+    compute_id: str
+    req_id: int
+    op: str
+    node: str = ""
+    arg: Any = None
+    spec: dict[str, Any] | None = None
+    file: FileData | None = None
+
+
+@_message(37)
+class NodeReply(Message):
+    """Scheduler -> client: the outcome of a NodeRequest (``status`` as the cluster method
+    returns it; ``error`` says why it failed)."""
+
+    compute_id: str
+    req_id: int
+    status: int
+    error: str = ""
 
 
 # -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------

@@ -17,6 +17,7 @@ from dispy_core import config
 from dispy_core.errors import ConfigError
 from dispy_core.status import NodeStatus
 
+from .computation import file_data, setup_args_payload
 from .netif import canonical
 
 __all__ = ["DispyNode", "DispyNodeAvailInfo", "NodeAllocate", "parse_nodes", "is_wildcard"]
@@ -117,6 +118,15 @@ class NodeAllocate:
         if self.cpus < 0:
             return max(0, cpus + self.cpus)
         return cpus
+
+    def _depends_data(self) -> list[Any]:
+        """The ``depends`` files read (FileData), as they go to the node; ConfigError if
+        one can't be read."""
+        return [file_data(p) for p in depends_files(self.depends)]
+
+    def _setup_payload(self) -> list[Any]:
+        """``setup_args`` serialized, as they go to the node."""
+        return setup_args_payload(self.setup_args)
 
     # -- used by the cluster ---------------------------------------------------------
     @property

@@ -40,6 +40,7 @@ from dispy_core.errors import (
     ProtocolVersionError,
 )
 from dispy_core.messages import (
+    ClusterNode,
     ComputationClosed,
     Compute,
     ComputeFailed,
@@ -54,14 +55,16 @@ from dispy_core.messages import (
     InfoRequest,
     JobFile,
     JobResults,
+    JobsStarted,
     Message,
     NodeInfo,
     NodeLeaving,
+    NodeReply,
     Welcome,
 )
 
-from .computation import Computation, file_data, python_minor, setup_args_payload
-from .nodes import DispyNode, DispyNodeAvailInfo, NodeAllocate, depends_files
+from .computation import Computation, python_minor
+from .nodes import DispyNode, DispyNodeAvailInfo, NodeAllocate
 
 __all__ = ["NodeSession", "SessionOwner", "describe_error", "describe_connect_error", "RETRY_FIRST", "RETRY_MAX"]
 
@@ -83,6 +86,7 @@ class SessionOwner(Protocol):
     cleanup_files: bool
     process_per_job: bool
     node_pulse_interval: float
+    compute_options: dict[str, Any]  # Compute.options (for dispyscheduler)
 
     def local_addr_for(self, host: str) -> tuple[str, int] | None: ...
     def claim(self, session: NodeSession) -> NodeSession | None: ...
@@ -97,6 +101,7 @@ class SessionOwner(Protocol):
     def on_pulse(self, session: NodeSession, msg: Pulse) -> None: ...
     def on_job_file(self, session: NodeSession, msg: JobFile) -> None: ...
     def node_leaving(self, session: NodeSession, msg: NodeLeaving) -> None: ...
+    def on_shared(self, session: NodeSession, msg: Any) -> None: ...
 
 # Under "dispy": what a cluster does with nodes is the cluster's to log (its loglevel).
 log = logging.getLogger("dispy.session")
@@ -320,8 +325,8 @@ class NodeSession:
         cpus = min(cpus, info.cpus) if info.cpus > 0 else cpus
         try:
             files = list(runtime.computation.files)
-            files.extend(file_data(p) for p in depends_files(self.spec.depends))
-            setup_args = setup_args_payload(self.spec.setup_args)
+            files.extend(self.spec._depends_data())
+            setup_args = self.spec._setup_payload()
         except ConfigError as exc:
             raise _Unusable(f"can't prepare the computation for it: {exc}", final=True) from None
         compute = Compute(
@@ -337,6 +342,7 @@ class NodeSession:
             process_per_job=runtime.process_per_job,
             python_version=runtime.python_version,
             pulse_interval=runtime.node_pulse_interval,
+            options=runtime.compute_options,
         )
         sent = runtime.computation.size + sum(len(f.data) for f in files[len(runtime.computation.files):])
         # Setup runs the user's setup function on the node: no time limit, as always.
@@ -387,6 +393,9 @@ class NodeSession:
             return
         if isinstance(msg, NodeLeaving):
             self.runtime.node_leaving(self, msg)
+            return
+        if isinstance(msg, (JobsStarted, ClusterNode, NodeReply)):  # from dispyscheduler
+            self.runtime.on_shared(self, msg)
             return
         fut = self._reply
         if isinstance(msg, FileSaved):

@@ -18,7 +18,8 @@ from typing import Any
 from .connection import Connection
 from .messages import Message
 
-__all__ = ["connected_pair", "pump", "received", "NodeProcess", "node_python", "wait_until", "unused_port"]
+__all__ = ["connected_pair", "pump", "received", "NodeProcess", "SchedulerProcess", "node_python", "wait_until",
+           "unused_port"]
 
 
 def pump(a: Connection, b: Connection) -> None:
@@ -53,7 +54,8 @@ def connected_pair(secret: str = "", responder_secret: str | None = None) -> tup
 
 # -- real nodes for tests ------------------------------------------------------------
 
-_SERVING = re.compile(r"serving (\d+) CPUs at (\S+):(\d+)")
+_SERVING = re.compile(r"serving (?P<cpus>\d+) CPUs at (\S+):(?P<port>\d+)")
+_SCHEDULER_SERVING = re.compile(r"dispyscheduler serving clients at (\S+):(?P<port>\d+)")
 
 
 def node_python() -> str:
@@ -65,24 +67,15 @@ def node_python() -> str:
     return os.environ.get("DISPY_NODE_PYTHON") or sys.executable
 
 
-class NodeProcess:
-    """A real ``dispynode`` subprocess bound to a loopback address, for tests.
+class DaemonProcess:
+    """A real daemon subprocess (``cmd``) whose "serving" line (``pattern``: CPUs, IP,
+    port groups, or IP and port) gives its port. Stop it with :meth:`stop` (SIGTERM, then
+    SIGKILL) or use it as a context manager. Only this process is ever signalled, by PID."""
 
-    Started with ``-i <ip> -p 0 --daemon``; the port comes from the node's "serving" line.
-    Stop it with :meth:`stop` (SIGTERM, then SIGKILL) or use it as a context manager.
-    Only this process is ever signalled, by PID.
-    """
-
-    def __init__(self, ip: str = "127.0.0.1", *args: str, python: str | None = None,
-                 port: int = 0, timeout: float = 30.0, dest_path_prefix: str | None = None) -> None:
+    def __init__(self, ip: str, cmd: list[str], pattern: re.Pattern[str], what: str,
+                 tmp: tempfile.TemporaryDirectory[str] | None, timeout: float = 30.0) -> None:
         self.ip = ip
-        self._tmp = None
-        if dest_path_prefix is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="dispy-test-node-")
-            dest_path_prefix = self._tmp.name
-        self.dest_path_prefix = dest_path_prefix
-        cmd = [python or node_python(), "-m", "dispy_node.cli", "-i", ip, "-p", str(port),
-               "--daemon", "--dest_path_prefix", dest_path_prefix, *args]
+        self._tmp = tmp
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, text=True)
         self.output: list[str] = []
@@ -94,16 +87,17 @@ class NodeProcess:
             assert self.proc.stdout is not None
             for line in self.proc.stdout:
                 self.output.append(line)
-                m = _SERVING.search(line)
+                m = pattern.search(line)
                 if m and not ready.is_set():
-                    self.cpus, self.port = int(m.group(1)), int(m.group(3))
+                    self.cpus = int(m.group("cpus")) if "cpus" in pattern.groupindex else 0
+                    self.port = int(m.group("port"))
                     ready.set()
             ready.set()
 
         threading.Thread(target=reader, daemon=True).start()
         if not ready.wait(timeout) or not self.port:
             self.stop()
-            raise RuntimeError(f"dispynode did not start: {' '.join(cmd)}\n{self.log}")
+            raise RuntimeError(f"{what} did not start: {' '.join(cmd)}\n{self.log}")
 
     @property
     def log(self) -> str:
@@ -131,11 +125,40 @@ class NodeProcess:
             self._tmp = None
         return self.proc.returncode
 
-    def __enter__(self) -> NodeProcess:
+    def __enter__(self) -> DaemonProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class NodeProcess(DaemonProcess):
+    """A real ``dispynode`` started with ``-i <ip> -p 0 --daemon`` (and ``args``)."""
+
+    def __init__(self, ip: str = "127.0.0.1", *args: str, python: str | None = None,
+                 port: int = 0, timeout: float = 30.0, dest_path_prefix: str | None = None) -> None:
+        tmp = None
+        if dest_path_prefix is None:
+            tmp = tempfile.TemporaryDirectory(prefix="dispy-test-node-")
+            dest_path_prefix = tmp.name
+        self.dest_path_prefix = dest_path_prefix
+        cmd = [python or node_python(), "-m", "dispy_node.cli", "-i", ip, "-p", str(port),
+               "--daemon", "--dest_path_prefix", dest_path_prefix, *args]
+        super().__init__(ip, cmd, _SERVING, "dispynode", tmp, timeout)
+
+
+class SchedulerProcess(DaemonProcess):
+    """A real ``dispyscheduler`` on ``ip`` (``--scheduler_port 0 -p 0 --daemon``) using
+    exactly ``nodes`` (``-n``: it never broadcasts), with ``args``."""
+
+    def __init__(self, ip: str, nodes: list[str], *args: str, timeout: float = 30.0) -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="dispy-test-scheduler-")
+        self.dest_path_prefix = tmp.name
+        cmd = [sys.executable, "-m", "dispy_scheduler.cli", "-i", ip, "--scheduler_port", "0", "-p", "0",
+               "--daemon", "--dest_path_prefix", tmp.name]
+        for n in nodes:
+            cmd += ["-n", n]
+        super().__init__(ip, cmd + list(args), _SCHEDULER_SERVING, "dispyscheduler", tmp, timeout)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> bool:

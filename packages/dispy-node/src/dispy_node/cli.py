@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import configparser
-import io
 import ipaddress
 import logging
 import os
@@ -28,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dispy_core import config, tls
+from dispy_core import config, inifile, tls
 from dispy_core.errors import ConfigError
 
 from .__about__ import __version__
@@ -128,54 +126,15 @@ CONFIG_SECTION = "dispynode"
 _NOT_SAVED = ("ip_addr", "ext_ip_addr", "node_port", "name", "save_config", "config", "help", "version")
 
 
-def _saveable(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {a.dest: a for a in parser._actions if a.dest not in _NOT_SAVED and a.option_strings}
-
-
 def save_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     """The text of a config file holding the options in ``args`` that differ from the
     defaults (node-specific options are left out)."""
-    cp = configparser.ConfigParser(interpolation=None)
-    cp.add_section(CONFIG_SECTION)
-    for dest, action in _saveable(parser).items():
-        value = getattr(args, dest)
-        if value == action.default:
-            continue
-        cp.set(CONFIG_SECTION, dest, ("true" if value else "false") if isinstance(value, bool) else str(value))
-    out = io.StringIO()
-    out.write("# dispynode configuration (dispynode --config FILE)\n")
-    cp.write(out)
-    return out.getvalue()
+    return inifile.save_config(parser, args, CONFIG_SECTION, _NOT_SAVED, "dispynode")
 
 
 def read_config(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
     """The options in config file ``path``, as argparse defaults; ConfigError if unusable."""
-    cp = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(path, encoding="utf-8") as f:
-            cp.read_file(f)
-    except (OSError, configparser.Error) as exc:
-        raise ConfigError(f"can't read --config {path!r}: {exc}") from None
-    unknown_sections = [s for s in cp.sections() if s != CONFIG_SECTION]
-    if unknown_sections or not cp.has_section(CONFIG_SECTION):
-        raise ConfigError(f"--config {path!r}: expected one [{CONFIG_SECTION}] section, "
-                          f"found {cp.sections() or 'none'}")
-    actions = _saveable(parser)
-    values: dict[str, Any] = {}
-    for key, text in cp.items(CONFIG_SECTION):
-        action = actions.get(key)
-        if action is None:
-            raise ConfigError(f"--config {path!r}: unknown option {key!r}; allowed: "
-                              f"{', '.join(sorted(actions))} (node-specific options such as "
-                              "ip_addr, node_port and name can't be set in a config file)")
-        try:
-            if action.nargs == 0:  # a flag
-                values[key] = cp.getboolean(CONFIG_SECTION, key)
-            else:
-                values[key] = action.type(text) if callable(action.type) else text
-        except ValueError as exc:
-            raise ConfigError(f"--config {path!r}: invalid value {text!r} for {key}: {exc}") from None
-    return values
+    return inifile.read_config(parser, path, CONFIG_SECTION, _NOT_SAVED)
 
 
 def _address(text: str, option: str = "--ip_addr") -> str:
@@ -309,9 +268,7 @@ def _save(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     try:
-        fd = os.open(args.save_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold the secret
-        with open(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        inifile.write_config(args.save_config, text)  # readable by its owner only: it may hold the secret
     except OSError as exc:
         print(f"dispynode: can't save the configuration in {args.save_config!r}: {exc}", file=sys.stderr)
         return 1
