@@ -1,0 +1,135 @@
+"""The scheduler's terminal interface: commands read from stdin, and the status table.
+
+Only used when dispyscheduler runs in the foreground of a terminal without ``--daemon``.
+Commands (one per line; case does not matter):
+
+* ``status`` or an empty line: the status table (nodes, then clusters);
+* ``quit``: terminate now, as SIGTERM (every computation is closed, its jobs terminated);
+* ``exit``: let the running computations finish, then stop, as SIGINT;
+* ``help``, or anything else: the list of commands.
+
+Lines are read by the event loop when stdin is readable (``add_reader``), so a command
+runs in the loop, next to the daemon, and reading never blocks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TextIO
+
+__all__ = ["Console", "Operated", "format_status", "HELP"]
+
+_NODE_COLUMNS = ("Node", "Name", "CPUs", "Running", "Done", "Node time")
+_CLUSTER_COLUMNS = ("Cluster", "Client", "State", "Exclusive", "Queued", "Running", "Done")
+
+HELP = """\
+commands:
+  status (or an empty line)  the scheduler's nodes and clusters
+  quit                       terminate now: every computation is closed, its jobs
+                             terminated (as SIGTERM)
+  exit                       admit no new clusters; let the running ones finish,
+                             then stop (as SIGINT)
+  help                       this list"""
+
+
+class Operated(Protocol):
+    """What the console needs of the daemon (:class:`dispy_scheduler.daemon.Daemon`)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def _table(columns: Sequence[str], rows: list[tuple[str, ...]]) -> list[str]:
+    rows = [tuple(columns)] + rows
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def _addr(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _seconds(t: float) -> str:
+    return f"{t:.1f}s"
+
+
+def format_status(st: dict[str, Any]) -> str:
+    """The status table for a :meth:`Daemon.status` snapshot."""
+    where = ", ".join(_addr(ip, port) for ip, port in st["listening"]) or "(not listening)"
+    lines = [f"dispyscheduler at {where}, policy: {st.get('policy', 'default')}"]
+    nodes = st["nodes"]
+    if nodes:
+        lines += _table(_NODE_COLUMNS, [
+            (_addr(n["ip_addr"], n["port"]), str(n["name"])[:24], str(n["cpus"]), str(n["running"]),
+             str(n["done"]), _seconds(n["cpu_time"]))
+            for n in nodes
+        ])
+    else:
+        lines.append("  no nodes")
+    clusters = st["clusters"]
+    if clusters:
+        lines.append("")
+        lines += _table(_CLUSTER_COLUMNS, [
+            (str(c["name"])[:24], str(c["client"]), str(c["state"]), "yes" if c["exclusive"] else "no",
+             str(c["queued"]), str(c["running"]), str(c["done"]))
+            for c in clusters
+        ])
+    else:
+        lines.append("  no clusters")
+    return "\n".join(lines)
+
+
+class Console:
+    """Reads command lines from a terminal on stdin without blocking the event loop.
+
+    ``quit`` and ``exit`` are the CLI's, so that they escalate as signals do (a second
+    one while the scheduler is ending stops it at once)."""
+
+    def __init__(self, daemon: Operated, *, quit: Callable[[], None], exit: Callable[[], None],
+                 stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+        self.daemon = daemon
+        self.quit = quit
+        self.exit = exit
+        self.fd = (stdin or sys.stdin).fileno()
+        self.out = stdout or sys.stdout
+        self._buf = b""
+
+    def start(self) -> None:
+        asyncio.get_running_loop().add_reader(self.fd, self._readable)
+        self._say("Enter 'help' for the commands, or an empty line for the scheduler's status.")
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:
+            data = b""
+        if not data:  # the terminal went away: keep serving without it
+            asyncio.get_running_loop().remove_reader(self.fd)
+            return
+        self._buf += data
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            self.command(line.decode(errors="replace").strip())
+
+    def command(self, line: str) -> None:
+        """Carry out one command line (also the unit tests' way in)."""
+        words = line.lower().split()
+        cmd, args = (words[0], words[1:]) if words else ("status", [])
+        if cmd == "status" and not args:
+            self._say(format_status(self.daemon.status()))
+        elif cmd == "quit" and not args:
+            self._say("terminating dispyscheduler (running jobs are terminated)")
+            self.quit()
+        elif cmd == "exit" and not args:
+            self._say("stopping dispyscheduler once the running computations are done")
+            self.exit()
+        else:
+            if cmd != "help":
+                self._say(f"unknown command {line!r}")
+            self._say(HELP)
+
+    def _say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()

@@ -1,0 +1,146 @@
+"""The scheduler's settings (:class:`SchedulerConfig`) and the rules that validate them.
+
+Everything here is pure: the CLI turns its arguments into a :class:`SchedulerConfig`, and
+the daemon only ever reads a finished, valid config. Validation errors are
+:class:`~dispy_core.errors.ConfigError` whose message names the option and its allowed
+range, so the CLI can show them to the user verbatim.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+
+from dispy_core import config
+from dispy_core.errors import ConfigError
+from dispy_core.netif import PING_INTERVAL_RANGE
+from dispy_core.nodes import split_host_port
+
+__all__ = ["SchedulerConfig", "POLICIES", "PULSE_INTERVAL_RANGE", "default_dest_path_prefix",
+           "default_ip_addr", "parse_node"]
+
+#: Job scheduling policies: ``default`` (earliest job of any cluster that may use the
+#: node), ``fair`` (--fair_cluster_scheduler: clusters in turn) and ``early``
+#: (--early_cluster_scheduler: the cluster created first).
+POLICIES = ("default", "fair", "early")
+#: Allowed range of --pulse_interval (seconds), as dispy documents it.
+PULSE_INTERVAL_RANGE = (1.0, 600.0)
+
+
+def default_dest_path_prefix() -> str:
+    return os.path.join(tempfile.gettempdir(), "dispy", "scheduler")
+
+
+def default_ip_addr() -> str:
+    """The address of this host's name, as the original dispyscheduler picks it."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def parse_node(text: str, default_port: int) -> tuple[str, int]:
+    """A ``-n/--nodes`` value (``host``, ``host:port``, ``[v6]:port`` or a bare IPv6
+    address) as (host, port); ConfigError naming the option if it is not one."""
+    try:
+        host, port = split_host_port(text)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid --nodes {text!r}: {exc}") from None
+    if not host or "*" in host or any(c.isspace() for c in host):
+        raise ConfigError(f"invalid --nodes {text!r}: expected a host name or IP address, "
+                          "optionally with ':port' (wildcards are not allowed)")
+    if port is None:
+        port = default_port
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"invalid --nodes {text!r}: the port must be in 1..65535")
+    return host, port
+
+
+def _check_port(option: str, port: int, low: int = 0) -> None:
+    if not low <= port <= 65535:
+        free = " (0 picks a free port)" if low == 0 else ""
+        raise ConfigError(f"invalid {option} {port}: must be in {low}..65535{free}")
+
+
+def _check_range(option: str, value: float | None, bounds: tuple[float, float]) -> None:
+    low, high = bounds
+    if value is not None and not low <= value <= high:  # (NaN fails too)
+        raise ConfigError(f"invalid {option} {value:g}: must be from {low:g} to {high:g} seconds")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """A validated scheduler configuration (see ``dispyscheduler --help`` for each field)."""
+
+    # -i: the addresses to serve on; the first is the one used toward nodes and clients.
+    ip_addrs: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    # --ext_ip_addr: announced instead of ip_addrs[i] (NAT); at most one per -i address.
+    ext_ip_addrs: list[str] = field(default_factory=list)
+    port: int = field(default_factory=config.client_port)  # UDP: discovery replies, announcements
+    scheduler_port: int = field(default_factory=config.scheduler_port)  # TCP: SharedJobCluster clients
+    node_port: int = field(default_factory=config.node_port)  # where dispynodes listen
+    # -n: contact exactly these nodes (host or host:port) and never broadcast.
+    nodes: list[str] = field(default_factory=list)
+    node_secret: str = ""
+    cluster_secret: str = ""
+    node_certfile: str | None = None
+    node_keyfile: str | None = None
+    cluster_certfile: str | None = None
+    cluster_keyfile: str | None = None
+    pulse_interval: float | None = None  # seconds; None: not set
+    ping_interval: float | None = None  # seconds; None: discovery is not repeated
+    zombie_interval: float = 60.0  # minutes
+    max_file_size: int = config.MaxFileSize  # bytes; 0: no limit
+    cooperative: bool = False
+    cleanup_nodes: bool = False
+    clean: bool = False
+    msg_timeout: float = config.MsgTimeout
+    # Where results that could not be delivered are kept; --clean empties it at start.
+    dest_path_prefix: str = field(default_factory=default_dest_path_prefix)
+    policy: str = "default"
+    ipv4_udp_multicast: bool = False
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.ip_addrs:
+            raise ConfigError("at least one address to serve on (-i/--ip_addr) is needed")
+        if len(self.ext_ip_addrs) > len(self.ip_addrs):
+            raise ConfigError(f"{len(self.ext_ip_addrs)} --ext_ip_addr given for {len(self.ip_addrs)} "
+                              "-i addresses: give at most one per -i address, in the same order")
+        _check_port("-p/--port", self.port)
+        _check_port("--scheduler_port", self.scheduler_port)
+        _check_port("--node_port", self.node_port, low=1)
+        for node in self.nodes:
+            parse_node(node, self.node_port)
+        for kind in ("node", "cluster"):
+            if getattr(self, f"{kind}_keyfile") is not None and getattr(self, f"{kind}_certfile") is None:
+                raise ConfigError(f"--{kind}_keyfile needs --{kind}_certfile (the certificate that goes "
+                                  "with the key)")
+        _check_range("--pulse_interval", self.pulse_interval, PULSE_INTERVAL_RANGE)
+        _check_range("--ping_interval", self.ping_interval, PING_INTERVAL_RANGE)
+        if not self.zombie_interval > 0:
+            raise ConfigError(f"invalid --zombie_interval {self.zombie_interval:g}: must be > 0 minutes")
+        if self.max_file_size < 0:
+            raise ConfigError(f"invalid --max_file_size {self.max_file_size}: must be >= 0 (0: no limit)")
+        if not self.msg_timeout > 0:
+            raise ConfigError(f"invalid --msg_timeout {self.msg_timeout:g}: must be > 0 seconds")
+        if not self.dest_path_prefix:
+            raise ConfigError("--dest_path_prefix must not be empty")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"invalid scheduling policy {self.policy!r}: must be one of "
+                              f"{', '.join(POLICIES)}")
+
+    def announced_addr(self, ip: str) -> str:
+        """The address peers are told for served address ``ip``: its ``--ext_ip_addr``
+        (paired with the ``-i`` addresses in order) or ``ip`` itself."""
+        try:
+            i = self.ip_addrs.index(ip)
+        except ValueError:
+            return ip
+        return self.ext_ip_addrs[i] if i < len(self.ext_ip_addrs) else ip
+
+    def node_addresses(self) -> list[tuple[str, int]]:
+        """The ``-n`` nodes as (host, port); ``--node_port`` where no port was given."""
+        return [parse_node(n, self.node_port) for n in self.nodes]
