@@ -26,6 +26,7 @@ def test_all_is_pinned() -> None:
     assert dispy.__all__ == [
         "__version__",
         "JobCluster",
+        "SharedJobCluster",
         "DispyJob",
         "DispyNode",
         "DispyNodeAvailInfo",

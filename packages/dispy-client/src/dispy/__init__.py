@@ -32,11 +32,13 @@ from ._cluster import JobCluster
 from ._job import DispyJob
 from ._log import logger
 from ._recover import recover_jobs
+from ._shared import SharedJobCluster
 from ._status import ClusterStatus
 
 __all__ = [
     "__version__",
     "JobCluster",
+    "SharedJobCluster",
     "DispyJob",
     "DispyNode",
     "DispyNodeAvailInfo",

@@ -174,9 +174,7 @@ class JobCluster:
         self._uids = itertools.count(1)
         self._start_time = time.time()
         self._close_lock = threading.Lock()
-        self._runtime = Runtime(
-            self,
-            self._computation,
+        self._runtime = self._new_runtime(
             specs,
             secret=secret,
             dest_path=dest_path,
@@ -198,6 +196,14 @@ class JobCluster:
         )
         self._closed = False
         _live.add(self)
+
+    def _new_runtime(self, specs: list[Any], **kwargs: Any) -> Runtime:
+        """The engine that runs the cluster (SharedJobCluster's talks to dispyscheduler)."""
+        return Runtime(self, self._computation, specs, **kwargs)
+
+    def _place(self, spec: Any, pin: Any) -> tuple[Any, Any]:
+        """A job's spec and the node key it is pinned to in the runtime (submit_node)."""
+        return spec, pin
 
     # -- jobs ---------------------------------------------------------------------------------
     def submit(self, *args: Any, **kwargs: Any) -> DispyJob | None:
@@ -247,7 +253,7 @@ class JobCluster:
             log.error("creating job %d for %s failed: %s: %s", uid, self.name, type(exc).__name__, exc)
             return None
         job._uid = uid
-        job._pin = pin
+        job._spec, job._pin = self._place(job._spec, pin)
         if self._cluster_status is not None:
             self._callbacks.put(self._cluster_status, JobStatus.Created, None, job)  # type: ignore[union-attr]
         if not runtime.submit(job):

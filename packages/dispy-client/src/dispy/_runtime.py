@@ -145,6 +145,7 @@ class Runtime(Engine[DispyJob]):
         reentrant: bool = False,
         ipv4_udp_multicast: bool = False,
         ping_interval: float | None = None,
+        compute_options: dict[str, Any] | None = None,
     ) -> None:
         # Before Engine.__init__: the loop starts running at its end.
         self.recover = recover  # the RecoverFile (nodes are recorded as they get ready)
@@ -161,6 +162,7 @@ class Runtime(Engine[DispyJob]):
             software=f"dispy-client {__version__} / Python {platform.python_version()}",
             dispy_port=dispy_port, ssl=ssl, compute_id=compute_id, pulse_interval=pulse_interval,
             reentrant=reentrant, ipv4_udp_multicast=ipv4_udp_multicast, ping_interval=ping_interval,
+            compute_options=compute_options,
         )
 
     # -- jobs in (any thread) -----------------------------------------------------------
@@ -197,8 +199,12 @@ class Runtime(Engine[DispyJob]):
             if self.job_status is not None:
                 callbacks.put(self.job_status, job)
             if self.cluster_status is not None:
-                callbacks.put(self.cluster_status, status, session.node, job)
+                callbacks.put(self.cluster_status, status, self._job_node(session, job), job)
         return rx
+
+    def _job_node(self, session: NodeSession, job: DispyJob) -> DispyNode | None:
+        """The node a job ran on (for cluster_status): the session's."""
+        return session.node  # type: ignore[no-any-return]
 
     def _job_finished(self, job: DispyJob, status: int, node: DispyNode | None, now: float,
                       exception: str) -> None:
@@ -253,7 +259,7 @@ class Runtime(Engine[DispyJob]):
             if self.job_status is not None:
                 callbacks.put(self.job_status, snap)
             if self.cluster_status is not None:
-                callbacks.put(self.cluster_status, _Provisional, session.node, snap)
+                callbacks.put(self.cluster_status, _Provisional, self._job_node(session, job), snap)
 
     def _job_file(self, session: NodeSession, job: DispyJob | None, msg: JobFile) -> None:
         """Saved under the current directory (see save_job_file)."""
