@@ -5,6 +5,11 @@ Everything runs on this machine: one ``dispynode`` on 127.0.0.1 with 2 CPUs, the
 in a child process of its own (so its peak RSS is its alone), and
 ``concurrent.futures.ProcessPoolExecutor(2)`` doing the same work in the same run.
 
+The tiny and rtt workloads (and start) also run through ``dispyscheduler``: a second
+``dispynode`` (2 CPUs) and a scheduler on 127.0.0.1 using exactly that node (``-n``), a
+``SharedJobCluster`` in a client child of its own; reported as "via dispyscheduler"
+beside the JobCluster figures (JSON: ``dispy.via_scheduler``).
+
 Workloads:
   tiny      2,000 jobs of f(x) = 2 * x, submitted at once (median of 3)  jobs/s
   rtt       200 times submit-then-wait, one job at a time (x 3)        ms p50 / p99
@@ -47,8 +52,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 TINY_JOBS = 2000
 ROUNDS = 3  # tiny, rtt and args run this many times; median rates, all rtt samples
@@ -59,6 +67,8 @@ SOAK_JOBS = 100_000
 WARM_JOBS = 100  # the soak's first batch, before its start RSS is read
 SOAK_TIMEOUT = 600  # seconds the soak may take before unfinished jobs count as missing
 MIB = 1024 * 1024
+NODE_SERVING = re.compile(r"serving \d+ CPUs at 127\.0\.0\.1:(\d+)")
+SCHEDULER_SERVING = re.compile(r"dispyscheduler serving clients at 127\.0\.0\.1:(\d+)")
 
 
 def double(x):
@@ -78,14 +88,12 @@ def arg_size(data):
 
 
 # -- the dispy side (runs in a child process) -----------------------------------------
-def dispy_client(port: int) -> dict:
-    import dispy
-
-    node = [dispy.NodeAllocate("127.0.0.1", port=port)]
+def tiny_and_rtt(make_cluster: Callable) -> dict:
+    """start, tiny and rtt on the cluster of double that ``make_cluster()`` creates
+    (closed afterwards): the workloads a JobCluster and a SharedJobCluster both run."""
     out: dict = {}
-
     t0 = time.perf_counter()
-    cluster = dispy.JobCluster(double, nodes=node, loglevel=dispy.logger.WARNING)
+    cluster = make_cluster()
     first = cluster.submit(1)
     first()
     out["start_s"] = time.perf_counter() - t0
@@ -111,6 +119,14 @@ def dispy_client(port: int) -> dict:
         samples.append((time.perf_counter() - t0) * 1000)
     out["rtt_ms"] = percentiles(samples)
     cluster.close()
+    return out
+
+
+def dispy_client(port: int) -> dict:
+    import dispy
+
+    node = [dispy.NodeAllocate("127.0.0.1", port=port)]
+    out = tiny_and_rtt(lambda: dispy.JobCluster(double, nodes=node, loglevel=dispy.logger.WARNING))
 
     cluster = dispy.JobCluster(burn, nodes=node, loglevel=dispy.logger.WARNING)
     cluster.submit(0.001)()
@@ -134,6 +150,18 @@ def dispy_client(port: int) -> dict:
     out["args_mb_per_s"] = statistics.median(rates)
     cluster.close()
 
+    out["client_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def shared_client(scheduler_port: int, node_port: int) -> dict:
+    """tiny_and_rtt through dispyscheduler (a SharedJobCluster using the node at node_port)."""
+    import dispy
+
+    node = [dispy.NodeAllocate("127.0.0.1", port=node_port)]
+    out = tiny_and_rtt(lambda: dispy.SharedJobCluster(
+        double, nodes=node, scheduler_node=f"127.0.0.1:{scheduler_port}", host="127.0.0.1",
+        loglevel=dispy.logger.WARNING))
     out["client_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -221,49 +249,72 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_dispy(soak: int) -> dict:
+@contextmanager
+def daemon(module: str, serving: re.Pattern[str], *args: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    """``python -m module -i 127.0.0.1 --daemon`` with ``args`` and a directory of its own:
+    yields the process and the port its ``serving`` line names; then stops it (SIGTERM,
+    then SIGKILL) and removes the directory, also on error."""
     prefix = tempfile.mkdtemp(prefix="dispy-bench-")
-    node = subprocess.Popen(
-        [sys.executable, "-m", "dispy_node.cli", "-i", "127.0.0.1", "-p", "0", "-c", "2",
-         "--daemon", "--dest_path_prefix", prefix],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "-i", "127.0.0.1", *args, "--daemon",
+         "--dest_path_prefix", prefix],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
     )
     try:
-        port = 0
-        assert node.stdout is not None
-        for line in node.stdout:
-            m = re.search(r"serving \d+ CPUs at 127\.0\.0\.1:(\d+)", line)
+        port, lines = 0, []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = serving.search(line)
             if m:
                 port = int(m.group(1))
                 break
         if not port:
-            raise SystemExit("dispynode did not start")
-        child = subprocess.run(
-            [sys.executable, __file__, "--client", str(port)],
-            capture_output=True, text=True, timeout=600,
-        )
-        if child.returncode:
-            raise SystemExit(f"dispy client failed:\n{child.stdout}\n{child.stderr}")
-        result = json.loads(child.stdout.strip().splitlines()[-1])
+            raise SystemExit(f"{module} did not start:\n{''.join(lines)}")
+        # keep reading its output, so that it never blocks on a full pipe
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield proc, port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def run_client(what: str, *args: str, timeout: float = 600) -> dict:
+    """This script in a child process with ``args``: the JSON its last line prints."""
+    child = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                           timeout=timeout)
+    if child.returncode:
+        raise SystemExit(f"{what} failed:\n{child.stdout}\n{child.stderr}")
+    result: dict = json.loads(child.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_dispy(soak: int) -> dict:
+    with daemon("dispy_node.cli", NODE_SERVING, "-p", "0", "-c", "2") as (node, port):
+        result = run_client("dispy client", "--client", str(port))
         result["node_peak_rss_mib"] = peak_rss_mib(node.pid)
         if soak:
-            child = subprocess.run(
-                [sys.executable, __file__, "--soak-client", str(port), "--node-pid", str(node.pid),
-                 "--soak", str(soak)],
-                capture_output=True, text=True, timeout=SOAK_TIMEOUT + 120,
-            )
-            if child.returncode:
-                raise SystemExit(f"dispy soak client failed:\n{child.stdout}\n{child.stderr}")
-            result["soak"] = json.loads(child.stdout.strip().splitlines()[-1])
+            result["soak"] = run_client(
+                "dispy soak client", "--soak-client", str(port), "--node-pid", str(node.pid),
+                "--soak", str(soak), timeout=SOAK_TIMEOUT + 120)
         return result
-    finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(15)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait(5)
-        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def run_shared() -> dict:
+    """tiny_and_rtt through a dispyscheduler using (-n) a node of its own."""
+    with daemon("dispy_node.cli", NODE_SERVING, "-p", "0", "-c", "2") as (node, node_port), \
+            daemon("dispy_scheduler.cli", SCHEDULER_SERVING, "--scheduler_port", "0", "-p", "0",
+                   "-n", f"127.0.0.1:{node_port}") as (scheduler, port):
+        result = run_client("SharedJobCluster client", "--shared-client", str(port),
+                            "--node-port", str(node_port))
+        result["node_peak_rss_mib"] = peak_rss_mib(node.pid)
+        result["scheduler_peak_rss_mib"] = peak_rss_mib(scheduler.pid)
+        return result
 
 
 # -- the ProcessPoolExecutor side ------------------------------------------------------
@@ -308,22 +359,31 @@ def run_pool() -> dict:
     return out
 
 
+SHARED = "via_scheduler"  # where run_shared()'s figures go in the dispy side's dict (and JSON)
+
+
 def report(ours: dict, pool: dict) -> None:
     rows = [
         ("tiny jobs/s (2,000 x f(x)=2*x)", "tiny_jobs_per_s", "{:,.0f}", ">= 10,000"),
+        ("  via dispyscheduler", (SHARED, "tiny_jobs_per_s"), "{:,.0f}", ""),
         ("round trip p50, ms", ("rtt_ms", "p50"), "{:.3f}", "<= 0.5"),
+        ("  via dispyscheduler", (SHARED, "rtt_ms", "p50"), "{:.3f}", ""),
         ("round trip p99, ms", ("rtt_ms", "p99"), "{:.3f}", ""),
+        ("  via dispyscheduler", (SHARED, "rtt_ms", "p99"), "{:.3f}", ""),
         ("8 x 0.5 s CPU jobs on 2 CPUs, wall s", "cpu_wall_s", "{:.3f}", "<= 2.05"),
         ("10 MB arguments, MB/s", "args_mb_per_s", "{:,.0f}", ">= 1,000"),
         ("start to first result, s", "start_s", "{:.4f}", "<= 0.02"),
+        ("  via dispyscheduler", (SHARED, "start_s"), "{:.4f}", ""),
         ("node peak RSS, MiB", "node_peak_rss_mib", "{:.1f}", "<= 30"),
         ("client peak RSS, MiB", "client_peak_rss_mib", "{:.1f}", "<= 30"),
+        ("dispyscheduler peak RSS, MiB", (SHARED, "scheduler_peak_rss_mib"), "{:.1f}", ""),
     ]
 
     def get(d: dict, key):  # noqa: ANN001
-        if isinstance(key, tuple):
-            return d.get(key[0], {}).get(key[1])
-        return d.get(key)
+        value: object = d
+        for k in key if isinstance(key, tuple) else (key,):
+            value = value.get(k) if isinstance(value, dict) else None
+        return value
 
     print(f"{'workload':<40} {'dispy':>12} {'ProcessPool':>12}   target")
     print("-" * 80)
@@ -357,6 +417,8 @@ def main() -> None:
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--soak-client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--node-pid", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--shared-client", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--node-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     parser.add_argument("--soak", type=int, default=SOAK_JOBS, metavar="N",
                         help=f"jobs in the soak workload (default {SOAK_JOBS:,}; 0 skips it)")
@@ -367,9 +429,13 @@ def main() -> None:
     if args.soak_client:
         print(json.dumps(dispy_soak(args.soak_client, args.node_pid, args.soak)))
         return
+    if args.shared_client:
+        print(json.dumps(shared_client(args.shared_client, args.node_port)))
+        return
     if args.soak < 0:
         parser.error("--soak must be 0 or more")
     ours = run_dispy(args.soak)
+    ours[SHARED] = run_shared()
     pool = run_pool()
     report(ours, pool)
     if args.json:

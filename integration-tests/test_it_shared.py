@@ -1,0 +1,359 @@
+"""SharedJobCluster through a real dispyscheduler and real dispynodes on 127.0.0.x:
+several client programs at once, the three scheduling policies, exclusive and
+cooperative clusters, secrets and certificates on both sides, results and files relayed
+through the scheduler, and a client killed mid-run.
+
+The scheduler is always given its nodes with -n: it never broadcasts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("dispy_scheduler")  # the client-only suite has no scheduler
+
+import dispy
+from dispy_core.testing import SchedulerProcess, wait_until
+
+Finished = dispy.DispyJob.Finished
+
+
+def ident(x):
+    import socket
+    return x, dispy_node_ip_addr  # noqa: F821
+
+
+def nap(seconds, tag):
+    import time
+    time.sleep(seconds)
+    return tag
+
+
+@pytest.fixture
+def start_scheduler():
+    """Factory: start_scheduler(nodes, *args) -> SchedulerProcess on 127.0.0.1."""
+    started: list[SchedulerProcess] = []
+
+    def start(nodes, *args):
+        s = SchedulerProcess("127.0.0.1", [n.addr for n in nodes], *args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def shared(compute, sched, **kwargs):
+    kwargs.setdefault("host", "127.0.0.1")
+    kwargs.setdefault("loglevel", logging.WARNING)
+    return dispy.SharedJobCluster(compute, scheduler_node=f"127.0.0.1:{sched.port}", **kwargs)
+
+
+# -- several client programs -------------------------------------------------------------
+CLIENT = textwrap.dedent("""
+    import json, sys, logging, dispy
+    def compute(x):
+        import time
+        time.sleep(0.02)
+        return x * x, dispy_node_ip_addr
+    port, tag, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    cluster = dispy.SharedJobCluster(compute, scheduler_node="127.0.0.1:%d" % port, host="127.0.0.1",
+                                     loglevel=logging.WARNING, recover_file="_recover_" + tag)
+    jobs = [cluster.submit(i) for i in range(n)]
+    out = []
+    for job in jobs:
+        value = job()
+        out.append([job.id, job.status, value, job.host])
+    cluster.close()
+    print(json.dumps(out))
+""")
+
+
+def test_three_client_programs_share_two_nodes(start_node, start_scheduler, tmp_path):
+    a, b = start_node("127.0.0.2", "-c", "2"), start_node("127.0.0.3", "-c", "2")
+    sched = start_scheduler([a, b])
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    procs = [subprocess.Popen([sys.executable, str(script), str(sched.port), f"c{i}", "60"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    hosts = set()
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        rows = json.loads(out.strip().splitlines()[-1])
+        assert len(rows) == 60
+        for job_id, status, value, host in rows:
+            assert status == Finished
+            assert value[0] == (job_id - 1) ** 2
+            assert value[1] == host
+            hosts.add(host)
+    assert hosts == {"127.0.0.2", "127.0.0.3"}  # every program's jobs spread over both nodes
+
+
+# -- the three policies ------------------------------------------------------------------
+@pytest.mark.parametrize("policy,flag,expected", [
+    ("default", None, ["b1", "b2", "b3", "a1", "a2", "a3"]),  # earliest submitted job first
+    ("early", "--early_cluster_scheduler", ["a1", "a2", "a3", "b1", "b2", "b3"]),  # first-created cluster first
+    ("fair", "--fair_cluster_scheduler", ["b1", "a1", "b2", "a2", "b3", "a3"]),  # least recently served first
+])
+def test_policy_order_of_execution(start_node, start_scheduler, policy, flag, expected):
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node], *([flag] if flag else []))
+    ready = threading.Event()
+    a = shared(nap, sched, cluster_status=lambda s, n, j: ready.set() if s == dispy.DispyNode.Initialized else None)
+    b_ready = threading.Event()
+    b = shared(nap, sched, cluster_status=lambda s, n, j: b_ready.set() if s == dispy.DispyNode.Initialized else None)
+    try:
+        assert ready.wait(20) and b_ready.wait(20)
+        # A fills the node's two slots (1 CPU x pipeline 2) with jobs that take a while...
+        blockers = [a.submit(1.5, "x1"), a.submit(1.5, "x2")]
+        assert wait_until(lambda: all(j.status == dispy.DispyJob.Running for j in blockers), 10)
+        # ... meanwhile B's jobs, then A's, wait at the scheduler
+        small = [b.submit(0.05, f"b{i}") for i in (1, 2, 3)]
+        time.sleep(0.3)
+        small += [a.submit(0.05, f"a{i}") for i in (1, 2, 3)]
+        for job in blockers + small:
+            assert job() is not None and job.status == Finished, job.exception
+        order = [j.result for j in sorted(small, key=lambda j: j.start_time)]
+        assert order == expected, f"{policy}: {order}"
+    finally:
+        a.close(timeout=30, terminate=True)
+        b.close(timeout=30, terminate=True)
+
+
+# -- exclusive and cooperative ------------------------------------------------------------
+def overlaps(jobs):
+    spans = sorted((j.start_time, j.end_time) for j in jobs)
+    return any(spans[i + 1][0] < spans[i][1] - 0.05 for i in range(len(spans) - 1))
+
+
+def test_exclusive_waits_for_others_and_makes_later_ones_wait(start_node, start_scheduler):
+    node = start_node("127.0.0.2", "-c", "2")
+    sched = start_scheduler([node])
+    first = shared(nap, sched)
+    running = first.submit(2.0, "first")
+    assert wait_until(lambda: running.status == dispy.DispyJob.Running, 15)
+    ready = threading.Event()
+    excl = shared(nap, sched, exclusive=True,
+                  cluster_status=lambda s, n, j: ready.set() if s == dispy.DispyNode.Initialized else None)
+    excl_jobs = [excl.submit(0.4, f"e{i}") for i in range(4)]
+    later = shared(nap, sched)
+    later_jobs = [later.submit(0.4, f"l{i}") for i in range(4)]
+    try:
+        time.sleep(0.5)
+        assert all(j.status == dispy.DispyJob.Created for j in excl_jobs + later_jobs)
+        assert running() == "first"
+        first_closed = time.time()
+        first.close()
+        assert ready.wait(20)
+        # the exclusive cluster may change the node's CPUs: one job at a time from now
+        assert excl.set_node_cpus("127.0.0.2", 1) == 1
+        assert [j() for j in excl_jobs] == [f"e{i}" for i in range(4)]
+        assert min(j.start_time for j in excl_jobs) >= first_closed - 0.05
+        excl_closed = time.time()
+        excl.close()
+        assert [j() for j in later_jobs] == [f"l{i}" for i in range(4)]
+        assert min(j.start_time for j in later_jobs) >= excl_closed - 0.05
+        # the node's CPUs are back to 2 once the exclusive cluster closed (not --cooperative)
+        assert overlaps(later_jobs)
+        # a shared (non-exclusive) cluster may not change the node's CPUs
+        assert later.set_node_cpus("127.0.0.2", 1) == -1
+    finally:
+        for c in (first, excl, later):
+            c.close(timeout=30, terminate=True)
+
+
+def test_exclusive_cluster_runs_its_jobs_one_cpu_at_a_time_after_set_node_cpus(start_node, start_scheduler):
+    node = start_node("127.0.0.2", "-c", "2")
+    sched = start_scheduler([node])
+    ready = threading.Event()
+    excl = shared(nap, sched, exclusive=True,
+                  cluster_status=lambda s, n, j: ready.set() if s == dispy.DispyNode.Initialized else None)
+    try:
+        assert ready.wait(20)
+        assert excl.set_node_cpus("127.0.0.2", 1) == 1
+        jobs = [excl.submit(0.3, i) for i in range(4)]
+        assert [j() for j in jobs] == list(range(4))
+        assert not overlaps(jobs)
+    finally:
+        excl.close(timeout=30, terminate=True)
+
+
+def test_cooperative_clusters_change_cpus_for_everyone(start_node, start_scheduler):
+    node = start_node("127.0.0.2", "-c", "2")
+    sched = start_scheduler([node], "--cooperative")
+    ready = threading.Event()
+    one = shared(nap, sched, cluster_status=lambda s, n, j: ready.set() if s == dispy.DispyNode.Initialized else None)
+    other = shared(nap, sched)
+    try:
+        assert ready.wait(20)
+        assert one.set_node_cpus("127.0.0.2", 1) == 1
+        jobs = [other.submit(0.3, i) for i in range(4)]
+        assert [j() for j in jobs] == list(range(4))
+        assert not overlaps(jobs)  # the other cluster's jobs too: the node has 1 CPU now
+        assert one.set_node_cpus("127.0.0.2", 2) == 2
+        jobs = [other.submit(0.3, i) for i in range(4)]
+        assert [j() for j in jobs] == list(range(4))
+        assert overlaps(jobs)
+    finally:
+        one.close(timeout=30, terminate=True)
+        other.close(timeout=30, terminate=True)
+
+
+# -- secrets and certificates ------------------------------------------------------------
+def test_node_and_cluster_secrets_are_separate(start_node, start_scheduler, caplog):
+    node = start_node("127.0.0.2", "-c", "2", "-s", "node-secret")
+    sched = start_scheduler([node], "--node_secret", "node-secret", "--cluster_secret", "cluster-secret")
+    with shared(ident, sched, secret="cluster-secret") as cluster:
+        jobs = [cluster.submit(i) for i in range(10)]
+        assert [j() for j in jobs] == [(i, "127.0.0.2") for i in range(10)]
+    caplog.set_level(logging.WARNING, logger="dispy")
+    wrong = shared(ident, sched, secret="node-secret")  # the node's secret is not the clusters'
+    try:
+        job = wrong.submit(1)
+        assert not wrong.wait(3)
+        assert job.status == dispy.DispyJob.Created
+        assert "authentication failed" in caplog.text
+    finally:
+        wrong.close(timeout=0, terminate=True)
+
+
+def certgen(*args):
+    subprocess.run([sys.executable, "-m", "dispy_core.certgen", *args], check=True, capture_output=True)
+
+
+def test_node_and_cluster_certificates(start_node, start_scheduler, tmp_path, caplog):
+    certgen(str(tmp_path / "node.pem"))
+    certgen(str(tmp_path / "cluster.pem"), "--keyfile", str(tmp_path / "cluster.key"))
+    node = start_node("127.0.0.2", "-c", "2", "--certfile", str(tmp_path / "node.pem"))
+    sched = start_scheduler([node], "--node_certfile", str(tmp_path / "node.pem"),
+                            "--cluster_certfile", str(tmp_path / "cluster.pem"),
+                            "--cluster_keyfile", str(tmp_path / "cluster.key"))
+    with shared(ident, sched, certfile=str(tmp_path / "cluster.pem"), keyfile=str(tmp_path / "cluster.key")) as c:
+        jobs = [c.submit(i) for i in range(10)]
+        assert [j() for j in jobs] == [(i, "127.0.0.2") for i in range(10)]
+    caplog.set_level(logging.WARNING, logger="dispy")
+    plain = shared(ident, sched)  # no certificate: the scheduler's TLS refuses it
+    try:
+        plain.submit(1)
+        assert not plain.wait(3)
+        assert "TLS" in caplog.text
+    finally:
+        plain.close(timeout=0, terminate=True)
+
+
+# -- results, provisional results, files and node calls through the scheduler -------------
+def chatty(n):
+    import os
+    for i in range(n):
+        dispy_provisional_result(("partial", i))  # noqa: F821
+    with open("made-by-job.txt", "w") as f:
+        f.write("hello %d" % n)
+    dispy_send_file("made-by-job.txt")  # noqa: F821
+    return ("done", n)
+
+
+def test_provisional_results_and_files_come_through_the_scheduler(start_node, start_scheduler, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node])
+    seen = []
+    with shared(chatty, sched, job_status=lambda j: seen.append((j.status, j.result))) as cluster:
+        job = cluster.submit(3)
+        assert job() == ("done", 3)
+    assert [r for s, r in seen if s == dispy.DispyJob.ProvisionalResult] == [("partial", i) for i in range(3)]
+    assert (tmp_path / "made-by-job.txt").read_text() == "hello 3"
+
+
+def where(x):
+    return dispy_node_ip_addr  # noqa: F821
+
+
+def test_submit_node_send_file_deallocate_close_node(start_node, start_scheduler, tmp_path):
+    a, b = start_node("127.0.0.2", "-c", "1"), start_node("127.0.0.3", "-c", "1")
+    sched = start_scheduler([a, b])
+    up = []
+    cluster = shared(where, sched, cluster_status=lambda s, n, j: up.append(n.ip_addr)
+                     if s == dispy.DispyNode.Initialized else None)
+    try:
+        assert wait_until(lambda: len(set(up)) == 2, 20)
+        assert {j() for j in [cluster.submit_node("127.0.0.3", i) for i in range(5)]} == {"127.0.0.3"}
+        data = tmp_path / "data.txt"
+        data.write_text("payload")
+        assert cluster.send_file(str(data), "127.0.0.2") == 0
+        assert cluster.deallocate_node("127.0.0.2") == 0
+        assert {j() for j in [cluster.submit(i) for i in range(6)]} == {"127.0.0.3"}
+        assert cluster.allocate_node("127.0.0.2") == 0
+        assert cluster.close_node("127.0.0.3") == 0
+        assert {j() for j in [cluster.submit(i) for i in range(4)]} == {"127.0.0.2"}
+        assert cluster.resetup_node("127.0.0.2") == -1  # not with a shared cluster
+        assert cluster.submit_node("127.0.0.9", 1) is None  # not a node of the cluster
+    finally:
+        cluster.close(timeout=30, terminate=True)
+
+
+def test_node_allocate_subclass_is_refused(start_node, start_scheduler):
+    class Mine(dispy.NodeAllocate):
+        def allocate(self, *args):
+            return 1
+
+    with pytest.raises(dispy.ConfigError, match="subclass"):
+        dispy.SharedJobCluster(ident, nodes=[Mine("127.0.0.2")], scheduler_node="127.0.0.1:1")
+
+
+# -- a client killed mid-run -------------------------------------------------------------
+VICTIM = textwrap.dedent("""
+    import sys, time, logging, dispy
+    def compute(x):
+        import time
+        time.sleep(1.5)
+        return x + 100
+    port = int(sys.argv[1])
+    cluster = dispy.SharedJobCluster(compute, scheduler_node="127.0.0.1:%d" % port, host="127.0.0.1",
+                                     loglevel=logging.WARNING, recover_file="_victim_recover")
+    jobs = [cluster.submit(i) for i in range(2)]
+    while not all(j.status == dispy.DispyJob.Running for j in jobs):
+        time.sleep(0.05)
+    print("running", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_client_killed_mid_run_frees_nodes_and_keeps_results_for_recover_jobs(start_node, start_scheduler,
+                                                                              tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    node = start_node("127.0.0.2", "-c", "2")
+    sched = start_scheduler([node], "--zombie_interval", "0.05")  # a gone client is dead after 3 s
+    script = tmp_path / "victim.py"
+    script.write_text(VICTIM)
+    victim = subprocess.Popen([sys.executable, str(script), str(sched.port)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout.readline().strip() == "running"
+        other = shared(nap, sched)
+        jobs = [other.submit(0.2, i) for i in range(4)]  # wait behind the victim's two jobs
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        assert [j() for j in jobs] == list(range(4))  # the node is not kept from the others
+        # the victim's jobs finished after it died; once its computation is closed the
+        # scheduler keeps their results for recover_jobs
+        assert wait_until(lambda: "did not come back" in sched.log and "kept in" in sched.log, 15), sched.log
+        recovered = dispy.recover_jobs(str(tmp_path / "_victim_recover"), timeout=20)
+        assert sorted((j.id, j.result, j.status) for j in recovered) == [(1, 100, Finished), (2, 101, Finished)]
+        other.close()
+    finally:
+        if victim.poll() is None:
+            victim.kill()
