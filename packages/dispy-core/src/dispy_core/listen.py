@@ -49,12 +49,13 @@ class ChannelServer:
     """
 
     def __init__(self, new_channel: Callable[[], Channel], *, ssl: ssl_module.SSLContext | None,
-                 timeout: float, log: logging.Logger, tls_hint: str = "") -> None:
+                 timeout: float, log: logging.Logger, tls_hint: str = "", timeout_option: str = "") -> None:
         self.new_channel = new_channel
         self.ssl = ssl
         self.timeout = timeout
         self.log = log
         self.tls_hint = tls_hint
+        self.timeout_option = f" ({timeout_option})" if timeout_option else ""
         self.closing = False
         self._servers: list[asyncio.base_events.Server] = []
         self._handshakes: set[asyncio.Task[None]] = set()
@@ -83,8 +84,8 @@ class ChannelServer:
 
     def _deadline(self, ch: Channel) -> None:
         if not ch.closed and not ch.established.done():
-            self.log.warning("closing connection from %s: no handshake within %.1f s",
-                             peer_text(ch.peer), self.timeout)
+            self.log.warning("closing connection from %s: no handshake within %.1f s%s",
+                             peer_text(ch.peer), self.timeout, self.timeout_option)
             ch.abort()
 
     def _accept_tls(self, transport: asyncio.Transport) -> None:
@@ -107,10 +108,10 @@ class ChannelServer:
         except Exception as exc:
             transport.abort()
             if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-                reason = f"no TLS handshake within {self.timeout:g} s"
+                reason = f"no TLS handshake within {self.timeout:g} s{self.timeout_option}"
             elif isinstance(exc, (ConnectionResetError, BrokenPipeError)) or (
                     isinstance(exc, ConnectionError) and not str(exc)):
-                reason = "the peer closed the connection (it may not accept this certificate)"
+                reason = "the peer closed the connection (it may not accept our certificate)"
             elif isinstance(exc, OSError):
                 reason = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
             else:

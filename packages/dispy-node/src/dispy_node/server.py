@@ -38,6 +38,7 @@ from typing import Any
 
 from dispy_core import config, tls
 from dispy_core.aio import Channel
+from dispy_core.listen import ChannelServer, peer_text
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
 from dispy_core.messages import (
@@ -99,27 +100,6 @@ class _Zygote:
     """Marker for the zygote's internal channel."""
 
 
-def _peer_text(peer: Any) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer)
-
-
-class _TlsAccept(asyncio.Protocol):
-    """Holds a new TCP connection until ``loop.start_tls`` takes it over (TLS nodes)."""
-
-    def __init__(self, accept: Callable[[asyncio.Transport], None]) -> None:
-        self._accept = accept
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # the ClientHello is for the TLS layer that start_tls adds
-        self._accept(transport)
-
-    def data_received(self, data: bytes) -> None:  # not while paused; never before TLS
-        pass
-
-
 class Node(Lifecycle):
     """A running dispynode (main process). Use :meth:`run`, or :meth:`start` + :meth:`stop`.
 
@@ -133,7 +113,7 @@ class Node(Lifecycle):
         self.prefix = ""
         self.listening: list[tuple[str, int]] = []
         self.clients: set[Channel] = set()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._listener: ChannelServer | None = None
         self._udp: list[asyncio.DatagramTransport] = []
         self._internal: asyncio.AbstractServer | None = None
         self._zygote_proc: subprocess.Popen[bytes] | None = None
@@ -146,7 +126,6 @@ class Node(Lifecycle):
         self._ssl: ssl.SSLContext | None = None
         if cfg.certfile is not None:
             self._ssl = tls.server_context(cfg.certfile, cfg.keyfile)  # ConfigError if unusable
-        self._handshakes: set[asyncio.Task[None]] = set()
         self.served = 0  # clients whose computations all closed (--serve)
         self._zombie_timer: asyncio.TimerHandle | None = None
         # Why jobs are held (none start): "operator" (console stop), "service"
@@ -209,12 +188,12 @@ class Node(Lifecycle):
 
     async def _bind_all(self, port: int) -> None:
         self.listening = []
+        self._listener = ChannelServer(
+            self._new_client_channel, ssl=self._ssl, timeout=self.cfg.msg_timeout, log=log,
+            timeout_option="--msg_timeout",
+            tls_hint="a client needs this node's --certfile as its certfile; a plain TCP client can't use this node")
         for ip in self.cfg.ip_addrs:
-            factory: Callable[[], asyncio.BaseProtocol] = (
-                self._client_channel if self._ssl is None else lambda: _TlsAccept(self._accept_tls))
-            server = await self._loop.create_server(factory, host=ip, port=port, reuse_address=True)
-            self._servers.append(server)
-            port = port or server.sockets[0].getsockname()[1]
+            port = await self._listener.listen(ip, port)
             self.listening.append((ip, port))
         # Discovery requests are broadcasts or multicasts, which only a socket bound to the
         # wildcard address receives; the reply names whichever served address shares the
@@ -233,13 +212,11 @@ class Node(Lifecycle):
     def _close_listeners(self) -> None:
         # close() stops listening at once. (Not wait_closed(): since Python 3.12 it also
         # waits for every client connection to end, and clients are closed later.)
-        for server in self._servers:
-            server.close()
+        if self._listener is not None:
+            self._listener.close()
         for transport in self._udp:
             transport.close()
-        for task in list(self._handshakes):
-            task.cancel()
-        self._servers, self._udp = [], []
+        self._listener, self._udp = None, []
 
     async def shutdown(self) -> None:
         """Terminate every job, clean up every computation, stop the zygote; idempotent."""
@@ -335,56 +312,9 @@ class Node(Lifecycle):
             self._fork_queue.append(msg)
 
     # == channels ========================================================================
-    def _client_channel(self) -> Channel:
-        ch = self._new_client_channel()
-        self._loop.call_later(self.cfg.msg_timeout, self._handshake_deadline, ch)
-        return ch
-
     def _new_client_channel(self) -> Channel:
         return Channel(Connection(initiator=False, secret=self.cfg.secret, software=SOFTWARE),
                        self._on_client_message, self._on_client_close)
-
-    def _accept_tls(self, transport: asyncio.Transport) -> None:
-        task = self._loop.create_task(self._tls_handshake(transport))
-        self._handshakes.add(task)
-        task.add_done_callback(self._handshakes.discard)
-
-    async def _tls_handshake(self, transport: asyncio.Transport) -> None:
-        """Run the TLS handshake of a new client connection, then hand it to a Channel.
-
-        Done here (not by ``create_server(ssl=...)``, which drops failed handshakes
-        silently) so that a client without this node's certificate is logged.
-        """
-        assert self._ssl is not None
-        peer = transport.get_extra_info("peername") or "?"
-        ch = self._new_client_channel()
-        on_close, ch.on_close = ch.on_close, None  # a failed handshake is logged here, once
-        try:
-            tls_transport = await self._loop.start_tls(
-                transport, ch, self._ssl, server_side=True, ssl_handshake_timeout=self.cfg.msg_timeout)
-        except asyncio.CancelledError:
-            transport.abort()
-            raise
-        except Exception as exc:
-            transport.abort()
-            if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-                reason = f"no TLS handshake within {self.cfg.msg_timeout:g} s (--msg_timeout)"
-            elif isinstance(exc, (ConnectionResetError, BrokenPipeError)) or (
-                    isinstance(exc, ConnectionError) and not str(exc)):
-                reason = "the client closed the connection (it may not accept this node's certificate)"
-            elif isinstance(exc, OSError):
-                reason = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
-            else:
-                reason = f"{type(exc).__name__}: {exc}"
-            log.warning("TLS handshake with %s failed: %s (a client needs this node's --certfile as its "
-                        "certfile; a plain TCP client can't use this node)", _peer_text(peer), reason)
-            return
-        if tls_transport is None or self.closing:
-            (tls_transport or transport).abort()
-            return
-        ch.on_close = on_close
-        ch.connection_made(tls_transport)
-        self._loop.call_later(self.cfg.msg_timeout, self._handshake_deadline, ch)
 
     def _internal_channel(self) -> Channel:
         ch = Channel(internal_connection(initiator=False, token=self.token, software=SOFTWARE),
