@@ -357,3 +357,97 @@ def test_client_killed_mid_run_frees_nodes_and_keeps_results_for_recover_jobs(st
     finally:
         if victim.poll() is None:
             victim.kill()
+
+
+# -- nodes failing, limits, the scheduler stopping, bad input ------------------------------
+def test_reentrant_jobs_of_a_killed_node_run_on_another(start_node, start_scheduler):
+    a, b = start_node("127.0.0.2", "-c", "1"), start_node("127.0.0.3", "-c", "1")
+    sched = start_scheduler([a, b])
+    up = []
+    cluster = shared(nap, sched, reentrant=True,
+                     cluster_status=lambda s, n, j: up.append(n.ip_addr) if s == dispy.DispyNode.Initialized else None)
+    try:
+        assert wait_until(lambda: len(set(up)) == 2, 20)
+        jobs = [cluster.submit(1.0, i) for i in range(4)]
+        assert wait_until(lambda: any(j.status == dispy.DispyJob.Running and j.host == "127.0.0.2" for j in jobs), 10)
+        a.proc.kill()
+        assert [j() for j in jobs] == list(range(4))
+        assert all(j.status == Finished for j in jobs)
+        assert {j.host for j in jobs} == {"127.0.0.3"}  # the jobs that were on the dead node ran again
+    finally:
+        cluster.close(timeout=30, terminate=True)
+
+
+def test_files_over_max_file_size_are_refused(start_node, start_scheduler, tmp_path, caplog):
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node], "--max_file_size", "1k")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 4096)
+    caplog.set_level(logging.WARNING, logger="dispy")
+    refused = shared(ident, sched, depends=[str(big)])
+    try:
+        refused.submit(1)
+        assert not refused.wait(3)
+        assert "max_file_size" in caplog.text
+    finally:
+        refused.close(timeout=0, terminate=True)
+    up = threading.Event()
+    with shared(ident, sched, cluster_status=lambda s, n, j: up.set() if s == dispy.DispyNode.Initialized else None) as c:
+        assert up.wait(20)
+        assert c.send_file(str(big), "127.0.0.2") == -1
+        job = c.submit(5, dispy_job_depends=[str(big)])
+        assert job() is None and job.status == dispy.DispyJob.Cancelled and "max_file_size" in job.exception
+        assert c.submit(6)() == (6, "127.0.0.2")
+
+
+def test_sigint_lets_running_clusters_finish_and_refuses_new_ones(start_node, start_scheduler, caplog):
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node])
+    running = shared(nap, sched)
+    job = running.submit(1.5, "finished")
+    assert wait_until(lambda: job.status == dispy.DispyJob.Running, 15)
+    sched.proc.send_signal(signal.SIGINT)
+    assert wait_until(lambda: "admitting no new clusters" in sched.log, 10)
+    caplog.set_level(logging.WARNING, logger="dispy")
+    late = shared(nap, sched)
+    try:
+        late.submit(0.1, "late")
+        assert not late.wait(2)
+        assert "shutting down" in caplog.text
+    finally:
+        late.close(timeout=0, terminate=True)
+    assert job() == "finished"
+    running.close()
+    assert sched.proc.wait(20) == 0
+
+
+def test_sigterm_terminates_running_jobs(start_node, start_scheduler):
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node])
+    cluster = shared(nap, sched)
+    try:
+        job = cluster.submit(30, "never")
+        assert wait_until(lambda: job.status == dispy.DispyJob.Running, 15)
+        sched.proc.send_signal(signal.SIGTERM)
+        assert sched.proc.wait(30) == 0
+        assert job(timeout=30) is None
+        assert job.status in (dispy.DispyJob.Terminated, dispy.DispyJob.Abandoned)
+    finally:
+        cluster.close(timeout=0, terminate=True)
+
+
+def test_garbage_and_strangers_do_not_disturb_the_scheduler(start_node, start_scheduler):
+    import socket
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node], "--cluster_secret", "s")
+    with socket.create_connection(("127.0.0.1", sched.port)) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(5000))
+        s.settimeout(10)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+    with shared(ident, sched, secret="s") as cluster:
+        assert cluster.submit(3)() == (3, "127.0.0.2")
+    assert sched.alive()
