@@ -301,6 +301,16 @@ class SharedCluster:
             for key, uids in by_node.items():
                 self.engine.ack(key, uids)
 
+    def release_results(self) -> None:
+        """Acknowledge every held result to its node (the scheduler keeps them itself)."""
+        by_node: dict[tuple[str, int], list[int]] = {}
+        for _, key, uid in self.held.values():
+            if key is not None:
+                by_node.setdefault(key, []).append(uid)
+        if self.engine is not None:
+            for key, uids in by_node.items():
+                self.engine.ack(key, uids)
+
     def cancel(self, cid: int) -> None:
         job = self.jobs.get(cid)
         if job is None or self.engine is None:

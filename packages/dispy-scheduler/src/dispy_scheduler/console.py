@@ -8,17 +8,16 @@ Commands (one per line; case does not matter):
 * ``exit``: let the running computations finish, then stop, as SIGINT;
 * ``help``, or anything else: the list of commands.
 
-Lines are read by the event loop when stdin is readable (``add_reader``), so a command
-runs in the loop, next to the daemon, and reading never blocks it.
+Reading the lines (in the event loop, never blocking it) and the commands every daemon
+has are :class:`dispy_core.console.CommandConsole`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TextIO
+
+from dispy_core.console import CommandConsole
 
 __all__ = ["Console", "Operated", "format_status", "HELP"]
 
@@ -81,55 +80,21 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class Console:
-    """Reads command lines from a terminal on stdin without blocking the event loop.
+class Console(CommandConsole):
+    """The scheduler's commands, read from a terminal on stdin (see the module's doc).
 
     ``quit`` and ``exit`` are the CLI's, so that they escalate as signals do (a second
     one while the scheduler is ending stops it at once)."""
 
+    greeting = "Enter 'help' for the commands, or an empty line for the scheduler's status."
+    help = HELP
+    quit_said = "terminating dispyscheduler (running jobs are terminated)"
+    exit_said = "stopping dispyscheduler once the running computations are done"
+
     def __init__(self, daemon: Operated, *, quit: Callable[[], None], exit: Callable[[], None],
                  stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+        super().__init__(quit=quit, exit=exit, stdin=stdin, stdout=stdout)
         self.daemon = daemon
-        self.quit = quit
-        self.exit = exit
-        self.fd = (stdin or sys.stdin).fileno()
-        self.out = stdout or sys.stdout
-        self._buf = b""
 
-    def start(self) -> None:
-        asyncio.get_running_loop().add_reader(self.fd, self._readable)
-        self._say("Enter 'help' for the commands, or an empty line for the scheduler's status.")
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self.fd, 4096)
-        except OSError:
-            data = b""
-        if not data:  # the terminal went away: keep serving without it
-            asyncio.get_running_loop().remove_reader(self.fd)
-            return
-        self._buf += data
-        while b"\n" in self._buf:
-            line, self._buf = self._buf.split(b"\n", 1)
-            self.command(line.decode(errors="replace").strip())
-
-    def command(self, line: str) -> None:
-        """Carry out one command line (also the unit tests' way in)."""
-        words = line.lower().split()
-        cmd, args = (words[0], words[1:]) if words else ("status", [])
-        if cmd == "status" and not args:
-            self._say(format_status(self.daemon.status()))
-        elif cmd == "quit" and not args:
-            self._say("terminating dispyscheduler (running jobs are terminated)")
-            self.quit()
-        elif cmd == "exit" and not args:
-            self._say("stopping dispyscheduler once the running computations are done")
-            self.exit()
-        else:
-            if cmd != "help":
-                self._say(f"unknown command {line!r}")
-            self._say(HELP)
-
-    def _say(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+    def status_text(self) -> str:
+        return format_status(self.daemon.status())

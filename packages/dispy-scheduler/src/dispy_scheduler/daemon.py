@@ -379,6 +379,11 @@ class Daemon:
         cluster.closing = True
         engine = cluster.engine
         if engine is not None:
+            if dead:
+                # The results its client did not get are the scheduler's to keep from now on
+                # (saved below): the nodes may forget them, and those still to come.
+                engine.auto_ack = True
+                cluster.release_results()
             await engine.shutdown(terminate)
             cluster._flush()
             self.watchers.discard(engine)
