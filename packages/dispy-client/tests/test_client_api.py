@@ -332,3 +332,38 @@ def test_callbacks_may_be_bound_methods_and_accept_defaults() -> None:
     _check_callback("job_status", Handler().job, 1)
     _check_callback("cluster_status", Handler().status, 3)
     _check_callback("job_status", print, 1)
+
+
+# -- SharedJobCluster's own options (no scheduler needed: refused before connecting) ------
+@pytest.mark.parametrize("kwargs,match", [
+    ({"pulse_interval": 5}, "dispyscheduler --pulse_interval"),
+    ({"client_port": -1}, "client_port"),
+    ({"client_port": True}, "client_port"),
+    ({"exclusive": "yes"}, "exclusive"),
+    ({"scheduler_node": ""}, "scheduler_node"),
+    ({"scheduler_node": "a", "scheduler_host": "b"}, "not both"),
+])
+def test_shared_cluster_options_are_checked(kwargs, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        dispy.SharedJobCluster(compute, **kwargs)
+
+
+def test_shared_cluster_refuses_node_allocate_subclasses() -> None:
+    class Mine(NodeAllocate):
+        def allocate(self, *args):
+            return 1
+
+    with pytest.raises(ConfigError, match="subclass"):
+        dispy.SharedJobCluster(compute, nodes=["127.0.0.5", Mine("127.0.0.6")], scheduler_node="127.0.0.1:1")
+
+
+def test_shared_cluster_node_specs_travel_as_data(tmp_path) -> None:
+    from dispy._shared import node_specs_data
+
+    dep = tmp_path / "dep.txt"
+    dep.write_text("x")
+    data = node_specs_data([NodeAllocate("127.0.0.5", 9000, 2, depends=[str(dep)], setup_args=(1,)), "127.0.0.*"],
+                           None)
+    assert [(d["host"], d["port"], d["cpus"]) for d in data] == [("127.0.0.5", 9000, 2), ("127.0.0.*", 9701, 0)]
+    assert data[0]["files"][0].name == "dep.txt" and bytes(data[0]["files"][0].data) == b"x"
+    assert data[0]["setup_args"] and not data[1]["files"]
