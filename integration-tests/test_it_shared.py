@@ -451,3 +451,28 @@ def test_garbage_and_strangers_do_not_disturb_the_scheduler(start_node, start_sc
     with shared(ident, sched, secret="s") as cluster:
         assert cluster.submit(3)() == (3, "127.0.0.2")
     assert sched.alive()
+
+
+def shared_setup(base):
+    global offset
+    offset = base
+    return 0
+
+
+def with_setup(x):
+    with open("dep.txt") as f:
+        return x + offset + int(f.read())  # noqa: F821
+
+
+def test_setup_and_depends_run_on_the_nodes(start_node, start_scheduler, tmp_path):
+    a, b = start_node("127.0.0.2", "-c", "1"), start_node("127.0.0.3", "-c", "1")
+    sched = start_scheduler([a, b])
+    dep = tmp_path / "dep.txt"
+    dep.write_text("1000")
+    nodes = [dispy.NodeAllocate("127.0.0.2", a.port, setup_args=(10,)),
+             dispy.NodeAllocate("127.0.0.3", b.port, setup_args=(20,))]
+    with shared(with_setup, sched, nodes=nodes, depends=[str(dep)], setup=shared_setup) as cluster:
+        jobs = [cluster.submit(i) for i in range(8)]
+        for job in jobs:
+            assert job() == job.id - 1 + 1000 + (10 if job.host == "127.0.0.2" else 20), job.exception
+        assert {job.host for job in jobs} == {"127.0.0.2", "127.0.0.3"}
