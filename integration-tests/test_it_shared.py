@@ -471,7 +471,11 @@ def test_setup_and_depends_run_on_the_nodes(start_node, start_scheduler, tmp_pat
     dep.write_text("1000")
     nodes = [dispy.NodeAllocate("127.0.0.2", a.port, setup_args=(10,)),
              dispy.NodeAllocate("127.0.0.3", b.port, setup_args=(20,))]
-    with shared(with_setup, sched, nodes=nodes, depends=[str(dep)], setup=shared_setup) as cluster:
+    up = []
+    with shared(with_setup, sched, nodes=nodes, depends=[str(dep)], setup=shared_setup,
+                cluster_status=lambda s, n, j: up.append(n.ip_addr) if s == dispy.DispyNode.Initialized else None
+                ) as cluster:
+        assert wait_until(lambda: len(set(up)) == 2, 20)
         jobs = [cluster.submit(i) for i in range(8)]
         for job in jobs:
             assert job() == job.id - 1 + 1000 + (10 if job.host == "127.0.0.2" else 20), job.exception

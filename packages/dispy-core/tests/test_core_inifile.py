@@ -95,3 +95,49 @@ def test_write_config_is_owner_only_even_over_an_existing_file(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with pytest.raises(OSError):
         inifile.write_config(str(tmp_path / "no" / "c.ini"), "")
+
+
+# -- what the daemons' CLIs do with the files ---------------------------------------------
+def cli_parser() -> argparse.ArgumentParser:
+    p = parser()
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--fast", action="store_true")
+    group.add_argument("--slow", action="store_true")
+    return p
+
+
+def test_parse_args_lets_the_command_line_win(tmp_path):
+    path = tmp_path / "saved.ini"
+    p = cli_parser()
+    saved = p.parse_args(["--count", "5", "--peer", "a", "--peer", "b", "--fast"])
+    path.write_text(inifile.save_config(p, saved, "sect", NOT_SAVED, "prog"))
+    args = inifile.parse_args(cli_parser(), ["--config", str(path)], "sect", NOT_SAVED)
+    assert (args.count, args.peer, args.fast, args.slow) == (5, ["a", "b"], True, False)
+    # a repeatable option replaces the file's list; a group's option the file's choice
+    args = inifile.parse_args(cli_parser(), ["--config", str(path), "--count", "7", "--peer", "c", "--slow"],
+                              "sect", NOT_SAVED)
+    assert (args.count, args.peer, args.fast, args.slow) == (7, ["c"], False, True)
+    assert inifile.parse_args(cli_parser(), ["--count", "2"], "sect", NOT_SAVED).count == 2
+
+
+def test_parse_args_exits_2_on_an_unusable_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        inifile.parse_args(cli_parser(), ["--config", str(tmp_path / "missing.ini")], "sect", NOT_SAVED)
+    assert exc.value.code == 2 and "can't read --config" in capsys.readouterr().err
+
+
+def test_save_command(tmp_path, capsys):
+    args = parser().parse_args(["--host", "h", "--count", "4", "--save_config"])
+    assert inifile.save_command(parser(), args, "sect", NOT_SAVED, "prog", "host-specific") == 0
+    out, err = capsys.readouterr()
+    assert out == inifile.save_config(parser(), args, "sect", NOT_SAVED, "prog")
+    assert "count = 4" in out and "host" not in out.replace("# prog", "")
+    assert err == "prog: not saved (host-specific): --host\n"
+    path = tmp_path / "saved.ini"
+    args = parser().parse_args(["--count", "4", "--save_config", str(path)])
+    assert inifile.save_command(parser(), args, "sect", NOT_SAVED, "prog", "host-specific") == 0
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and "count = 4" in path.read_text()
+    assert capsys.readouterr() == ("", "")
+    args = parser().parse_args(["--save_config", str(tmp_path / "no" / "such" / "dir.ini")])
+    assert inifile.save_command(parser(), args, "sect", NOT_SAVED, "prog", "host-specific") == 1
+    assert "prog: can't save the configuration in " in capsys.readouterr().err

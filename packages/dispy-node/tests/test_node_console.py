@@ -4,7 +4,6 @@ pty (cpus, stop/start, help, exit) driven while a client runs jobs on it."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import pty
 import re
@@ -19,7 +18,7 @@ from node_testkit import TestClient, client_test, ship_by_value, value
 
 from dispy_core.errors import ConfigError
 from dispy_core.status import JobStatus
-from dispy_core.testing import wait_until
+from dispy_core.testing import console_commands, wait_until
 from dispy_node.console import HELP, Console
 
 ship_by_value(__name__)
@@ -54,17 +53,8 @@ class FakeNode:
 
 @pytest.fixture
 def console():
-    node, out, calls = FakeNode(), io.StringIO(), []
-    with open(os.devnull) as stdin:
-        c = Console(node, quit=lambda: calls.append("quit"), exit=lambda: calls.append("exit"),
-                    stdin=stdin, stdout=out)
-
-        def say(line: str) -> str:
-            out.seek(0)
-            out.truncate()
-            c.command(line)
-            return out.getvalue()
-
+    node = FakeNode()
+    with console_commands(Console, node) as (say, calls):
         yield say, node, calls
 
 

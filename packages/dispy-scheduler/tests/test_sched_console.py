@@ -1,15 +1,14 @@
-"""dispyscheduler's terminal: the status table and the commands, on a fake daemon."""
+"""dispyscheduler's terminal: the status table and the commands, on a fake daemon (reading
+them from stdin is dispy_core.console's, tested in dispy-core)."""
 
 from __future__ import annotations
 
-import asyncio
-import io
-import os
 import re
 from typing import Any
 
 import pytest
 
+from dispy_core.testing import console_commands
 from dispy_scheduler.console import HELP, Console, format_status
 
 STATUS: dict[str, Any] = {
@@ -64,17 +63,8 @@ def test_format_status_empty():
 
 @pytest.fixture
 def console():
-    daemon, out, calls = FakeDaemon(), io.StringIO(), []
-    with open(os.devnull) as stdin:
-        c = Console(daemon, quit=lambda: calls.append("quit"), exit=lambda: calls.append("exit"),
-                    stdin=stdin, stdout=out)
-
-        def say(line: str) -> str:
-            out.seek(0)
-            out.truncate()
-            c.command(line)
-            return out.getvalue()
-
+    daemon = FakeDaemon()
+    with console_commands(Console, daemon) as (say, calls):
         yield say, daemon, calls
 
 
@@ -100,32 +90,3 @@ def test_help_and_unknown(console):
     assert "unknown command 'quit now'" in say("quit now")  # no arguments to quit
     assert "unknown command 'status all'" in say("status all")
     assert calls == [] and daemon.asked == 0
-
-
-def test_reads_lines_from_its_stdin_in_the_loop():
-    read_fd, write_fd = os.pipe()
-    out, calls = io.StringIO(), []
-
-    async def main() -> None:
-        done = asyncio.Event()
-
-        def exit() -> None:
-            calls.append("exit")
-            done.set()
-
-        with os.fdopen(read_fd) as stdin:
-            c = Console(FakeDaemon(), quit=lambda: calls.append("quit"), exit=exit, stdin=stdin, stdout=out)
-            c.start()
-            os.write(write_fd, b"stat")  # a partial line waits for the rest
-            await asyncio.sleep(0.05)
-            assert "Node time" not in out.getvalue()
-            os.write(write_fd, b"us\nhelp\nexit\n")
-            await asyncio.wait_for(done.wait(), 5)
-            os.close(write_fd)  # end of input: the console stops reading, nothing else happens
-            await asyncio.sleep(0.05)
-
-    asyncio.run(main())
-    text = out.getvalue()
-    assert text.startswith("Enter 'help' for the commands")
-    assert format_status(STATUS) in text and HELP in text
-    assert calls == ["exit"]

@@ -8,8 +8,9 @@ per line. Options in ``not_saved`` (host-specific ones, and the config options
 themselves) are never written, and a file naming one is refused, so that a saved file
 can be used on another host.
 
-Reading a file is the one I/O here; the CLI decides what to do with the values (they
-become the parser's defaults, so the command line overrides them).
+:func:`parse_args` reads a ``--config`` file into the parser's defaults (so the command
+line overrides them), and :func:`save_command` carries out ``--save_config``: the two
+things a daemon's CLI does with these files.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import argparse
 import configparser
 import io
 import os
-from collections.abc import Collection
+import sys
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["save_config", "read_config", "write_config"]
+__all__ = ["save_config", "read_config", "write_config", "parse_args", "save_command"]
 
 #: Options of every such CLI that are never in a file, whatever the program adds.
 _MACHINERY = frozenset({"save_config", "config", "help", "version"})
@@ -111,3 +113,53 @@ def write_config(path: str, text: str) -> None:
         raise
     with open(fd, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, section: str,
+               not_saved: Collection[str]) -> argparse.Namespace:
+    """The arguments, merged with ``--config``'s file (one ``[section]``): the command
+    line wins. A repeatable option given on the command line replaces the file's list
+    (argparse would add to it), and an option of a mutually exclusive group given there
+    replaces the file's choice in that group. Exits 2 (argparse's error) on bad options
+    or an unusable file."""
+    args = parser.parse_args(argv)
+    if args.config is None:
+        return args
+    try:
+        values = read_config(parser, args.config, section, not_saved)
+    except ConfigError as exc:
+        parser.error(str(exc))  # exits 2
+    given = {a.dest for a in parser._actions if getattr(args, a.dest, a.default) != a.default}
+    for action in parser._actions:
+        if _is_append(action) and action.dest in given:
+            values.pop(action.dest, None)
+    for group in parser._mutually_exclusive_groups:
+        dests = [a.dest for a in group._group_actions]
+        if given.intersection(dests):
+            for dest in dests:
+                values.pop(dest, None)
+    parser.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
+def save_command(parser: argparse.ArgumentParser, args: argparse.Namespace, section: str,
+                 not_saved: Collection[str], program: str, specific: str) -> int:
+    """``--save_config [FILE]``: save the options in ``args`` that differ from the
+    defaults of ``parser`` (a fresh one, without ``--config``'s defaults, so that
+    everything in effect is saved) to FILE, readable by its owner only, or to stdout for
+    ``-``. ``not_saved`` options that were given are named on stderr as ``specific``
+    (e.g. "host-specific") and left out. Returns the exit status: 0, or 1 if the file
+    can't be written (said on stderr)."""
+    skipped = [f"--{d}" for d in not_saved if d not in _MACHINERY and getattr(args, d, None) is not None]
+    if skipped:
+        print(f"{program}: not saved ({specific}): {', '.join(skipped)}", file=sys.stderr)
+    text = save_config(parser, args, section, not_saved, program)
+    if args.save_config == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        write_config(args.save_config, text)
+    except OSError as exc:
+        print(f"{program}: can't save the configuration in {args.save_config!r}: {exc}", file=sys.stderr)
+        return 1
+    return 0

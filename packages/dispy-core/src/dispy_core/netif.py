@@ -16,7 +16,7 @@ from typing import Any
 from dispy_core.errors import ConfigError
 
 __all__ = ["canonical", "local_address", "interface_index", "is_ipv6", "host_list", "check_ping_interval",
-           "PING_INTERVAL_RANGE"]
+           "PING_INTERVAL_RANGE", "default_ip_addr", "check_ext_addrs", "announced_addr"]
 
 
 def canonical(host: str) -> str:
@@ -120,3 +120,30 @@ def check_ping_interval(value: Any) -> float | None:
         raise ConfigError(f"ping_interval must be a number of seconds from {low:g} to {high:g} "
                           f"(or None), not {value!r}")
     return float(value)
+
+
+# -- the daemons' addresses (dispynode, dispyscheduler) --------------------------------
+def default_ip_addr() -> str:
+    """The address of this host's name, as the original dispynode and dispyscheduler
+    pick it (their ``-i`` default); 127.0.0.1 if the name does not resolve."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def check_ext_addrs(ip_addrs: list[str], ext_ip_addrs: list[str]) -> None:
+    """ConfigError unless there is at most one ``--ext_ip_addr`` per ``-i`` address."""
+    if len(ext_ip_addrs) > len(ip_addrs):
+        raise ConfigError(f"{len(ext_ip_addrs)} --ext_ip_addr given for {len(ip_addrs)} "
+                          "-i addresses: give at most one per -i address, in the same order")
+
+
+def announced_addr(ip_addrs: list[str], ext_ip_addrs: list[str], ip: str) -> str:
+    """The address peers are told for served address ``ip``: its ``--ext_ip_addr``
+    (paired with the ``-i`` addresses in order) or ``ip`` itself."""
+    try:
+        i = ip_addrs.index(ip)
+    except ValueError:
+        return ip
+    return ext_ip_addrs[i] if i < len(ext_ip_addrs) else ip

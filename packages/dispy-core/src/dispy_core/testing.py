@@ -3,6 +3,8 @@ real ``dispynode`` subprocesses on loopback addresses."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import signal
@@ -12,14 +14,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .connection import Connection
 from .messages import Message
 
 __all__ = ["connected_pair", "pump", "received", "NodeProcess", "SchedulerProcess", "node_python", "wait_until",
-           "unused_port"]
+           "unused_port", "console_commands"]
 
 
 def pump(a: Connection, b: Connection) -> None:
@@ -177,3 +179,23 @@ def unused_port(ip: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
         s.bind((ip, 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def console_commands(console_type: Callable[..., Any], target: Any) -> Iterator[tuple[Callable[[str], str], list[str]]]:
+    """A daemon's console (``console_type(target, quit=..., exit=..., stdin=..., stdout=...)``,
+    a :class:`dispy_core.console.CommandConsole`) on ``target``, with /dev/null as stdin.
+    Yields ``say(line)``, which carries out a command line and returns what the console
+    printed, and the list of the CLI's calls it made (``"quit"``, ``"exit"``)."""
+    out, calls = io.StringIO(), []
+    with open(os.devnull) as stdin:
+        console = console_type(target, quit=lambda: calls.append("quit"), exit=lambda: calls.append("exit"),
+                               stdin=stdin, stdout=out)
+
+        def say(line: str) -> str:
+            out.seek(0)
+            out.truncate()
+            console.command(line)
+            return out.getvalue()
+
+        yield say, calls

@@ -16,17 +16,13 @@ Bad options exit 2 with a message naming the allowed values.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import logging
-import os
-import signal
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from dispy_core import config, inifile, tls
+from dispy_core import config, daemon_cli, inifile, tls
 from dispy_core.errors import ConfigError
 
 from .__about__ import __version__
@@ -107,15 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe_setup", action="store_true",
                    help="accepted for compatibility with dispy 4.x; changes nothing here (setup "
                         "always runs in the computation's own process, whose globals jobs see)")
-    p.add_argument("--save_config", nargs="?", const="-", default=None, metavar="FILE",
-                   help="save the options given (except node-specific ones: -i, -p, --name) to FILE "
-                        "(stdout if FILE is omitted) and exit")
-    p.add_argument("--config", default=None, metavar="FILE",
-                   help="read options from FILE (made with --save_config); options given on the "
-                        "command line override it")
-    p.add_argument("--daemon", action="store_true",
-                   help="don't read commands from stdin (the default when stdin is not a terminal)")
-    p.add_argument("--version", action="version", version=f"dispynode {__version__}")
+    daemon_cli.add_common_options(p, "dispynode", __version__, "node-specific ones: -i, -p, --name")
     return p
 
 
@@ -124,17 +112,6 @@ CONFIG_SECTION = "dispynode"
 #: Options that are never saved or read from a config file: node-specific ones and the
 #: config options themselves.
 _NOT_SAVED = ("ip_addr", "ext_ip_addr", "node_port", "name", "save_config", "config", "help", "version")
-
-
-def save_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    """The text of a config file holding the options in ``args`` that differ from the
-    defaults (node-specific options are left out)."""
-    return inifile.save_config(parser, args, CONFIG_SECTION, _NOT_SAVED, "dispynode")
-
-
-def read_config(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
-    """The options in config file ``path``, as argparse defaults; ConfigError if unusable."""
-    return inifile.read_config(parser, path, CONFIG_SECTION, _NOT_SAVED)
 
 
 def _address(text: str, option: str = "--ip_addr") -> str:
@@ -192,27 +169,15 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
 
 async def _serve(cfg: NodeConfig, interactive: bool) -> None:
     node = Node(cfg)
-    loop = asyncio.get_running_loop()
-    ending = False
 
-    def end(graceful: bool) -> None:
-        """SIGINT (or ``exit``): finish the jobs, then stop; SIGTERM (or ``quit``):
-        terminate the jobs and stop. Either, once the node is ending: end at once."""
-        nonlocal ending
-        if ending or node.closing:
-            log.warning("dispynode %s: stopping at once (second signal): killing its processes, "
-                        "skipping cleanup", cfg.name)
-            node.kill_processes()
-            logging.shutdown()
-            os._exit(1)
-        ending = True
-        if graceful:
-            node.drain()
-        else:
-            node.stop()
+    def at_once() -> None:
+        log.warning("dispynode %s: stopping at once (second signal): killing its processes, "
+                    "skipping cleanup", cfg.name)
+        node.kill_processes()
 
-    loop.add_signal_handler(signal.SIGINT, end, True)
-    loop.add_signal_handler(signal.SIGTERM, end, False)
+    # SIGINT (or ``exit``): finish the jobs, then stop; SIGTERM (or ``quit``): terminate
+    # the jobs and stop. Either, once the node is ending: end at once.
+    end = daemon_cli.end_on_signals(node, at_once)
 
     def started(node: Node) -> None:
         for ip, port in node.listening:
@@ -225,54 +190,27 @@ async def _serve(cfg: NodeConfig, interactive: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.config is not None:
-            # The file's options become defaults: what the command line gives wins.
-            parser.set_defaults(**read_config(parser, args.config))
-            args = parser.parse_args(argv)
-    except ConfigError as exc:
-        parser.error(str(exc))  # exits 2
+    # The file's options become defaults: what the command line gives wins.
+    args = inifile.parse_args(parser, argv, CONFIG_SECTION, _NOT_SAVED)
     if args.save_config is not None:
-        return _save(parser, args)
+        return _save(args)
     try:
         cfg = config_from_args(args)
     except ConfigError as exc:
         parser.error(str(exc))  # exits 2
-    logging.basicConfig(level=logging.DEBUG if cfg.debug else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s dispynode %(levelname)s %(message)s")
+    daemon_cli.start_logging("dispynode", cfg.debug)
     if args.unsafe_setup:
         log.warning("--unsafe_setup changes nothing in this dispynode: setup always runs in the "
                     "computation's own process (forked for it), and jobs are forked from that process, "
                     "so they see setup's globals, which is what dispy 4.x's unsafe setup was for; "
                     "the node's own process never runs user code")
-    interactive = not args.daemon and sys.stdin is not None and sys.stdin.isatty()
-    try:
-        asyncio.run(_serve(cfg, interactive))
-    except OSError as exc:
-        log.error("dispynode could not start: %s", exc)
-        return 1
-    except RuntimeError as exc:
-        log.error("dispynode failed: %s", exc)
-        return 1
-    return 0
+    return daemon_cli.run_daemon("dispynode", args, lambda interactive: _serve(cfg, interactive), log)
 
 
-def _save(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    skipped = [f"--{d}" for d in ("ip_addr", "ext_ip_addr", "node_port", "name") if getattr(args, d) is not None]
-    if skipped:
-        print(f"dispynode: not saved (node-specific): {', '.join(skipped)}", file=sys.stderr)
-    fresh = build_parser()  # its defaults, not --config's: everything in effect is saved
-    text = save_config(fresh, args)
-    if args.save_config == "-":
-        sys.stdout.write(text)
-        return 0
-    try:
-        inifile.write_config(args.save_config, text)  # readable by its owner only: it may hold the secret
-    except OSError as exc:
-        print(f"dispynode: can't save the configuration in {args.save_config!r}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def _save(args: argparse.Namespace) -> int:
+    # a fresh parser: its defaults, not --config's, so that everything in effect is saved
+    # (the file is readable by its owner only: it may hold the secret)
+    return inifile.save_command(build_parser(), args, CONFIG_SECTION, _NOT_SAVED, "dispynode", "node-specific")
 
 
 if __name__ == "__main__":

@@ -9,16 +9,17 @@ Commands (one per line; case does not matter):
 * ``start``: take jobs again, on the CPUs the node had before ``stop``;
 * ``quit``: terminate now, as SIGTERM; ``exit``: finish the jobs, then stop, as SIGINT;
 * ``help``, or anything else: the list of commands.
+
+Reading the lines (in the event loop, never blocking it) and the commands every daemon
+has are :class:`dispy_core.console.CommandConsole`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
+from dispy_core.console import CommandConsole
 from dispy_core.errors import ConfigError
 
 __all__ = ["Console", "Operated", "format_status", "HELP"]
@@ -75,65 +76,40 @@ def _peer(peer: Any) -> str:
     return str(peer)
 
 
-class Console:
-    """Reads command lines from a terminal on stdin without blocking the event loop.
+class Console(CommandConsole):
+    """The node's commands, read from a terminal on stdin (see the module's doc).
 
     ``quit`` and ``exit`` are the CLI's, so that they escalate as signals do (a second
     one while the node is ending stops it at once)."""
 
+    greeting = "Enter 'help' for the commands, or an empty line for the node's status."
+    help = HELP
+    quit_said = "terminating dispynode (running jobs are killed)"
+    exit_said = "stopping dispynode once the jobs in it are done"
+
     def __init__(self, node: Operated, *, quit: Callable[[], None], exit: Callable[[], None],
                  stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+        super().__init__(quit=quit, exit=exit, stdin=stdin, stdout=stdout)
         self.node = node
-        self.quit = quit
-        self.exit = exit
-        self.fd = (stdin or sys.stdin).fileno()
-        self.out = stdout or sys.stdout
-        self._buf = b""
 
-    def start(self) -> None:
-        asyncio.get_running_loop().add_reader(self.fd, self._readable)
-        self._say("Enter 'help' for the commands, or an empty line for the node's status.")
+    def status_text(self) -> str:
+        return format_status(self.node.status())
 
-    def _readable(self) -> None:
-        try:
-            data = os.read(self.fd, 4096)
-        except OSError:
-            data = b""
-        if not data:  # the terminal went away: keep serving without it
-            asyncio.get_running_loop().remove_reader(self.fd)
-            return
-        self._buf += data
-        while b"\n" in self._buf:
-            line, self._buf = self._buf.split(b"\n", 1)
-            self.command(line.decode(errors="replace").strip())
-
-    def command(self, line: str) -> None:
-        """Carry out one command line (also the unit tests' way in)."""
-        words = line.lower().split()
-        cmd, args = (words[0], words[1:]) if words else ("status", [])
-        if cmd == "status" and not args:
-            self._say(format_status(self.node.status()))
-        elif cmd == "cpus":
+    def other_command(self, cmd: str, args: list[str]) -> bool:
+        if cmd == "cpus":
             self._cpus(args)
         elif cmd == "stop" and not args:
             self.node.pause_jobs("operator")
-            self._say("stopped: no new computations or jobs; running jobs go on, queued ones wait "
-                      "('start' resumes)")
+            self.say("stopped: no new computations or jobs; running jobs go on, queued ones wait "
+                     "('start' resumes)")
         elif cmd == "start" and not args:
             if self.node.resume_jobs("operator"):
-                self._say(f"started: running jobs on {self.node.status()['cpus']} CPUs")
+                self.say(f"started: running jobs on {self.node.status()['cpus']} CPUs")
             else:
-                self._say(f"not running jobs yet: {self.node.status().get('state', 'jobs are held')}")
-        elif cmd == "quit" and not args:
-            self._say("terminating dispynode (running jobs are killed)")
-            self.quit()
-        elif cmd == "exit" and not args:
-            self._say("stopping dispynode once the jobs in it are done")
-            self.exit()
+                self.say(f"not running jobs yet: {self.node.status().get('state', 'jobs are held')}")
         else:
-            if cmd != "help":
-                self._say(f"unknown command {line!r}")
-            self._say(HELP)
+            return False
+        return True
 
     def _cpus(self, args: list[str]) -> None:
         try:
@@ -141,16 +117,12 @@ class Console:
         except ValueError:
             n = None
         if n is None:
-            self._say(f"the node uses {self.node.status()['cpus']} CPUs; usage: cpus N "
-                      "(a negative N leaves that many unused)")
+            self.say(f"the node uses {self.node.status()['cpus']} CPUs; usage: cpus N "
+                     "(a negative N leaves that many unused)")
             return
         try:
             cpus = self.node.set_cpus(n)
         except ConfigError as exc:
-            self._say(str(exc))
+            self.say(str(exc))
             return
-        self._say(f"using {cpus} CPUs")
-
-    def _say(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        self.say(f"using {cpus} CPUs")

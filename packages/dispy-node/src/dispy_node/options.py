@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from dispy_core import config
 from dispy_core.errors import ConfigError
+from dispy_core.netif import announced_addr, check_ext_addrs, default_ip_addr
 
 from .service import ServiceWindow
 
@@ -46,14 +47,6 @@ def resolve_cpus(requested: int | None, available: int) -> int:
 
 def default_dest_path_prefix() -> str:
     return os.path.join(tempfile.gettempdir(), "dispy", "node")
-
-
-def default_ip_addr() -> str:
-    """The address of this host's name, as the original dispynode picks it."""
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -105,9 +98,7 @@ class NodeConfig:
             raise ConfigError(f"invalid --zombie_interval {self.zombie_interval}: must be > 0 minutes")
         # ConfigError naming the option if the window is not valid:
         ServiceWindow.from_options(self.service_start, self.service_stop, self.service_end)
-        if len(self.ext_ip_addrs) > len(self.ip_addrs):
-            raise ConfigError(f"{len(self.ext_ip_addrs)} --ext_ip_addr given for {len(self.ip_addrs)} "
-                              "-i addresses: give at most one per -i address, in the same order")
+        check_ext_addrs(self.ip_addrs, self.ext_ip_addrs)
         if not 0 < self.scheduler_port <= 65535:
             raise ConfigError(f"invalid --scheduler_port {self.scheduler_port}: must be in 1..65535")
         if self.keyfile is not None and self.certfile is None:
@@ -121,8 +112,4 @@ class NodeConfig:
     def announced_addr(self, ip: str) -> str:
         """The address peers are told for served address ``ip``: its ``--ext_ip_addr``
         (paired with the ``-i`` addresses in order) or ``ip`` itself."""
-        try:
-            i = self.ip_addrs.index(ip)
-        except ValueError:
-            return ip
-        return self.ext_ip_addrs[i] if i < len(self.ext_ip_addrs) else ip
+        return announced_addr(self.ip_addrs, self.ext_ip_addrs, ip)

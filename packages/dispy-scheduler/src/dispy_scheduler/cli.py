@@ -14,15 +14,12 @@ Bad options exit 2 with a message naming the option and its allowed values.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from dispy_core import config, inifile, netif, tls
+from dispy_core import config, daemon_cli, inifile, netif, tls
 from dispy_core.errors import ConfigError
 
 from .__about__ import __version__
@@ -130,49 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipv4_udp_multicast", action="store_true",
                    help=f"send IPv4 discovery to multicast group {config.IPv4MulticastGroup} instead of "
                         "broadcasting it")
-    p.add_argument("--save_config", nargs="?", const="-", default=None, metavar="FILE",
-                   help="save the options given (except host-specific ones: -i, --ext_ip_addr) to FILE "
-                        "(stdout if FILE is omitted) and exit")
-    p.add_argument("--config", default=None, metavar="FILE",
-                   help="read options from FILE (made with --save_config); options given on the "
-                        "command line override it")
-    p.add_argument("--daemon", action="store_true",
-                   help="don't read commands from stdin (the default when stdin is not a terminal)")
-    p.add_argument("--version", action="version", version=f"dispyscheduler {__version__}")
+    daemon_cli.add_common_options(p, "dispyscheduler", __version__, "host-specific ones: -i, --ext_ip_addr")
     return p
 
 
-def save_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    """The text of a config file holding the options in ``args`` that differ from the
-    defaults (host-specific options are left out)."""
-    return inifile.save_config(parser, args, CONFIG_SECTION, _NOT_SAVED, "dispyscheduler")
-
-
-def read_config(parser: argparse.ArgumentParser, path: str) -> dict[str, object]:
-    """The options in config file ``path``, as argparse defaults; ConfigError if unusable."""
-    return inifile.read_config(parser, path, CONFIG_SECTION, _NOT_SAVED)
-
-
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """The arguments, merged with ``--config``'s file: the command line wins. Exits 2
+    """The arguments, merged with ``--config``'s file: the command line wins (a -n given
+    there replaces the file's list, a policy flag the file's policy). Exits 2
     (argparse's error) on bad options or an unusable file."""
-    args = parser.parse_args(argv)
-    if args.config is None:
-        return args
-    try:
-        values = read_config(parser, args.config)
-    except ConfigError as exc:
-        parser.error(str(exc))  # exits 2
-    # A -n given on the command line replaces the file's list (argparse would add to it),
-    # and a policy flag given there replaces the file's policy.
-    if args.nodes is not None:
-        values.pop("nodes", None)
-    for flag in _POLICY_FLAGS:
-        if getattr(args, flag):
-            for other in _POLICY_FLAGS:
-                values.pop(other, None)
-    parser.set_defaults(**values)
-    return parser.parse_args(argv)
+    return inifile.parse_args(parser, argv, CONFIG_SECTION, _NOT_SAVED)
 
 
 def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
@@ -235,26 +198,10 @@ async def _serve(cfg: SchedulerConfig, interactive: bool) -> None:
     from .daemon import Daemon  # type: ignore[import-not-found,unused-ignore]
 
     daemon: Served = Daemon(cfg)
-    loop = asyncio.get_running_loop()
-    ending = False
-
-    def end(graceful: bool) -> None:
-        """SIGINT (or ``exit``): admit no new clusters, let the running ones finish and
-        close, then stop; SIGTERM (or ``quit``): close every computation, terminating
-        its jobs, then stop. Either, once the scheduler is ending: end at once."""
-        nonlocal ending
-        if ending or daemon.closing:
-            log.warning("dispyscheduler: stopping at once (second signal)")
-            logging.shutdown()
-            os._exit(1)
-        ending = True
-        if graceful:
-            daemon.drain()
-        else:
-            daemon.stop()
-
-    loop.add_signal_handler(signal.SIGINT, end, True)
-    loop.add_signal_handler(signal.SIGTERM, end, False)
+    # SIGINT (or ``exit``): admit no new clusters, let the running ones finish and close,
+    # then stop; SIGTERM (or ``quit``): close every computation, terminating its jobs,
+    # then stop. Either, once the scheduler is ending: end at once.
+    end = daemon_cli.end_on_signals(daemon, lambda: log.warning("dispyscheduler: stopping at once (second signal)"))
 
     def started(daemon: Served) -> None:
         for ip, port in daemon.listening:
@@ -274,35 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
     except ConfigError as exc:
         parser.error(str(exc))  # exits 2
-    logging.basicConfig(level=logging.DEBUG if cfg.debug else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s dispyscheduler %(levelname)s %(message)s")
-    interactive = not args.daemon and sys.stdin is not None and sys.stdin.isatty()
-    try:
-        asyncio.run(_serve(cfg, interactive))
-    except OSError as exc:
-        log.error("dispyscheduler could not start: %s", exc)
-        return 1
-    except RuntimeError as exc:
-        log.error("dispyscheduler failed: %s", exc)
-        return 1
-    return 0
+    daemon_cli.start_logging("dispyscheduler", cfg.debug)
+    return daemon_cli.run_daemon("dispyscheduler", args, lambda interactive: _serve(cfg, interactive), log)
 
 
 def _save(args: argparse.Namespace) -> int:
-    skipped = [f"--{d}" for d in ("ip_addr", "ext_ip_addr") if getattr(args, d) is not None]
-    if skipped:
-        print(f"dispyscheduler: not saved (host-specific): {', '.join(skipped)}", file=sys.stderr)
-    fresh = build_parser()  # its defaults, not --config's: everything in effect is saved
-    text = save_config(fresh, args)
-    if args.save_config == "-":
-        sys.stdout.write(text)
-        return 0
-    try:
-        inifile.write_config(args.save_config, text)  # readable by its owner only: it holds secrets
-    except OSError as exc:
-        print(f"dispyscheduler: can't save the configuration in {args.save_config!r}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    # a fresh parser: its defaults, not --config's, so that everything in effect is saved
+    # (the file is readable by its owner only: it holds secrets)
+    return inifile.save_command(build_parser(), args, CONFIG_SECTION, _NOT_SAVED, "dispyscheduler", "host-specific")
 
 
 if __name__ == "__main__":

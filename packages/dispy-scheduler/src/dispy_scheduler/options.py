@@ -9,13 +9,12 @@ range, so the CLI can show them to the user verbatim.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from dataclasses import dataclass, field
 
 from dispy_core import config
 from dispy_core.errors import ConfigError
-from dispy_core.netif import PING_INTERVAL_RANGE
+from dispy_core.netif import PING_INTERVAL_RANGE, announced_addr, check_ext_addrs, default_ip_addr
 from dispy_core.nodes import split_host_port
 
 __all__ = ["SchedulerConfig", "POLICIES", "PULSE_INTERVAL_RANGE", "default_dest_path_prefix",
@@ -31,14 +30,6 @@ PULSE_INTERVAL_RANGE = (1.0, 600.0)
 
 def default_dest_path_prefix() -> str:
     return os.path.join(tempfile.gettempdir(), "dispy", "scheduler")
-
-
-def default_ip_addr() -> str:
-    """The address of this host's name, as the original dispyscheduler picks it."""
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
 
 
 def parse_node(text: str, default_port: int) -> tuple[str, int]:
@@ -106,9 +97,7 @@ class SchedulerConfig:
     def __post_init__(self) -> None:
         if not self.ip_addrs:
             raise ConfigError("at least one address to serve on (-i/--ip_addr) is needed")
-        if len(self.ext_ip_addrs) > len(self.ip_addrs):
-            raise ConfigError(f"{len(self.ext_ip_addrs)} --ext_ip_addr given for {len(self.ip_addrs)} "
-                              "-i addresses: give at most one per -i address, in the same order")
+        check_ext_addrs(self.ip_addrs, self.ext_ip_addrs)
         _check_port("-p/--port", self.port)
         _check_port("--scheduler_port", self.scheduler_port)
         _check_port("--node_port", self.node_port, low=1)
@@ -135,11 +124,7 @@ class SchedulerConfig:
     def announced_addr(self, ip: str) -> str:
         """The address peers are told for served address ``ip``: its ``--ext_ip_addr``
         (paired with the ``-i`` addresses in order) or ``ip`` itself."""
-        try:
-            i = self.ip_addrs.index(ip)
-        except ValueError:
-            return ip
-        return self.ext_ip_addrs[i] if i < len(self.ext_ip_addrs) else ip
+        return announced_addr(self.ip_addrs, self.ext_ip_addrs, ip)
 
     def node_addresses(self) -> list[tuple[str, int]]:
         """The ``-n`` nodes as (host, port); ``--node_port`` where no port was given."""
