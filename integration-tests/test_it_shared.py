@@ -480,3 +480,31 @@ def test_setup_and_depends_run_on_the_nodes(start_node, start_scheduler, tmp_pat
         for job in jobs:
             assert job() == job.id - 1 + 1000 + (10 if job.host == "127.0.0.2" else 20), job.exception
         assert {job.host for job in jobs} == {"127.0.0.2", "127.0.0.3"}
+
+
+def test_a_cluster_closed_with_jobs_running_gives_their_slots_back(start_node, start_scheduler):
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node])
+    first = shared(nap, sched)
+    long = [first.submit(30, i) for i in range(2)]  # both slots of the 1-CPU node
+    assert wait_until(lambda: all(j.status == dispy.DispyJob.Running for j in long), 15)
+    first.close(timeout=0, terminate=True)
+    with shared(nap, sched) as second:
+        jobs = [second.submit(0.1, i) for i in range(4)]
+        assert [j(timeout=30) for j in jobs] == list(range(4))
+
+
+def test_slots_of_jobs_a_frozen_node_never_confirmed_are_given_back(start_node, start_scheduler):
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node], "--msg_timeout", "2")
+    first = shared(nap, sched)
+    long = [first.submit(30, i) for i in range(2)]
+    assert wait_until(lambda: all(j.status == dispy.DispyJob.Running for j in long), 15)
+    node.proc.send_signal(signal.SIGSTOP)  # it will not confirm the close in time
+    try:
+        first.close(timeout=0, terminate=True)
+    finally:
+        node.proc.send_signal(signal.SIGCONT)
+    with shared(nap, sched) as second:
+        jobs = [second.submit(0.1, i) for i in range(4)]
+        assert [j(timeout=30) for j in jobs] == list(range(4))

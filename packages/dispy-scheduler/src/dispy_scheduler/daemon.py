@@ -390,6 +390,10 @@ class Daemon:
             for users in self.pool.values():
                 users.discard(engine)
             if cluster.compute_id in self.sched.clusters:
+                # Jobs that ended without a result (terminated, or a node that did not
+                # confirm the close) still hold their slots: free them for the others.
+                for key in self._node_keys():
+                    self.sched.release(cluster.compute_id, key)
                 self.sched.remove_cluster(cluster.compute_id)
             for key in [k for k, users in self.pool.items() if not users]:
                 self._drop_node(key)
