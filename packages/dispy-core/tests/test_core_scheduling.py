@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from dispy_core.scheduling import PIPELINE, Scheduler
+from dispy_core.scheduling import PIPELINE, POLICIES, Scheduler
 
 
 @dataclass(eq=False)
@@ -681,14 +681,18 @@ class ClustersMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.s: Scheduler[Job] = Scheduler(key=lambda j: j.uid, pipeline=2,
-                                           policy=["default", "fair", "early"][id(self) % 3])
-        for c in "xy":
-            self.s.add_cluster(c)
+        self.s: Scheduler[Job] = Scheduler(key=lambda j: j.uid, pipeline=2)
         self.cluster_of: dict[int, str] = {}
         self.alive: set[int] = set()
         self.next_uid = 0
         self.nodes: set[str] = set()
+
+    @initialize(policy=st.sampled_from(POLICIES))
+    def choose_policy(self, policy: str) -> None:
+        # drawn, not derived from anything else: hypothesis replays examples exactly
+        self.s = Scheduler(key=lambda j: j.uid, pipeline=2, policy=policy)
+        for c in "xy":
+            self.s.add_cluster(c)
 
     @rule(name=st.sampled_from("ab"), cpus=st.integers(1, 3))
     def add_node(self, name: str, cpus: int) -> None:
