@@ -353,6 +353,7 @@ def test_client_killed_mid_run_frees_nodes_and_keeps_results_for_recover_jobs(st
         assert wait_until(lambda: "did not come back" in sched.log and "kept in" in sched.log, 15), sched.log
         recovered = dispy.recover_jobs(str(tmp_path / "_victim_recover"), timeout=20)
         assert sorted((j.id, j.result, j.status) for j in recovered) == [(1, 100, Finished), (2, 101, Finished)]
+        assert {j.host for j in recovered} == {"127.0.0.2"}  # the node, not the scheduler
         other.close()
     finally:
         if victim.poll() is None:

@@ -235,7 +235,7 @@ class _NodeRecovery:
             job = DispyJob(r.job_id, None, None, 0.0)  # type: ignore[arg-type]
             apply_result(job, r, serialization.loads)
             job.status = r.status
-            job.host = self.ip
+            job.host = r.host if isinstance(r.host, str) and r.host else self.ip  # (via dispyscheduler: the node)
             job._mark_done()
             self.jobs[r.job_id] = job
             new += 1

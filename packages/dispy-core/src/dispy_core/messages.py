@@ -316,6 +316,7 @@ class JobResult:
     exception: str | None = None  # traceback text
     start_time: float = 0.0
     end_time: float = 0.0
+    host: str = ""  # dispyscheduler -> client: the node that ran it (nodes leave it empty)
 
 
 @_message(15)

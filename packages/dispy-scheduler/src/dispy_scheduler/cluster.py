@@ -169,13 +169,15 @@ class ClusterEngine(Engine[SchedJob]):
             job.start_time = r.start_time
         job.end_time = r.end_time or time.time()
         job.status = status
-        self.shared.result(dataclasses.replace(r, job_id=job.cid, status=status), session.key, job._uid)
+        assert session.key is not None
+        self.shared.result(dataclasses.replace(r, job_id=job.cid, status=status, host=session.key[0]),
+                           session.key, job._uid)
         return payload_size(r.result)
 
     def _job_finished(self, job: SchedJob, status: int, node: DispyNode | None, now: float, exception: str) -> None:
         job.status = status
         self.shared.result(JobResult(job.cid, status, exception=exception, start_time=job.start_time or 0.0,
-                                     end_time=now), None, job._uid)
+                                     end_time=now, host=node.ip_addr if node is not None else ""), None, job._uid)
 
     def _job_provisional(self, session: NodeSession, job: SchedJob, r: JobResult) -> None:
         self.shared.provisional(dataclasses.replace(r, job_id=job.cid))
@@ -418,8 +420,12 @@ class SharedCluster:
             self.send(JobResults(self.compute_id, out))
 
     def resend_held(self) -> None:
-        """After Resume: every result the client has not acknowledged, again."""
+        """After Resume: every result the client has not acknowledged, again, and where
+        the jobs still running run (JobsStarted sent meanwhile went nowhere)."""
         self._out = [r for r, _, _ in self.held.values()]
+        self._started = [[job.cid, job._node.key[0], job._node.key[1], job.start_time]
+                         for job in self.jobs.values()
+                         if job.status == JobStatus.Running and job._node is not None and job._node.key]
         self._flush()
 
     # -- status ---------------------------------------------------------------------------
