@@ -153,7 +153,8 @@ def test_exclusive_waits_for_others_and_makes_later_ones_wait(start_node, start_
     later_jobs = [later.submit(0.4, f"l{i}") for i in range(4)]
     try:
         time.sleep(0.5)
-        assert all(j.status == dispy.DispyJob.Created for j in excl_jobs + later_jobs)
+        assert all(j.status == dispy.DispyJob.Created for j in excl_jobs + later_jobs), \
+            [(j.id, j.status, j.host) for j in excl_jobs + later_jobs]
         assert running() == "first"
         first_closed = time.time()
         first.close()

@@ -38,7 +38,6 @@ __all__ = ["SharedJobCluster"]
 log = logging.getLogger("dispy")
 
 _Running = JobStatus.Running
-_Created = JobStatus.Created
 
 
 def node_specs_data(nodes: Any, dispy_port: int | None) -> list[dict[str, Any]]:
@@ -59,6 +58,8 @@ def node_specs_data(nodes: Any, dispy_port: int | None) -> list[dict[str, Any]]:
 class SharedRuntime(Runtime):
     """The engine of a SharedJobCluster: its one "node" is dispyscheduler (see the module
     docstring). ``nodes`` holds the real nodes, as the scheduler reports them."""
+
+    sent_runs = False  # jobs wait in the scheduler until JobsStarted
 
     def __init__(self, *args: Any, client_port: int = 0, local_port: int = 0, **kwargs: Any) -> None:
         self.local_port = local_port  # SharedJobCluster(client_port=): the port replies come to
@@ -94,10 +95,7 @@ class SharedRuntime(Runtime):
             log.warning("lost dispyscheduler %s", session.label)
 
     def _jobs_dispatched(self, session: NodeSession, jobs: list[DispyJob]) -> None:
-        for job in jobs:  # with the scheduler, queued there: Running once on a node
-            job.status = _Created
-            job.host = None
-            job.start_time = None
+        """Sent to the scheduler, where they wait (Created): Running once on a node (JobsStarted)."""
 
     # -- what the scheduler reports -------------------------------------------------------
     def on_shared(self, session: NodeSession, msg: Any) -> None:

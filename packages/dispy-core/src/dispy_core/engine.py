@@ -220,6 +220,10 @@ class Engine(Generic[J]):
       checked); ``job`` is None if the job is unknown.
     """
 
+    #: A job sent to a node is Running there. Not for a SharedJobCluster, whose one
+    #: "node" (dispyscheduler) queues the jobs and reports when each starts.
+    sent_runs = True
+
     def __init__(
         self,
         cluster: Any,
@@ -649,12 +653,16 @@ class Engine(Generic[J]):
         """Send jobs the scheduler placed on a node (its batch, or this computation's part of it)."""
         session = self._ready[key]
         node = session.node
-        ip_addr = node.ip_addr
-        for job in jobs:
-            job.status = _Running
-            job.host = ip_addr
-            job.start_time = now
-            job._node = session
+        if self.sent_runs:
+            ip_addr = node.ip_addr
+            for job in jobs:
+                job.status = _Running
+                job.host = ip_addr
+                job.start_time = now
+                job._node = session
+        else:
+            for job in jobs:
+                job._node = session
         node.busy += len(jobs)
         session.outbox.extend(jobs)
         self._flush(session)
