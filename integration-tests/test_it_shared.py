@@ -149,6 +149,8 @@ def test_exclusive_waits_for_others_and_makes_later_ones_wait(start_node, start_
     excl = shared(nap, sched, exclusive=True,
                   cluster_status=lambda s, n, j: ready.set() if s == dispy.DispyNode.Initialized else None)
     excl_jobs = [excl.submit(0.4, f"e{i}") for i in range(4)]
+    # (the exclusive cluster must reach the scheduler first: clusters are queued in order)
+    assert wait_until(lambda: "waits (exclusive" in sched.log, 15), sched.log
     later = shared(nap, sched)
     later_jobs = [later.submit(0.4, f"l{i}") for i in range(4)]
     try:
