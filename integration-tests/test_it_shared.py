@@ -113,10 +113,11 @@ def test_policy_order_of_execution(start_node, start_scheduler, policy, flag, ex
     sched = start_scheduler([node], *([flag] if flag else []))
     ready = threading.Event()
     a = shared(nap, sched, cluster_status=lambda s, n, j: ready.set() if s == dispy.DispyNode.Initialized else None)
+    assert ready.wait(20)  # A is created first at the scheduler (early policy)
     b_ready = threading.Event()
     b = shared(nap, sched, cluster_status=lambda s, n, j: b_ready.set() if s == dispy.DispyNode.Initialized else None)
     try:
-        assert ready.wait(20) and b_ready.wait(20)
+        assert b_ready.wait(20)
         # A fills the node's two slots (1 CPU x pipeline 2) with jobs that take a while...
         blockers = [a.submit(1.5, "x1"), a.submit(1.5, "x2")]
         assert wait_until(lambda: all(j.status == dispy.DispyJob.Running for j in blockers), 10)
