@@ -17,6 +17,7 @@ runs in the loop, next to the daemon, and reading never blocks it.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import os
 import sys
@@ -26,7 +27,7 @@ from typing import TextIO
 __all__ = ["CommandConsole"]
 
 
-class CommandConsole:
+class CommandConsole(abc.ABC):
     """Reads command lines from a terminal on stdin and carries them out.
 
     A program's console sets the texts (``greeting``, ``help``, ``quit_said``,
@@ -84,9 +85,9 @@ class CommandConsole:
                 self.say(f"unknown command {line!r}")
             self.say(self.help)
 
+    @abc.abstractmethod
     def status_text(self) -> str:
-        """The status table (``status`` or an empty line)."""
-        raise NotImplementedError
+        """The status table (``status`` or an empty line): each program's own."""
 
     def other_command(self, cmd: str, args: list[str]) -> bool:
         """Carry out a program's own command ``cmd`` (lower case) with ``args``; False if

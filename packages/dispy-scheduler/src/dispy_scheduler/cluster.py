@@ -92,7 +92,7 @@ def spec_from_data(d: Any, node_port: int) -> SharedSpec:
         raise ConfigError(f"malformed port in node spec {d!r}")
     if not isinstance(cpus, int) or not isinstance(files, list) or not all(isinstance(f, FileData) for f in files) \
             or not isinstance(setup_args, list):
-        raise ConfigError("malformed node spec for host {d['host']!r}")
+        raise ConfigError(f"malformed node spec for host {d['host']!r}")
     return SharedSpec(d["host"], port or node_port, cpus, files, setup_args)
 
 
