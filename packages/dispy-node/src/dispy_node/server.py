@@ -26,7 +26,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import ssl
@@ -38,7 +37,7 @@ from typing import Any
 
 from dispy_core import config, tls
 from dispy_core.aio import Channel
-from dispy_core.listen import ChannelServer, peer_text
+from dispy_core.listen import ChannelServer
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
 from dispy_core.messages import (

@@ -39,7 +39,7 @@ from dispy_core.messages import (
 )
 from dispy_core.nodes import DispyNode, NodeAllocate
 from dispy_core.session import NodeSession
-from dispy_core.status import JobStatus, NodeStatus
+from dispy_core.status import JobStatus
 
 if TYPE_CHECKING:
     from dispy_core.aio import Channel

@@ -68,7 +68,6 @@ from dispy_core.messages import (
 from dispy_core.nodes import DispyNode, is_wildcard
 from dispy_core.scheduling import Scheduler
 from dispy_core.session import NodeSession
-from dispy_core.status import NodeStatus
 
 from .__about__ import __version__
 from .cluster import ClusterEngine, SchedJob, SharedCluster, SharedSpec
