@@ -10,11 +10,16 @@ The tiny and rtt workloads (and start) also run through ``dispyscheduler``: a se
 ``SharedJobCluster`` in a client child of its own; reported as "via dispyscheduler"
 beside the JobCluster figures (JSON: ``dispy.via_scheduler``).
 
+The files workload runs on both: with JobCluster, and with SharedJobCluster twice, files
+sent straight from the node to the client (``dispy_send_file(path)``, the default) and
+through the scheduler (``relay=True``).
+
 Workloads:
   tiny      2,000 jobs of f(x) = 2 * x, submitted at once (median of 3)  jobs/s
   rtt       200 times submit-then-wait, one job at a time (x 3)        ms p50 / p99
   cpu       8 jobs burning 0.5 s of CPU each on 2 CPUs                 wall s (ideal 2.0)
   args      20 jobs with a 10 MB bytes argument (median of 3)          MB/s
+  files     20 jobs each sending a 10 MB file back (median of 3)      MB/s
   start     cluster creation to first result, node already running     s
   rss       peak RSS of the node's main process and of the client      MiB
   soak      100,000 jobs of f(x) = 2 * x through one cluster (--soak N)  jobs/s, RSS MiB
@@ -63,6 +68,7 @@ ROUNDS = 3  # tiny, rtt and args run this many times; median rates, all rtt samp
 RTT_JOBS = 200
 CPU_JOBS, CPU_SECONDS = 8, 0.5
 ARG_JOBS, ARG_BYTES = 20, 10 * 1000 * 1000
+FILE_JOBS, FILE_BYTES = 20, 10 * 1000 * 1000
 SOAK_JOBS = 100_000
 WARM_JOBS = 100  # the soak's first batch, before its start RSS is read
 SOAK_TIMEOUT = 600  # seconds the soak may take before unfinished jobs count as missing
@@ -85,6 +91,39 @@ def burn(seconds):
 
 def arg_size(data):
     return len(data)
+
+
+def send_back(size, relay):
+    import os
+    with open("bench-file.bin", "wb") as f:
+        f.write(b"\0" * size)
+    status = dispy_send_file("bench-file.bin", relay=relay)  # noqa: F821
+    os.remove("bench-file.bin")
+    return status
+
+
+def files_mb_per_s(make_cluster: Callable, relay: bool = False) -> float:
+    """The files workload on the cluster of send_back that ``make_cluster()`` creates
+    (closed afterwards); the client saves the files in a temporary directory."""
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="dispy-bench-") as where:
+        os.chdir(where)
+        try:
+            cluster = make_cluster()
+            assert cluster.submit(1, relay)() == 0, "dispy_send_file failed"
+            rates = []
+            for _ in range(ROUNDS):
+                t0 = time.perf_counter()
+                jobs = [cluster.submit(FILE_BYTES, relay) for _ in range(FILE_JOBS)]
+                cluster.wait()
+                elapsed = time.perf_counter() - t0
+                assert all(j.result == 0 for j in jobs), [j.exception for j in jobs][:1]
+                assert os.path.getsize("bench-file.bin") == FILE_BYTES
+                rates.append(FILE_JOBS * FILE_BYTES / elapsed / 1e6)
+            cluster.close()
+        finally:
+            os.chdir(cwd)
+    return statistics.median(rates)
 
 
 # -- the dispy side (runs in a child process) -----------------------------------------
@@ -150,6 +189,9 @@ def dispy_client(port: int) -> dict:
     out["args_mb_per_s"] = statistics.median(rates)
     cluster.close()
 
+    out["files_mb_per_s"] = files_mb_per_s(
+        lambda: dispy.JobCluster(send_back, nodes=node, loglevel=dispy.logger.WARNING))
+
     out["client_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -159,9 +201,14 @@ def shared_client(scheduler_port: int, node_port: int) -> dict:
     import dispy
 
     node = [dispy.NodeAllocate("127.0.0.1", port=node_port)]
-    out = tiny_and_rtt(lambda: dispy.SharedJobCluster(
-        double, nodes=node, scheduler_node=f"127.0.0.1:{scheduler_port}", host="127.0.0.1",
-        loglevel=dispy.logger.WARNING))
+    def shared(compute: Callable) -> Callable:
+        return lambda: dispy.SharedJobCluster(
+            compute, nodes=node, scheduler_node=f"127.0.0.1:{scheduler_port}", host="127.0.0.1",
+            loglevel=dispy.logger.WARNING)
+
+    out = tiny_and_rtt(shared(double))
+    out["files_mb_per_s"] = files_mb_per_s(shared(send_back))
+    out["files_relayed_mb_per_s"] = files_mb_per_s(shared(send_back), relay=True)
     out["client_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -372,6 +419,9 @@ def report(ours: dict, pool: dict) -> None:
         ("  via dispyscheduler", (SHARED, "rtt_ms", "p99"), "{:.3f}", ""),
         ("8 x 0.5 s CPU jobs on 2 CPUs, wall s", "cpu_wall_s", "{:.3f}", "<= 2.05"),
         ("10 MB arguments, MB/s", "args_mb_per_s", "{:,.0f}", ">= 1,000"),
+        ("10 MB files from jobs, MB/s", "files_mb_per_s", "{:,.0f}", ""),
+        ("  via dispyscheduler, straight", (SHARED, "files_mb_per_s"), "{:,.0f}", ""),
+        ("  via dispyscheduler, relay=True", (SHARED, "files_relayed_mb_per_s"), "{:,.0f}", ""),
         ("start to first result, s", "start_s", "{:.4f}", "<= 0.02"),
         ("  via dispyscheduler", (SHARED, "start_s"), "{:.4f}", ""),
         ("node peak RSS, MiB", "node_peak_rss_mib", "{:.1f}", "<= 30"),

@@ -1,7 +1,8 @@
 """SharedJobCluster through a real dispyscheduler and real dispynodes on 127.0.0.x:
 several client programs at once, the three scheduling policies, exclusive and
-cooperative clusters, secrets and certificates on both sides, results and files relayed
-through the scheduler, and a client killed mid-run.
+cooperative clusters, secrets and certificates on both sides, provisional results and
+files straight from the node or relayed through the scheduler (relay=True, or when the
+client can't attach), and a client killed mid-run.
 
 The scheduler is always given its nodes with -n: it never broadcasts.
 """
@@ -238,7 +239,7 @@ def certgen(*args):
     subprocess.run([sys.executable, "-m", "dispy_core.certgen", *args], check=True, capture_output=True)
 
 
-def test_node_and_cluster_certificates(start_node, start_scheduler, tmp_path, caplog):
+def test_node_and_cluster_certificates(start_node, start_scheduler, tmp_path, caplog, monkeypatch):
     certgen(str(tmp_path / "node.pem"))
     certgen(str(tmp_path / "cluster.pem"), "--keyfile", str(tmp_path / "cluster.key"))
     node = start_node("127.0.0.2", "-c", "2", "--certfile", str(tmp_path / "node.pem"))
@@ -248,6 +249,14 @@ def test_node_and_cluster_certificates(start_node, start_scheduler, tmp_path, ca
     with shared(ident, sched, certfile=str(tmp_path / "cluster.pem"), keyfile=str(tmp_path / "cluster.key")) as c:
         jobs = [c.submit(i) for i in range(10)]
         assert [j() for j in jobs] == [(i, "127.0.0.2") for i in range(10)]
+        assert not c._runtime._links  # the client can't attach to a node whose certificate it lacks ...
+    with shared(chatty, sched, job_status=lambda j: seen.append((j.status, j.result)),
+                certfile=str(tmp_path / "cluster.pem"), keyfile=str(tmp_path / "cluster.key")) as c:
+        seen = []
+        monkeypatch.chdir(tmp_path)
+        assert c.submit(2)() == ("done", 2)  # ... so what its jobs send comes through the scheduler
+    assert [r for s, r in seen if s == dispy.DispyJob.ProvisionalResult] == [("partial", i) for i in range(2)]
+    assert (tmp_path / "made-by-job.txt").read_text() == "hello 2"
     caplog.set_level(logging.WARNING, logger="dispy")
     plain = shared(ident, sched)  # no certificate: the scheduler's TLS refuses it
     try:
@@ -258,28 +267,112 @@ def test_node_and_cluster_certificates(start_node, start_scheduler, tmp_path, ca
         plain.close(timeout=0, terminate=True)
 
 
-# -- results, provisional results, files and node calls through the scheduler -------------
-def chatty(n):
-    import os
+# -- provisional results and files: straight from the node, or relayed ---------------------
+def chatty(n, relay=False):
     for i in range(n):
-        dispy_provisional_result(("partial", i))  # noqa: F821
+        dispy_provisional_result(("partial", i), relay=relay)  # noqa: F821
     with open("made-by-job.txt", "w") as f:
         f.write("hello %d" % n)
-    dispy_send_file("made-by-job.txt")  # noqa: F821
+    dispy_send_file("made-by-job.txt", relay=relay)  # noqa: F821
     return ("done", n)
 
 
-def test_provisional_results_and_files_come_through_the_scheduler(start_node, start_scheduler, tmp_path,
-                                                                  monkeypatch):
+@pytest.mark.parametrize("relay", [False, True])
+def test_provisional_results_and_files_arrive_either_way(start_node, start_scheduler, tmp_path, monkeypatch,
+                                                         relay):
     monkeypatch.chdir(tmp_path)
     node = start_node("127.0.0.2", "-c", "1")
     sched = start_scheduler([node])
     seen = []
     with shared(chatty, sched, job_status=lambda j: seen.append((j.status, j.result))) as cluster:
-        job = cluster.submit(3)
+        job = cluster.submit(3, relay)
         assert job() == ("done", 3)
     assert [r for s, r in seen if s == dispy.DispyJob.ProvisionalResult] == [("partial", i) for i in range(3)]
     assert (tmp_path / "made-by-job.txt").read_text() == "hello 3"
+
+
+def stepper(go):
+    import os
+    import time
+    dispy_provisional_result("first")  # noqa: F821
+    while not os.path.exists(go):
+        time.sleep(0.02)
+    dispy_provisional_result("straight")  # noqa: F821
+    with open("straight.txt", "w") as f:
+        f.write("from the node")
+    dispy_send_file("straight.txt")  # noqa: F821
+    dispy_provisional_result("relayed", relay=True)  # noqa: F821
+    return "done"
+
+
+def check_straight_from_node(cluster, sched, tmp_path, seen):
+    """With the scheduler frozen, what the job sends without relay still arrives; what it
+    relays (and its result) arrives once the scheduler runs again."""
+    assert wait_until(lambda: any(link.attached for link in cluster._runtime._links.values()), 15)
+    go = tmp_path / "go"
+    job = cluster.submit(str(go))
+    assert wait_until(lambda: "first" in seen, 15)
+    sched.proc.send_signal(signal.SIGSTOP)
+    try:
+        go.touch()
+        assert wait_until(lambda: "straight" in seen and (tmp_path / "straight.txt").exists(), 10)
+        time.sleep(0.5)
+        assert "relayed" not in seen and job.status == dispy.DispyJob.ProvisionalResult
+    finally:
+        sched.proc.send_signal(signal.SIGCONT)
+    assert job(timeout=15) == "done"
+    assert wait_until(lambda: len(seen) == 3, 5)  # job_status runs in the callback thread
+    assert seen == ["first", "straight", "relayed"]
+    assert (tmp_path / "straight.txt").read_text() == "from the node"
+
+
+def provisional(seen):
+    return lambda j: seen.append(j.result) if j.status == dispy.DispyJob.ProvisionalResult else None
+
+
+def test_provisional_results_and_files_come_straight_from_the_node(start_node, start_scheduler, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    node = start_node("127.0.0.2", "-c", "1", "-s", "node-secret")
+    sched = start_scheduler([node], "--node_secret", "node-secret", "--cluster_secret", "cluster-secret")
+    seen = []
+    with shared(stepper, sched, secret="cluster-secret", job_status=provisional(seen)) as cluster:
+        check_straight_from_node(cluster, sched, tmp_path, seen)
+
+
+def test_straight_from_a_tls_node_when_clients_hold_its_certificate(start_node, start_scheduler, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pem, key = str(tmp_path / "shared.pem"), str(tmp_path / "shared.key")
+    certgen(pem, "--keyfile", key)
+    node = start_node("127.0.0.2", "-c", "1", "--certfile", pem, "--keyfile", key)
+    sched = start_scheduler([node], "--node_certfile", pem, "--node_keyfile", key,
+                            "--cluster_certfile", pem, "--cluster_keyfile", key)
+    seen = []
+    with shared(stepper, sched, certfile=pem, keyfile=key, job_status=provisional(seen)) as cluster:
+        check_straight_from_node(cluster, sched, tmp_path, seen)
+
+
+def big_file(size):
+    with open("big.bin", "wb") as f:
+        f.write(b"x" * size)
+    dispy_send_file("big.bin")  # noqa: F821
+    return size
+
+
+def test_a_file_sent_straight_is_saved_before_its_job_is_done(start_node, start_scheduler, tmp_path,
+                                                               monkeypatch):
+    """The file goes straight to the client and the result through the scheduler: the node
+    holds the result until the client has the file."""
+    monkeypatch.chdir(tmp_path)
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node])
+    with shared(big_file, sched) as cluster:
+        assert wait_until(lambda: any(link.attached for link in cluster._runtime._links.values()), 15)
+        for n in (1, 16 << 20, 2, 8 << 20):
+            assert cluster.submit(n)() == n
+            assert os.path.getsize(tmp_path / "big.bin") == n  # there when job() returns
+            os.remove(tmp_path / "big.bin")
 
 
 def where(x):

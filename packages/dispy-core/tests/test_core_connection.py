@@ -135,3 +135,32 @@ def test_frame_macs_can_be_turned_off_but_the_handshake_still_checks_the_secret(
     d = Connection(initiator=False, secret="token", frame_macs=False)
     with pytest.raises(AuthenticationError):
         pump(c, d)
+
+
+def test_a_key_id_authenticates_with_the_key_it_names_instead_of_the_secret():
+    keys = {"comp-1": "key one"}
+    a = Connection(initiator=True, secret="key one", software="attacher", key_id="comp-1")
+    b = Connection(initiator=False, secret="node secret", software="node", keys=keys.get)
+    pump(a, b)
+    assert a.established and b.established and b.key_id == "comp-1"
+    received(a), received(b)
+    b.feed(wire(a.send(m.Attach("comp-1"))))
+    assert received(b) == [m.Attach("comp-1")]
+    plain = Connection(initiator=False, secret="node secret", software="node", keys=keys.get)
+    c = Connection(initiator=True, secret="node secret", software="client")
+    pump(c, plain)
+    assert plain.established and plain.key_id == ""  # the secret still works without a key_id
+
+
+@pytest.mark.parametrize("key_id,key,keys", [
+    ("comp-1", "not key one", {"comp-1": "key one"}.get),  # the wrong key
+    ("comp-2", "key one", {"comp-1": "key one"}.get),  # nothing by that name
+    ("comp-1", "key one", None),  # a responder that takes no keys
+    ("comp-1", "node secret", {"comp-1": "key one"}.get),  # the responder's secret is not the key
+])
+def test_a_key_id_with_the_wrong_key_or_no_such_key_is_refused(key_id, key, keys):
+    a = Connection(initiator=True, secret=key, key_id=key_id)
+    b = Connection(initiator=False, secret="node secret", keys=keys)
+    with pytest.raises(AuthenticationError):
+        pump(a, b)
+    assert not b.established

@@ -293,8 +293,8 @@ def test_provisional_result_passes_its_timeout_and_reports_failure():
 
     calls = []
 
-    def sender(job_id, payload, timeout):
-        calls.append((job_id, timeout))
+    def sender(job_id, payload, timeout, relay):
+        calls.append((job_id, timeout, relay))
         if timeout == 0.5:
             raise TimeoutError("main process not listening")
 
@@ -303,8 +303,8 @@ def test_provisional_result_passes_its_timeout_and_reports_failure():
     execute._current_job = 7
     try:
         assert execute.provisional_result("x", timeout=3) == 0
-        assert execute.provisional_result("x", timeout=0.5) == -1
-        assert calls == [(7, 3), (7, 0.5)]
+        assert execute.provisional_result("x", timeout=0.5, relay=True) == -1
+        assert calls == [(7, 3, False), (7, 0.5, True)]
     finally:
         execute._current_job = old
         execute.set_result_sender(None)

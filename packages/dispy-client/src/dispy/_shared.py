@@ -8,7 +8,8 @@ queues it; it tells the client where and when each job started (``JobsStarted``)
 what happens to the nodes (``ClusterNode``), which this module turns into the
 DispyJob/DispyNode fields and ``cluster_status`` calls a JobCluster gives. Calls on one
 node (allocate, deallocate, close, set CPUs, send a file) are ``NodeRequest``\\ s the
-scheduler carries out.
+scheduler carries out. Provisional results and files of jobs come straight from the
+nodes the client attaches to (:mod:`._attach`), unless a job relays them.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from typing import Any
 
 from dispy_core import config
 from dispy_core.errors import ConfigError
-from dispy_core.messages import ClusterNode, FileData, JobsStarted, NodeReply, NodeRequest
+from dispy_core.messages import ClusterNode, FileData, JobFile, JobResult, JobsStarted, NodeReply, NodeRequest
 from dispy_core.nodes import DispyNode, DispyNodeAvailInfo, NodeAllocate, parse_nodes, split_host_port
 from dispy_core.session import NodeSession
 from dispy_core.status import JobStatus, NodeStatus
 
+from ._attach import AttachLink
 from ._cluster import JobCluster
 from ._job import DispyJob
 from ._runtime import Runtime
@@ -38,6 +40,7 @@ __all__ = ["SharedJobCluster"]
 log = logging.getLogger("dispy")
 
 _Running = JobStatus.Running
+_EARLY_MAX = 10000
 
 
 def node_specs_data(nodes: Any, dispy_port: int | None) -> list[dict[str, Any]]:
@@ -65,6 +68,10 @@ class SharedRuntime(Runtime):
         self.local_port = local_port  # SharedJobCluster(client_port=): the port replies come to
         self.scheduler: DispyNode | None = None
         self._where: dict[int, tuple[str, int]] = {}  # job uid -> node it runs on
+        self._node_uid: dict[int, int] = {}  # job uid -> the id its node knows it by
+        self._by_node_uid: dict[int, int] = {}  # and back
+        self._early: dict[int, list[Any]] = {}  # items of jobs not reported started yet
+        self._links: dict[tuple[str, int], AttachLink] = {}  # nodes attached to (see _attach.py)
         self._requests: dict[int, asyncio.Future[NodeReply]] = {}
         self._req_ids = itertools.count(1)
         super().__init__(*args, client_port=client_port, **kwargs)
@@ -114,7 +121,7 @@ class SharedRuntime(Runtime):
         callbacks, cluster_status = self.callbacks, self.cluster_status
         for entry in msg.jobs:
             try:
-                uid, ip, port, start = entry
+                uid, ip, port, start, node_uid = entry
                 job = self._jobs.get(uid)
             except (TypeError, ValueError):
                 continue
@@ -122,6 +129,9 @@ class SharedRuntime(Runtime):
                 continue
             key = (str(ip), int(port))
             self._where[uid] = key
+            if isinstance(node_uid, int):
+                self._node_uid[uid] = node_uid
+                self._by_node_uid[node_uid] = uid
             job.status = _Running
             job.host = key[0]
             job.start_time = float(start) if isinstance(start, (int, float)) else time.time()
@@ -130,6 +140,9 @@ class SharedRuntime(Runtime):
                 node.busy += 1
             if callbacks is not None and cluster_status is not None:
                 callbacks.put(cluster_status, _Running, node, job)
+            early = self._early.pop(node_uid, None) if self._early else None
+            for item in early or ():
+                self._attached_item(node_uid, item)
 
     def _cluster_node(self, msg: ClusterNode) -> None:
         if msg.compute_id != self.compute_id:
@@ -150,8 +163,51 @@ class SharedRuntime(Runtime):
             self.ever_initialized = True
             log.info("node %s (%s) ready with %d CPUs for computation %s", msg.ip_addr, msg.name, msg.cpus,
                      self.computation.name)
+            self._attach(key, msg.attach)
+        elif msg.status == NodeStatus.Closed:
+            link = self._links.pop(key, None)
+            if link is not None:
+                link.close()
         if self.cluster_status is not None and self.callbacks is not None:
             self.callbacks.put(self.cluster_status, msg.status, node, None)
+
+    # -- straight from the nodes (see _attach.py) -----------------------------------------
+    def _attach(self, key: tuple[str, int], attach: Any) -> None:
+        if self.closing or not isinstance(attach, list) or len(attach) != 3:
+            return
+        compute_id, secret, tls = attach
+        if not isinstance(compute_id, str) or not isinstance(secret, str):
+            return
+        old = self._links.get(key)
+        if old is not None:
+            old.close()
+        link = AttachLink(key[0], key[1], compute_id, secret, ssl=self.ssl if tls else None,
+                          software=self.software, local_addr=Runtime.local_addr_for(self, key[0]),
+                          on_item=self._attached_item)
+        self._links[key] = link
+        self._spawn(link.run())
+
+    def _attached_item(self, node_uid: int, item: Any) -> None:
+        """A provisional result (JobResult) or file (JobFile) straight from a node."""
+        uid = self._by_node_uid.get(node_uid)
+        if uid is None:
+            # Before the scheduler's JobsStarted for the job (it comes the other way round):
+            # kept until then, at most _EARLY_MAX items.
+            if sum(len(v) for v in self._early.values()) < _EARLY_MAX:
+                self._early.setdefault(node_uid, []).append(item)
+            return
+        job = self._jobs.get(uid)
+        if job is None or job._node is None:
+            return
+        if isinstance(item, JobFile):
+            self._job_file(job._node, job, item)
+        elif isinstance(item, JobResult) and item.status == JobStatus.ProvisionalResult:
+            self._job_provisional(job._node, job, dataclasses.replace(item, job_id=uid))
+
+    def _forget_node_uid(self, uid: int) -> None:
+        node_uid = self._node_uid.pop(uid, None)
+        if node_uid is not None:
+            self._by_node_uid.pop(node_uid, None)
 
     def _job_node(self, session: NodeSession, job: DispyJob) -> DispyNode | None:
         key = self._where.get(job._uid)
@@ -159,6 +215,7 @@ class SharedRuntime(Runtime):
 
     def _job_result(self, session: NodeSession, job: DispyJob, r: Any, status: int) -> int:
         rx = super()._job_result(session, job, r, status)
+        self._forget_node_uid(job._uid)
         key = self._where.pop(job._uid, None)
         node = None if key is None else self.nodes.get(key)
         if node is not None:
@@ -172,6 +229,7 @@ class SharedRuntime(Runtime):
     def _job_finished(self, job: DispyJob, status: int, node: DispyNode | None, now: float,
                       exception: str) -> None:
         key = self._where.pop(job._uid, None)
+        self._forget_node_uid(job._uid)
         super()._job_finished(job, status, node if key is None else self.nodes.get(key), now, exception)
 
     def node_jobs(self, key: tuple[str, int]) -> list[DispyJob]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from . import auth, config, messages
@@ -51,10 +52,18 @@ class Connection:
         software: str = "dispy",
         max_frame_size: int | None = None,
         frame_macs: bool | None = None,
+        key_id: str = "",
+        keys: Callable[[str], str | bytes | None] | None = None,
     ) -> None:
+        """``key_id`` (initiator): authenticate with the key of what it names, ``secret``
+        being that key (see Hello.key_id). ``keys`` (responder): the key for a Hello's
+        key_id, or None when there is none; without it only ``secret`` is accepted."""
         self.initiator = initiator
         self.software = software
         self.peer_software = ""
+        self.key_id = key_id  # responder: the key_id the initiator authenticated with
+        self._keys = keys
+        self._frame_macs = frame_macs
         self._key = auth.derive_key(secret)
         # Per-frame MACs protect frames crossing a network. Channels that can't be tampered
         # with in transit (a node's own Unix socket) may turn them off; the handshake still
@@ -72,7 +81,7 @@ class Connection:
         self._error: DispyError | None = None
         self._state = _START
         if initiator:
-            self._queue(Hello(PROTOCOL_VERSION, self._nonce, software), mac=False)
+            self._queue(Hello(PROTOCOL_VERSION, self._nonce, software, key_id), mac=False)
             self._state = _SENT_HELLO
 
     # -- state --------------------------------------------------------------------
@@ -187,6 +196,8 @@ class Connection:
         if isinstance(msg, Denied):
             raise AuthenticationError(f"peer refused the connection: {msg.reason}")
         if self._state == _START and isinstance(msg, Hello):
+            if msg.key_id:
+                self._use_key(msg.key_id)
             self._peer_nonce = msg.nonce
             self.peer_software = msg.software
             proof = auth.responder_proof(self._key, msg.nonce, self._nonce)
@@ -216,6 +227,15 @@ class Connection:
             self._inbox.append(msg)
         else:
             raise ProtocolError(f"unexpected {type(msg).__name__} during the handshake")
+
+    def _use_key(self, key_id: Any) -> None:
+        key = self._keys(key_id) if self._keys is not None and isinstance(key_id, str) else None
+        if not key:
+            raise AuthenticationError(f"authentication failed: nothing here for key {key_id!r} "
+                                      f"(the computation is not set up here, or was closed)")
+        self.key_id = key_id
+        self._key = auth.derive_key(key)
+        self._use_mac = True if self._frame_macs is None else self._frame_macs
 
     def _establish(self) -> None:
         self._state = _ESTABLISHED

@@ -53,8 +53,21 @@ SubmitJobs, JobResults, AckResults, CancelJob, Resume, Pulse, CloseComputation),
     NodeRequest            ->                  (allocate / deallocate / close / set_cpus /
                            <-  NodeReply        send_file on one node)
 
-Results, files and provisional results of the nodes reach the client through the
-scheduler, which acknowledges them to their node only when its client has.
+Final results reach the client through the scheduler, which acknowledges them to their
+node only when its client has. Provisional results and files of jobs come straight from
+the node when the client could attach to it (below), unless the job asked for
+``relay=True``; otherwise they come through the scheduler too.
+
+SharedJobCluster -> node (TCP, node port; handshake with Hello.key_id and the
+computation's key, which the client got in ClusterNode.attach)::
+
+    Attach                 ->
+                           <-  Attached
+                           <-  JobResults       (provisional results)
+                           <-  JobFile
+    Delivered              ->                  (one job id per item received: the job's
+                                                final result waits on the node until its
+                                                earlier items arrived)
 
 Discovery (UDP datagrams sealed with :func:`dispy_core.auth.seal_datagram`; only for
 wildcard node specs)::
@@ -124,6 +137,9 @@ __all__ = [
     "ClusterNode",
     "NodeRequest",
     "NodeReply",
+    "Attach",
+    "Attached",
+    "Delivered",
     # discovery
     "DiscoverRequest",
     "DiscoverReply",
@@ -197,6 +213,9 @@ class Hello(Message):
     protocol: int
     nonce: str  # hex
     software: str  # e.g. "dispy-client 0.1.0 / Python 3.11.7"
+    # Non-empty: the initiator authenticates with the key of the computation this names
+    # (a SharedJobCluster attaching to a node, see Attach), not with the responder's secret.
+    key_id: str = ""
 
 
 @_message(2)
@@ -330,6 +349,9 @@ class SubmitJobs(Message):
 class JobResults(Message):
     compute_id: str
     results: list[JobResult]
+    # Worker -> node only: provisional results sent with dispy_provisional_result(relay=True)
+    # (for a shared cluster: through dispyscheduler, not on the client's attached connection)
+    relay: bool = False
 
 
 @_message(17)
@@ -382,6 +404,7 @@ class JobFile(Message):
     job_id: int
     path: str
     file: FileData
+    relay: bool = False  # worker -> node: dispy_send_file(relay=True), see JobResults.relay
 
 
 @_message(26)
@@ -455,7 +478,8 @@ class FileSaved(Message):
 @_message(34)
 class JobsStarted(Message):
     """Scheduler -> client: jobs went to nodes; ``jobs`` holds ``[job_id, node_ip,
-    node_port, start_time]`` lists."""
+    node_port, start_time, node_job_id]`` lists (``node_job_id``: the id the node knows
+    the job by, in what comes from the node directly)."""
 
     compute_id: str
     jobs: list[list[Any]]
@@ -479,6 +503,9 @@ class ClusterNode(Message):
     cpu_time: float = 0.0
     tx: int = 0
     rx: int = 0
+    # With status Initialized: how the client may attach to the node (Attach), as
+    # ``[node-side compute id, key, tls]``; None: everything comes through the scheduler.
+    attach: list[Any] | None = None
 
 
 @_message(36)
@@ -506,6 +533,34 @@ class NodeReply(Message):
     req_id: int
     status: int
     error: str = ""
+
+
+@_message(50)
+class Attach(Message):
+    """SharedJobCluster -> node, on a connection authenticated with the computation's key
+    (Hello.key_id): send this computation's provisional results and files here (those
+    whose job did not ask for ``relay=True``). Such a connection may only attach, send
+    Delivered and answer Ping."""
+
+    compute_id: str
+
+
+@_message(51)
+class Attached(Message):
+    """Node -> client: reply to Attach; ``error`` says why not."""
+
+    compute_id: str
+    error: str = ""
+
+
+@_message(52)
+class Delivered(Message):
+    """Client -> node on an attached connection: the items (provisional results, files)
+    of these jobs arrived, one id per item. A job's final result (which goes through the
+    scheduler) waits on the node until every item of the job sent before it arrived."""
+
+    compute_id: str
+    job_ids: list[int]
 
 
 # -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------

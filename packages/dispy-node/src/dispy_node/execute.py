@@ -57,11 +57,11 @@ _interruptible = False  # True only while user code runs (see module docstring)
 _interrupt_check: Callable[[], bool] | None = None
 _checking = False  # the handler is running (Python handlers can nest)
 _check_again = False  # a SIGINT arrived while it ran
-_result_sender: Callable[[Any, list[Any], float | None], None] | None = None
+_result_sender: Callable[[Any, list[Any], float | None, bool], None] | None = None
 _current_job: Any = None  # job id of the function job running now
 _deferring = False  # a provisional result is being sent: SIGINT waits for the end
 _deferred = False  # a SIGINT arrived meanwhile
-_file_sender: Callable[[Any, str, FileData, float | None], None] | None = None
+_file_sender: Callable[[Any, str, FileData, float | None, bool], None] | None = None
 _max_file_size = 0  # dispynode --max_file_size (0: no limit)
 
 
@@ -100,8 +100,8 @@ def set_interrupt_check(check: Callable[[], bool] | None) -> None:
     _interrupt_check = check
 
 
-def set_result_sender(sender: Callable[[Any, list[Any], float | None], None] | None) -> None:
-    """``sender(job_id, payload, timeout)`` sends a provisional result of the running job
+def set_result_sender(sender: Callable[[Any, list[Any], float | None, bool], None] | None) -> None:
+    """``sender(job_id, payload, timeout, relay)`` sends a provisional result of the running job
     to the node's main process (blocking at most ``timeout`` seconds); used by
     ``dispy_provisional_result``."""
     global _result_sender
@@ -111,8 +111,10 @@ def set_result_sender(sender: Callable[[Any, list[Any], float | None], None] | N
 def provisional_result(result: Any, relay: bool = False, timeout: float = config.MsgTimeout) -> int:
     """``dispy_provisional_result`` in jobs: send ``result`` to the client now, as the
     job's provisional result; the job goes on. 0 if sent, -1 if not (or not within
-    ``timeout`` seconds). ``relay`` matters only with a shared scheduler; with JobCluster
-    it has no effect, as dispy documents."""
+    ``timeout`` seconds). ``relay`` matters only with a shared scheduler: True sends the
+    result through dispyscheduler, False (default) straight to the client when the client
+    could attach to this node (else through the scheduler too); with JobCluster it has no
+    effect, as dispy documents."""
     sender, job_id = _result_sender, _current_job
     if sender is None or job_id is None:
         return -1
@@ -122,11 +124,11 @@ def provisional_result(result: Any, relay: bool = False, timeout: float = config
         _JOB_LOGGER.warning("dispy_provisional_result: can't serialize the result: %s: %s",
                             type(exc).__name__, exc)
         return -1
-    return _send_now("dispy_provisional_result", lambda: sender(job_id, payload, timeout))
+    return _send_now("dispy_provisional_result", lambda: sender(job_id, payload, timeout, bool(relay)))
 
 
-def set_file_sender(sender: Callable[[Any, str, FileData, float | None], None] | None) -> None:
-    """``sender(job_id, path, file, timeout)`` sends a file of the running job to the
+def set_file_sender(sender: Callable[[Any, str, FileData, float | None, bool], None] | None) -> None:
+    """``sender(job_id, path, file, timeout, relay)`` sends a file of the running job to the
     node's main process (blocking at most ``timeout`` seconds); used by ``dispy_send_file``."""
     global _file_sender
     _file_sender = sender
@@ -153,7 +155,7 @@ def send_file(path: Any, relay: bool = False, timeout: float = config.MsgTimeout
     directory, or absolute) to the client, which saves it under its working directory
     (see :func:`client_path`). 0 once sent; -1 (logged) for a file that can't be read,
     is larger than ``--max_file_size`` or could not be sent within ``timeout`` seconds.
-    ``relay`` matters only with a shared scheduler, as dispy documents."""
+    ``relay`` is as for :func:`provisional_result`."""
     sender, job_id = _file_sender, _current_job
     if sender is None or job_id is None:
         return -1
@@ -177,7 +179,7 @@ def send_file(path: Any, relay: bool = False, timeout: float = config.MsgTimeout
         _JOB_LOGGER.warning("dispy_send_file: can't read %r: %s", path, exc)
         return -1
     file = FileData(os.path.basename(rel), data, stat.S_IMODE(st.st_mode), st.st_mtime)
-    return _send_now("dispy_send_file", lambda: sender(job_id, rel, file, timeout))
+    return _send_now("dispy_send_file", lambda: sender(job_id, rel, file, timeout, bool(relay)))
 
 
 def _send_now(what: str, send: Callable[[], None]) -> int:

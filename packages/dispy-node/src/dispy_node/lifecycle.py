@@ -125,6 +125,13 @@ class Comp(Computation):
     unacked: dict[int, JobResult] = field(default_factory=dict)  # sent, not acknowledged
     pulse_interval: float = 0.0
     detached_since: float = 0.0  # monotonic time its client's connection was lost; 0: attached
+    # A shared cluster's own connection (see Attach): the key it authenticates with, the
+    # attached Channel, per job the items sent on it and not yet Delivered, and the final
+    # results waiting for those items (a job's result must not overtake its files).
+    attach_key: str = ""
+    attached: Any = None
+    in_transit: dict[int, int] = field(default_factory=dict)
+    parked: dict[int, list[JobResult]] = field(default_factory=dict)
 
     @property
     def has_jobs(self) -> bool:
@@ -142,6 +149,7 @@ class Client:
     pinged: bool = False  # a Ping went out since then (--zombie_interval)
     served: bool = False  # it set up a computation here (for --serve)
     counted: bool = False  # counted as served: all its computations were closed
+    attach_id: str = ""  # authenticated with this computation's key: it may only Attach to it
 
 
 def describe_status(code: int | None) -> str:
@@ -269,6 +277,10 @@ class Lifecycle:
         if self._outbox:
             outbox, self._outbox = self._outbox, {}
             for comp, results in outbox.items():
+                if comp.in_transit:
+                    results = self._park(comp, results)
+                if not results:
+                    continue
                 ch = comp.client
                 if ch is not None and not ch.closed:
                     ch.send(JobResults(comp.compute_id, results))
@@ -292,6 +304,55 @@ class Lifecycle:
         if left:
             self.store.forget(compute_id, left)
 
+    # == a shared cluster's attached connection (see Attach) ============================
+    def _send_attached(self, comp: Comp, job_id: int, msg: Message) -> bool:
+        """Send a provisional result or file of job ``job_id`` on ``comp``'s attached
+        connection; False when there is none (it then goes with the results)."""
+        ch = comp.attached
+        if ch is None or ch.closed:
+            return False
+        ch.send(msg)
+        comp.in_transit[job_id] = comp.in_transit.get(job_id, 0) + 1
+        return True
+
+    def _park(self, comp: Comp, results: list[JobResult]) -> list[JobResult]:
+        """Final results whose job's items are still on the attached connection wait."""
+        ready = []
+        for r in results:
+            if r.status != _PROVISIONAL and r.job_id in comp.in_transit:
+                comp.parked.setdefault(r.job_id, []).append(r)
+            else:
+                ready.append(r)
+        return ready
+
+    def _delivered(self, comp: Comp, job_ids: Any) -> None:
+        """The client got these items (one job id each): results they held up go."""
+        if not isinstance(job_ids, list):
+            return
+        for job_id in job_ids:
+            left = comp.in_transit.get(job_id) if isinstance(job_id, int) else None
+            if left is None:
+                continue
+            if left > 1:
+                comp.in_transit[job_id] = left - 1
+                continue
+            del comp.in_transit[job_id]
+            parked = comp.parked.pop(job_id, None)
+            if parked:
+                self._outbox.setdefault(comp, []).extend(parked)
+                self._kick()
+
+    def _unattach(self, comp: Comp) -> None:
+        """The attached connection is gone: nothing waits for it any more."""
+        comp.attached = None
+        comp.in_transit.clear()
+        if comp.parked:
+            out = self._outbox.setdefault(comp, [])
+            for results in comp.parked.values():
+                out.extend(results)
+            comp.parked.clear()
+            self._kick()
+
     def _detach(self, comp: Comp) -> None:
         """Its client's connection is gone: jobs go on, results go to disk until a
         client resumes the computation (or it is closed, see Node)."""
@@ -311,9 +372,11 @@ class Lifecycle:
         n = 0
         for result in msg.results:
             if result.status == JobStatus.ProvisionalResult:
-                # dispy_provisional_result: the job goes on; relay it if it is still ours.
+                # dispy_provisional_result: the job goes on; sent on if it is still ours.
                 if worker.queue and worker.queue[0].job_id == result.job_id:
-                    out.append(result)
+                    if msg.relay or not self._send_attached(comp, result.job_id,
+                                                            JobResults(comp.compute_id, [result])):
+                        out.append(result)
                 continue
             if done(worker, result.job_id) is not None:
                 if worker.timed_out:
@@ -554,6 +617,9 @@ class Lifecycle:
             self._forget(comp)
 
     def _forget(self, comp: Comp) -> None:
+        if comp.attached is not None:
+            comp.attached.close()
+        self._unattach(comp)
         if comp.unacked:  # results its client may not have got: keep them for it
             self.store.save(comp.compute_id, comp.unacked.values())
             comp.unacked.clear()

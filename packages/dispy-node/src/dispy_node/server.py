@@ -42,6 +42,9 @@ from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
 from dispy_core.messages import (
     AckResults,
+    Attach,
+    Attached,
+    Delivered,
     CancelJob,
     CloseComputation,
     ComputationClosed,
@@ -312,8 +315,16 @@ class Node(Lifecycle):
 
     # == channels ========================================================================
     def _new_client_channel(self) -> Channel:
-        return Channel(Connection(initiator=False, secret=self.cfg.secret, software=SOFTWARE),
+        return Channel(Connection(initiator=False, secret=self.cfg.secret, software=SOFTWARE,
+                                  keys=self._attach_key),
                        self._on_client_message, self._on_client_close)
+
+    def _attach_key(self, compute_id: str) -> str | None:
+        """The key a client authenticates with to attach to computation ``compute_id``."""
+        comp = self.comps.get(compute_id)
+        if comp is None or not comp.attach_key or comp.state in (CLOSING, CLOSED, FAILED):
+            return None
+        return comp.attach_key
 
     def _internal_channel(self) -> Channel:
         ch = Channel(internal_connection(initiator=False, token=self.token, software=SOFTWARE),
@@ -344,6 +355,9 @@ class Node(Lifecycle):
             if user is not None:
                 user.last_seen = time.monotonic()
                 user.pinged = False
+                if user.attach_id:
+                    self._on_attached_message(ch, user.attach_id, msg)
+                    return
             if t is SubmitJobs:
                 self._submit(ch, msg)  # type: ignore[arg-type]
             elif t is AckResults:
@@ -354,7 +368,8 @@ class Node(Lifecycle):
                 self._resume(ch, msg)  # type: ignore[arg-type]
             elif t is Welcome:
                 sockname = ch.transport.get_extra_info("sockname") if ch.transport else None
-                ch.user = Client(*(sockname[:2] if sockname else ("", 0)))
+                ip, port = sockname[:2] if sockname else ("", 0)
+                ch.user = Client(ip, port, attach_id=ch.conn.key_id)
                 self.clients.add(ch)
             elif t is InfoRequest:
                 ch.send(node_info(self.cfg, self.cfg.announced_addr(ch.user.ip_addr), ch.user.port))
@@ -381,6 +396,12 @@ class Node(Lifecycle):
     def _on_client_close(self, ch: Channel, exc: BaseException | None) -> None:
         self._log_close(ch, exc, "client")
         self.clients.discard(ch)
+        if isinstance(ch.user, Client) and ch.user.attach_id:
+            comp = self.comps.get(ch.user.attach_id)
+            if comp is not None and comp.attached is ch:
+                log.debug("computation %s: attached client %s is gone", comp.compute_id, ch.peer)
+                self._unattach(comp)
+            return
         if isinstance(ch.user, Client):
             for comp in list(ch.user.comps):
                 if comp.client is not ch:
@@ -393,6 +414,35 @@ class Node(Lifecycle):
                          "are kept for it", comp.compute_id, comp.name, ch.peer)
                 self._detach(comp)
                 self._loop.call_later(self._detached_grace(), self._detached_check, comp)
+
+    def _on_attached_message(self, ch: Channel, compute_id: str, msg: Message) -> None:
+        """A connection authenticated with computation ``compute_id``'s key (a
+        SharedJobCluster's own, see Attach): it may attach to that computation and say what
+        arrived, nothing else."""
+        t = type(msg)
+        comp = self.comps.get(compute_id)
+        if t is Delivered:
+            if comp is not None and comp.attached is ch and msg.compute_id == compute_id:  # type: ignore[attr-defined]
+                self._delivered(comp, msg.job_ids)  # type: ignore[attr-defined]
+        elif t is Attach:
+            if msg.compute_id != compute_id:  # type: ignore[attr-defined]
+                ch.send(Attached(str(msg.compute_id), "this connection's key is for another computation"))  # type: ignore[attr-defined]
+            elif comp is None or comp.state in (CLOSING, CLOSED, FAILED):
+                ch.send(Attached(compute_id, f"computation {compute_id} is not running on this node"))
+            else:
+                if comp.attached is not None and comp.attached is not ch:
+                    comp.attached.close()
+                    self._unattach(comp)
+                comp.attached = ch
+                log.debug("computation %s: client %s attached", compute_id, ch.peer)
+                ch.send(Attached(compute_id))
+        elif t is Pong:
+            pass
+        else:
+            log.warning("closing attached connection from %s: it may not send %s", ch.peer, t.__name__)
+            ch.send(ErrorReport(f"{t.__name__} is not allowed on a connection attached to a computation",
+                                compute_id))
+            ch.close()
 
     def _owned(self, ch: Channel, compute_id: Any) -> Comp | None:
         comp = self.comps.get(compute_id) if isinstance(compute_id, str) else None
@@ -438,6 +488,10 @@ class Node(Lifecycle):
                     pulse_interval=max(0.0, min(float(pulse), 3600.0)),
                     cleanup_files=msg.cleanup_files is not False, ip_addr=ch.user.ip_addr,
                     setup_msg=dataclasses.replace(msg, dest_path=directory))
+        options = msg.options if isinstance(msg.options, dict) else {}
+        key = options.get("attach_key")
+        if isinstance(key, str) and len(key) >= 32:  # from dispyscheduler: its client may Attach
+            comp.attach_key = key
         self.comps[cid] = comp
         self.sched.add(comp)
         ch.user.comps.add(comp)
@@ -612,9 +666,11 @@ class Node(Lifecycle):
         except FileRefused as exc:
             log.warning("computation %s: job %s: dispy_send_file: %s", comp.compute_id, msg.job_id, exc)
             return
-        ch = comp.client
-        if ch is not None and not ch.closed:
-            ch.send(JobFile(comp.compute_id, msg.job_id, msg.path, msg.file))
+        out = JobFile(comp.compute_id, msg.job_id, msg.path, msg.file)
+        if msg.relay or not self._send_attached(comp, msg.job_id, out):
+            ch = comp.client
+            if ch is not None and not ch.closed:
+                ch.send(out)
 
     async def _save_file(self, ch: Channel, comp: Comp, msg: SendFile) -> None:
         error = None

@@ -90,7 +90,7 @@ class _Worker:
             return True  # the node is gone: nobody wants this job's result
         return self.cancel_current
 
-    def send_provisional(self, job_id: Any, payload: list[Any], timeout: float | None) -> None:
+    def send_provisional(self, job_id: Any, payload: list[Any], timeout: float | None, relay: bool) -> None:
         """A provisional result of the running job (dispy_provisional_result), now,
         waiting at most ``timeout`` seconds for the main process to take it. (A send cut
         off mid-frame leaves the connection unusable; the main process then drops this
@@ -99,17 +99,17 @@ class _Worker:
         sock.settimeout(timeout)
         try:
             self.chan.send(JobResults(self.compute_id, [
-                JobResult(job_id, JobStatus.ProvisionalResult, payload)]))
+                JobResult(job_id, JobStatus.ProvisionalResult, payload)], relay))
         finally:
             sock.settimeout(None)
 
-    def send_file(self, job_id: Any, path: str, file: FileData, timeout: float | None) -> None:
+    def send_file(self, job_id: Any, path: str, file: FileData, timeout: float | None, relay: bool) -> None:
         """A file of the running job (dispy_send_file), now, as send_provisional does."""
         self.flush()  # results held here go first
         sock = self.chan.sock
         sock.settimeout(timeout)
         try:
-            self.chan.send(JobFile(self.compute_id, job_id, path, file))
+            self.chan.send(JobFile(self.compute_id, job_id, path, file, relay))
         finally:
             sock.settimeout(None)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from dispy_core.messages import (
 )
 from dispy_core.nodes import DispyNode, NodeAllocate
 from dispy_core.session import NodeSession
-from dispy_core.status import JobStatus
+from dispy_core.status import JobStatus, NodeStatus
 
 if TYPE_CHECKING:
     from dispy_core.aio import Channel
@@ -114,6 +115,7 @@ class ClusterEngine(Engine[SchedJob]):
             pulse_interval=daemon.node_pulse_interval, reentrant=cluster.reentrant,
             ipv4_udp_multicast=cfg.ipv4_udp_multicast, ping_interval=cfg.ping_interval,
             sched=daemon.sched, thread=daemon.loop_ref,
+            compute_options={"attach_key": cluster.attach_key},
         )
         self.auto_ack = False  # results are acknowledged to nodes once the client has them
         if compute.python_version:
@@ -234,6 +236,7 @@ class SharedCluster:
         self.pulse_interval = compute.pulse_interval if compute.pulse_interval > 0 else 0.0
         self.next_pulse = time.monotonic() + self.pulse_interval if self.pulse_interval else 0.0
         self.closing = False
+        self.attach_key = secrets.token_hex(32)  # the client's key to attach to nodes (Attach)
 
     # -- set up ---------------------------------------------------------------------------
     def specs(self) -> list[NodeAllocate]:
@@ -383,7 +386,7 @@ class SharedCluster:
     def started(self, key: tuple[str, int], jobs: list[SchedJob]) -> None:
         ip, port = key
         for job in jobs:
-            self._started.append([job.cid, ip, port, job.start_time])
+            self._started.append([job.cid, ip, port, job.start_time, job._uid])
         self._flush_soon()
 
     def node_status(self, status: int, session: NodeSession) -> None:
@@ -393,8 +396,13 @@ class SharedCluster:
         a = node.avail_info
         avail = None if a is None else AvailInfo(a.cpu, a.memory, a.disk, a.swap)
         self._flush()  # jobs started / results before the node's state changes
+        attach = None
+        tls = self.daemon.attach_tls
+        if status == NodeStatus.Initialized and tls is not None and self.engine is not None:
+            attach = [self.engine.compute_id, self.attach_key, tls]
         self.send(ClusterNode(self.compute_id, status, session.key[0], session.key[1], node.name, node.cpus,
-                              node.platform, avail, node.busy, node.jobs_done, node.cpu_time, node.tx, node.rx))
+                              node.platform, avail, node.busy, node.jobs_done, node.cpu_time, node.tx, node.rx,
+                              attach))
 
     def send(self, msg: Message) -> None:
         channel = self.channel
@@ -423,7 +431,7 @@ class SharedCluster:
         """After Resume: every result the client has not acknowledged, again, and where
         the jobs still running run (JobsStarted sent meanwhile went nowhere)."""
         self._out = [r for r, _, _ in self.held.values()]
-        self._started = [[job.cid, job._node.key[0], job._node.key[1], job.start_time]
+        self._started = [[job.cid, job._node.key[0], job._node.key[1], job.start_time, job._uid]
                          for job in self.jobs.values()
                          if job.status == JobStatus.Running and job._node is not None and job._node.key]
         self._flush()

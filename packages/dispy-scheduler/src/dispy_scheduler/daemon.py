@@ -94,6 +94,21 @@ class _Known:
         self.ip_addr, self.port, self.name = ip_addr, port, name
 
 
+def attach_tls(node_certfile: str | None, cluster_certfile: str | None) -> bool | None:
+    """How clients attach to nodes (ClusterNode.attach): False over TCP (nodes without
+    TLS), True over TLS (the nodes' certificate is the clients' own), None: they can't (a
+    node with TLS accepts only its certificate, which clients don't hold)."""
+    if node_certfile is None:
+        return False
+    if cluster_certfile is None:
+        return None
+    try:
+        with open(node_certfile, "rb") as a, open(cluster_certfile, "rb") as b:
+            return True if a.read() == b.read() else None
+    except OSError:
+        return None
+
+
 class Daemon:
     """A running dispyscheduler. Create it in a running loop; ``await run(started)``."""
 
@@ -104,6 +119,10 @@ class Daemon:
         self.node_ssl = tls.client_context(cfg.node_certfile, cfg.node_keyfile) if cfg.node_certfile else None
         self.cluster_ssl = tls.server_context(cfg.cluster_certfile, cfg.cluster_keyfile) \
             if cfg.cluster_certfile else None
+        self.attach_tls = attach_tls(cfg.node_certfile, cfg.cluster_certfile)
+        if self.attach_tls is None:
+            log.info("node and cluster certificates differ: clients can't attach to nodes, so provisional "
+                     "results and files of jobs come through dispyscheduler")
         # Nodes pulse every --pulse_interval (5 missed: presumed dead, jobs rerun with
         # reentrant); without it every zombie_interval / 5, so a node silent for
         # --zombie_interval is taken for dead, as the documentation says.
