@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -496,6 +497,76 @@ def test_files_over_max_file_size_are_refused(start_node, start_scheduler, tmp_p
         job = c.submit(5, dispy_job_depends=[str(big)])
         assert job() is None and job.status == dispy.DispyJob.Cancelled and "max_file_size" in job.exception
         assert c.submit(6)() == (6, "127.0.0.2")
+
+
+class Cutter:
+    """A TCP forwarder from 127.0.0.1 to ``target`` whose connections the test can cut
+    (both ends see the connection drop, as on a network failure)."""
+
+    def __init__(self, target):
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.conns = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.server.accept()
+                up = socket.create_connection(self.target)
+            except OSError:
+                return
+            self.accepted += 1
+            self.conns += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.server.close()
+        self.cut()
+
+
+def test_a_client_whose_connection_to_the_scheduler_drops_carries_on(start_node, start_scheduler):
+    node = start_node("127.0.0.2", "-c", "2")
+    sched = start_scheduler([node])
+    cutter = Cutter(("127.0.0.1", sched.port))
+    try:
+        with dispy.SharedJobCluster(nap, scheduler_node=f"127.0.0.1:{cutter.port}", host="127.0.0.1",
+                                    loglevel=logging.WARNING) as cluster:
+            jobs = [cluster.submit(1.0, i) for i in range(6)]
+            assert wait_until(lambda: sum(j.status == dispy.DispyJob.Running for j in jobs) == 2, 15)
+            cutter.cut()  # two jobs run on the node, four wait in the scheduler
+            assert [j(timeout=30) for j in jobs] == list(range(6))
+            assert cutter.accepted == 2  # it reconnected once and resumed its computation
+            assert {j.host for j in jobs} == {"127.0.0.2"}
+            assert all(j.status == Finished for j in jobs)
+            assert cluster.submit(0, "after")() == "after"
+    finally:
+        cutter.close()
 
 
 def test_sigint_lets_running_clusters_finish_and_refuses_new_ones(start_node, start_scheduler, caplog):
