@@ -189,7 +189,7 @@ def test_cancel_running_and_queued_jobs(node):
         await asyncio.sleep(0.5)
         c.send(CancelJob(cid, queued_id))
         c.send(CancelJob(cid, long_id))
-        long_r, queued_r = await c.wait_results(cid, [long_id, queued_id], timeout=4)
+        long_r, queued_r = await c.wait_results(cid, [long_id, queued_id], timeout=10)  # well before the 30 s jobs end
         assert queued_r.status == JobStatus.Cancelled
         assert long_r.status == JobStatus.Terminated and "KeyboardInterrupt" in long_r.exception
         await c.close_computation(cid)
