@@ -10,9 +10,10 @@ The tiny and rtt workloads (and start) also run through ``dispyscheduler``: a se
 ``SharedJobCluster`` in a client child of its own; reported as "via dispyscheduler"
 beside the JobCluster figures (JSON: ``dispy.via_scheduler``).
 
-The files workload runs on both: with JobCluster, and with SharedJobCluster twice, files
-sent straight from the node to the client (``dispy_send_file(path)``, the default) and
-through the scheduler (``relay=True``).
+The files workload runs on a node and scheduler of its own, in a client child of its
+own: with JobCluster, and with SharedJobCluster twice, files sent straight from the node
+to the client (``dispy_send_file(path)``, the default) and through the scheduler
+(``relay=True``).
 
 Workloads:
   tiny      2,000 jobs of f(x) = 2 * x, submitted at once (median of 3)  jobs/s
@@ -62,6 +63,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 TINY_JOBS = 2000
 ROUNDS = 3  # tiny, rtt and args run this many times; median rates, all rtt samples
@@ -95,10 +97,11 @@ def arg_size(data):
 
 def send_back(size, relay):
     import os
-    with open("bench-file.bin", "wb") as f:
+    name = "bench-%d.bin" % os.getpid()  # the node's workers share a directory
+    with open(name, "wb") as f:
         f.write(b"\0" * size)
-    status = dispy_send_file("bench-file.bin", relay=relay)  # noqa: F821
-    os.remove("bench-file.bin")
+    status = dispy_send_file(name, relay=relay)  # noqa: F821
+    os.remove(name)
     return status
 
 
@@ -118,7 +121,8 @@ def files_mb_per_s(make_cluster: Callable, relay: bool = False) -> float:
                 cluster.wait()
                 elapsed = time.perf_counter() - t0
                 assert all(j.result == 0 for j in jobs), [j.exception for j in jobs][:1]
-                assert os.path.getsize("bench-file.bin") == FILE_BYTES
+                sizes = {name: os.path.getsize(name) for name in os.listdir(".") if name.startswith("bench-")}
+                assert all(size in (1, FILE_BYTES) for size in sizes.values()), sizes
                 rates.append(FILE_JOBS * FILE_BYTES / elapsed / 1e6)
             cluster.close()
         finally:
@@ -189,9 +193,6 @@ def dispy_client(port: int) -> dict:
     out["args_mb_per_s"] = statistics.median(rates)
     cluster.close()
 
-    out["files_mb_per_s"] = files_mb_per_s(
-        lambda: dispy.JobCluster(send_back, nodes=node, loglevel=dispy.logger.WARNING))
-
     out["client_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -201,16 +202,27 @@ def shared_client(scheduler_port: int, node_port: int) -> dict:
     import dispy
 
     node = [dispy.NodeAllocate("127.0.0.1", port=node_port)]
-    def shared(compute: Callable) -> Callable:
-        return lambda: dispy.SharedJobCluster(
-            compute, nodes=node, scheduler_node=f"127.0.0.1:{scheduler_port}", host="127.0.0.1",
-            loglevel=dispy.logger.WARNING)
-
-    out = tiny_and_rtt(shared(double))
-    out["files_mb_per_s"] = files_mb_per_s(shared(send_back))
-    out["files_relayed_mb_per_s"] = files_mb_per_s(shared(send_back), relay=True)
+    out = tiny_and_rtt(lambda: dispy.SharedJobCluster(
+        double, nodes=node, scheduler_node=f"127.0.0.1:{scheduler_port}", host="127.0.0.1",
+        loglevel=dispy.logger.WARNING))
     out["client_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def files_client(node_port: int, scheduler_port: int) -> dict:
+    """The files workload with JobCluster, then SharedJobCluster (straight, relayed)."""
+    import dispy
+
+    node = [dispy.NodeAllocate("127.0.0.1", port=node_port)]
+
+    def shared() -> Any:
+        return dispy.SharedJobCluster(send_back, nodes=node, scheduler_node=f"127.0.0.1:{scheduler_port}",
+                                      host="127.0.0.1", loglevel=dispy.logger.WARNING)
+
+    direct = files_mb_per_s(lambda: dispy.JobCluster(send_back, nodes=node, loglevel=dispy.logger.WARNING))
+    return {"files_mb_per_s": direct,
+            SHARED: {"files_mb_per_s": files_mb_per_s(shared),
+                     "files_relayed_mb_per_s": files_mb_per_s(shared, relay=True)}}
 
 
 def dispy_soak(port: int, node_pid: int, n: int) -> dict:
@@ -364,6 +376,15 @@ def run_shared() -> dict:
         return result
 
 
+def run_files() -> dict:
+    """The files workload, on a node and scheduler of its own (so that the 10 MB files
+    don't count in the other workloads' peak RSS)."""
+    with daemon("dispy_node.cli", NODE_SERVING, "-p", "0", "-c", "2") as (node, node_port), \
+            daemon("dispy_scheduler.cli", SCHEDULER_SERVING, "--scheduler_port", "0", "-p", "0",
+                   "-n", f"127.0.0.1:{node_port}") as (scheduler, port):
+        return run_client("files client", "--files-client", str(node_port), "--scheduler-port", str(port))
+
+
 # -- the ProcessPoolExecutor side ------------------------------------------------------
 def run_pool() -> dict:
     out: dict = {}
@@ -469,6 +490,8 @@ def main() -> None:
     parser.add_argument("--node-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--shared-client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--node-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--files-client", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scheduler-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     parser.add_argument("--soak", type=int, default=SOAK_JOBS, metavar="N",
                         help=f"jobs in the soak workload (default {SOAK_JOBS:,}; 0 skips it)")
@@ -482,10 +505,16 @@ def main() -> None:
     if args.shared_client:
         print(json.dumps(shared_client(args.shared_client, args.node_port)))
         return
+    if args.files_client:
+        print(json.dumps(files_client(args.files_client, args.scheduler_port)))
+        return
     if args.soak < 0:
         parser.error("--soak must be 0 or more")
     ours = run_dispy(args.soak)
     ours[SHARED] = run_shared()
+    files = run_files()
+    ours[SHARED].update(files.pop(SHARED))
+    ours.update(files)
     pool = run_pool()
     report(ours, pool)
     if args.json:

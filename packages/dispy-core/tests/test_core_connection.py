@@ -138,7 +138,7 @@ def test_frame_macs_can_be_turned_off_but_the_handshake_still_checks_the_secret(
 
 
 def test_a_key_id_authenticates_with_the_key_it_names_instead_of_the_secret():
-    keys = {"comp-1": "key one"}
+    keys = {"comp-1": ("key one", True)}
     a = Connection(initiator=True, secret="key one", software="attacher", key_id="comp-1")
     b = Connection(initiator=False, secret="node secret", software="node", keys=keys.get)
     pump(a, b)
@@ -153,10 +153,10 @@ def test_a_key_id_authenticates_with_the_key_it_names_instead_of_the_secret():
 
 
 @pytest.mark.parametrize("key_id,key,keys", [
-    ("comp-1", "not key one", {"comp-1": "key one"}.get),  # the wrong key
-    ("comp-2", "key one", {"comp-1": "key one"}.get),  # nothing by that name
+    ("comp-1", "not key one", {"comp-1": ("key one", True)}.get),  # the wrong key
+    ("comp-2", "key one", {"comp-1": ("key one", True)}.get),  # nothing by that name
     ("comp-1", "key one", None),  # a responder that takes no keys
-    ("comp-1", "node secret", {"comp-1": "key one"}.get),  # the responder's secret is not the key
+    ("comp-1", "node secret", {"comp-1": ("key one", True)}.get),  # the responder's secret is not the key
 ])
 def test_a_key_id_with_the_wrong_key_or_no_such_key_is_refused(key_id, key, keys):
     a = Connection(initiator=True, secret=key, key_id=key_id)
@@ -164,3 +164,14 @@ def test_a_key_id_with_the_wrong_key_or_no_such_key_is_refused(key_id, key, keys
     with pytest.raises(AuthenticationError):
         pump(a, b)
     assert not b.established
+
+
+def test_a_key_may_come_without_frame_macs_when_both_ends_say_so():
+    a = Connection(initiator=True, secret="key one", key_id="comp-1", frame_macs=False)
+    b = Connection(initiator=False, secret="node secret", keys={"comp-1": ("key one", False)}.get)
+    pump(a, b)
+    received(a), received(b)
+    sent = wire(a.send(m.Attach("comp-1")))
+    assert len(sent) == len(wire(m.encode(m.Attach("comp-1"))[0])) + len(pack_header(m.Attach.TYPE, 0))  # no MAC
+    b.feed(sent)
+    assert received(b) == [m.Attach("comp-1")]

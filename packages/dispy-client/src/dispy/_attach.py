@@ -35,12 +35,13 @@ class AttachLink:
     called in the loop for each JobResult (provisional) or JobFile, ``uid`` being the
     node-side job id."""
 
-    def __init__(self, host: str, port: int, compute_id: str, key: str, *, ssl: Any, software: str,
+    def __init__(self, host: str, port: int, compute_id: str, key: str, macs: bool, *, ssl: Any, software: str,
                  local_addr: tuple[str, int] | None, on_item: Callable[[int, Any], None]) -> None:
         self.host, self.port = host, port
         self.label = f"{host}:{port}"
         self.compute_id = compute_id
         self._key = key
+        self._macs = macs  # frame MACs (when the cluster has a secret)
         self._ssl = ssl
         self._software = software
         self._local_addr = local_addr
@@ -58,6 +59,7 @@ class AttachLink:
         try:
             self._channel = await aio.open_channel(
                 self.host, self.port, secret=self._key, software=self._software, key_id=self.compute_id,
+                frame_macs=self._macs,
                 on_message=self._on_message, on_close=self._on_close, timeout=config.MsgTimeout,
                 local_addr=self._local_addr, ssl=self._ssl)
             self._channel.send(Attach(self.compute_id))

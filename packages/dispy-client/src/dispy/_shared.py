@@ -173,15 +173,15 @@ class SharedRuntime(Runtime):
 
     # -- straight from the nodes (see _attach.py) -----------------------------------------
     def _attach(self, key: tuple[str, int], attach: Any) -> None:
-        if self.closing or not isinstance(attach, list) or len(attach) != 3:
+        if self.closing or not isinstance(attach, list) or len(attach) != 4:
             return
-        compute_id, secret, tls = attach
+        compute_id, secret, tls, macs = attach
         if not isinstance(compute_id, str) or not isinstance(secret, str):
             return
         old = self._links.get(key)
         if old is not None:
             old.close()
-        link = AttachLink(key[0], key[1], compute_id, secret, ssl=self.ssl if tls else None,
+        link = AttachLink(key[0], key[1], compute_id, secret, bool(macs), ssl=self.ssl if tls else None,
                           software=self.software, local_addr=Runtime.local_addr_for(self, key[0]),
                           on_item=self._attached_item)
         self._links[key] = link

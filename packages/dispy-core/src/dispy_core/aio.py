@@ -292,6 +292,7 @@ async def open_channel(
     local_addr: tuple[str, int] | None = None,
     ssl: Any = None,
     key_id: str = "",
+    frame_macs: bool | None = None,
 ) -> Channel:
     """Connect to ``host:port`` and complete the handshake; raises on failure.
 
@@ -301,8 +302,8 @@ async def open_channel(
     loop = asyncio.get_running_loop()
 
     def factory() -> Channel:
-        return Channel(Connection(initiator=True, secret=secret, software=software, key_id=key_id),
-                       on_message, on_close)
+        return Channel(Connection(initiator=True, secret=secret, software=software, key_id=key_id,
+                                  frame_macs=frame_macs), on_message, on_close)
 
     async def connect() -> Channel:
         _, channel = await loop.create_connection(factory, host, port, local_addr=local_addr, ssl=ssl)

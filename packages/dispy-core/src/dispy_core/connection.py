@@ -53,11 +53,12 @@ class Connection:
         max_frame_size: int | None = None,
         frame_macs: bool | None = None,
         key_id: str = "",
-        keys: Callable[[str], str | bytes | None] | None = None,
+        keys: Callable[[str], tuple[str | bytes, bool] | None] | None = None,
     ) -> None:
         """``key_id`` (initiator): authenticate with the key of what it names, ``secret``
-        being that key (see Hello.key_id). ``keys`` (responder): the key for a Hello's
-        key_id, or None when there is none; without it only ``secret`` is accepted."""
+        being that key (see Hello.key_id). ``keys`` (responder): ``(key, frame_macs)`` for
+        a Hello's key_id, or None when there is none; without it only ``secret`` is
+        accepted. (Both ends must agree on frame_macs: the initiator passes it too.)"""
         self.initiator = initiator
         self.software = software
         self.peer_software = ""
@@ -229,13 +230,13 @@ class Connection:
             raise ProtocolError(f"unexpected {type(msg).__name__} during the handshake")
 
     def _use_key(self, key_id: Any) -> None:
-        key = self._keys(key_id) if self._keys is not None and isinstance(key_id, str) else None
-        if not key:
+        found = self._keys(key_id) if self._keys is not None and isinstance(key_id, str) else None
+        if not found or not found[0]:
             raise AuthenticationError(f"authentication failed: nothing here for key {key_id!r} "
                                       f"(the computation is not set up here, or was closed)")
         self.key_id = key_id
-        self._key = auth.derive_key(key)
-        self._use_mac = True if self._frame_macs is None else self._frame_macs
+        self._key = auth.derive_key(found[0])
+        self._use_mac = found[1] if self._frame_macs is None else self._frame_macs
 
     def _establish(self) -> None:
         self._state = _ESTABLISHED

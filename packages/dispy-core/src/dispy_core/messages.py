@@ -504,7 +504,9 @@ class ClusterNode(Message):
     tx: int = 0
     rx: int = 0
     # With status Initialized: how the client may attach to the node (Attach), as
-    # ``[node-side compute id, key, tls]``; None: everything comes through the scheduler.
+    # ``[node-side compute id, key, tls, frame_macs]`` (frame MACs when the cluster has a
+    # secret, as on its connection to the scheduler); None: everything comes through the
+    # scheduler.
     attach: list[Any] | None = None
 
 

@@ -129,6 +129,7 @@ class Comp(Computation):
     # attached Channel, per job the items sent on it and not yet Delivered, and the final
     # results waiting for those items (a job's result must not overtake its files).
     attach_key: str = ""
+    attach_macs: bool = True
     attached: Any = None
     in_transit: dict[int, int] = field(default_factory=dict)
     parked: dict[int, list[JobResult]] = field(default_factory=dict)

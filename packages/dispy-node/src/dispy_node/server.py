@@ -319,12 +319,13 @@ class Node(Lifecycle):
                                   keys=self._attach_key),
                        self._on_client_message, self._on_client_close)
 
-    def _attach_key(self, compute_id: str) -> str | None:
-        """The key a client authenticates with to attach to computation ``compute_id``."""
+    def _attach_key(self, compute_id: str) -> tuple[str, bool] | None:
+        """The key a client authenticates with to attach to computation ``compute_id``,
+        and whether frames carry MACs there."""
         comp = self.comps.get(compute_id)
         if comp is None or not comp.attach_key or comp.state in (CLOSING, CLOSED, FAILED):
             return None
-        return comp.attach_key
+        return comp.attach_key, comp.attach_macs
 
     def _internal_channel(self) -> Channel:
         ch = Channel(internal_connection(initiator=False, token=self.token, software=SOFTWARE),
@@ -492,6 +493,7 @@ class Node(Lifecycle):
         key = options.get("attach_key")
         if isinstance(key, str) and len(key) >= 32:  # from dispyscheduler: its client may Attach
             comp.attach_key = key
+            comp.attach_macs = options.get("attach_macs") is not False
         self.comps[cid] = comp
         self.sched.add(comp)
         ch.user.comps.add(comp)

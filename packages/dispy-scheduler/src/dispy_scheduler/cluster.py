@@ -115,7 +115,7 @@ class ClusterEngine(Engine[SchedJob]):
             pulse_interval=daemon.node_pulse_interval, reentrant=cluster.reentrant,
             ipv4_udp_multicast=cfg.ipv4_udp_multicast, ping_interval=cfg.ping_interval,
             sched=daemon.sched, thread=daemon.loop_ref,
-            compute_options={"attach_key": cluster.attach_key},
+            compute_options={"attach_key": cluster.attach_key, "attach_macs": daemon.attach_macs},
         )
         self.auto_ack = False  # results are acknowledged to nodes once the client has them
         if compute.python_version:
@@ -399,7 +399,7 @@ class SharedCluster:
         attach = None
         tls = self.daemon.attach_tls
         if status == NodeStatus.Initialized and tls is not None and self.engine is not None:
-            attach = [self.engine.compute_id, self.attach_key, tls]
+            attach = [self.engine.compute_id, self.attach_key, tls, self.daemon.attach_macs]
         self.send(ClusterNode(self.compute_id, status, session.key[0], session.key[1], node.name, node.cpus,
                               node.platform, avail, node.busy, node.jobs_done, node.cpu_time, node.tx, node.rx,
                               attach))

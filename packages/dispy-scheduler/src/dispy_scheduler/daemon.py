@@ -120,6 +120,8 @@ class Daemon:
         self.cluster_ssl = tls.server_context(cfg.cluster_certfile, cfg.cluster_keyfile) \
             if cfg.cluster_certfile else None
         self.attach_tls = attach_tls(cfg.node_certfile, cfg.cluster_certfile)
+        # Attached connections get frame MACs as the clients' own connections do.
+        self.attach_macs = bool(cfg.cluster_secret)
         if self.attach_tls is None:
             log.info("node and cluster certificates differ: clients can't attach to nodes, so provisional "
                      "results and files of jobs come through dispyscheduler")
