@@ -11,6 +11,8 @@ import os
 import threading
 import time
 
+import pytest
+
 import dispy
 from dispy_core.testing import wait_until
 
@@ -218,6 +220,9 @@ def test_send_file(start_node, tmp_path, caplog):
 
         assert cluster.send_file(str(tmp_path / "missing"), a.ip) == -1
         assert cluster.send_file(str(small), "127.0.0.9") == -1
+        assert cluster.send_file(str(small), a.ip, relay=True) == 0  # no effect with JobCluster
+        with pytest.raises(dispy.ConfigError, match="relay"):
+            cluster.send_file(str(small), a.ip, relay="yes")
         # the node keeps serving
         assert cluster.submit("data.txt")() == "replaced"
 

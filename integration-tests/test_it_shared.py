@@ -403,6 +403,36 @@ def test_submit_node_send_file_deallocate_close_node(start_node, start_scheduler
         cluster.close(timeout=30, terminate=True)
 
 
+def read_file(name):
+    with open(name) as f:
+        return f.read()
+
+
+def test_send_file_goes_straight_to_the_node_or_through_the_scheduler(start_node, start_scheduler, tmp_path):
+    node = start_node("127.0.0.2", "-c", "1")
+    sched = start_scheduler([node])
+    straight, relayed = tmp_path / "straight.txt", tmp_path / "relayed.txt"
+    straight.write_text("no scheduler needed")
+    relayed.write_text("through the scheduler")
+    with shared(read_file, sched) as cluster:
+        assert wait_until(lambda: any(link.attached for link in cluster._runtime._links.values()), 15)
+        outcome = []
+        sched.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert cluster.send_file(str(straight), "127.0.0.2") == 0  # the scheduler is frozen
+            sender = threading.Thread(
+                target=lambda: outcome.append(cluster.send_file(str(relayed), "127.0.0.2", relay=True)))
+            sender.start()
+            time.sleep(1.0)
+            assert outcome == []  # relay=True waits for the scheduler
+        finally:
+            sched.proc.send_signal(signal.SIGCONT)
+        sender.join(30)
+        assert outcome == [0]
+        assert cluster.submit("straight.txt")() == "no scheduler needed"
+        assert cluster.submit("relayed.txt")() == "through the scheduler"
+
+
 def test_node_allocate_subclass_is_refused(start_node, start_scheduler):
     class Mine(dispy.NodeAllocate):
         def allocate(self, *args):

@@ -1,6 +1,7 @@
 """A shared cluster's client attached to the node with its computation's key (Attach):
 what jobs send comes on that connection unless they relay it, the job's final result waits
-for Delivered, and the connection can do nothing else."""
+for Delivered, the client may send files for the computation, and the connection can do
+nothing else."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from dispy_core.messages import (
     Attached,
     Delivered,
     ErrorReport,
+    FileData,
+    FileSaved,
     JobFile,
     JobResults,
+    SendFile,
     SubmitJobs,
 )
 from dispy_core.status import JobStatus
@@ -101,6 +105,32 @@ def test_an_attached_client_gets_what_jobs_send_and_holds_back_their_results(nod
         assert type(await b.recv()).__name__ == "Closed"  # closing the computation ends it
         with pytest.raises(AuthenticationError):  # and its key
             await open_channel(node.ip, node.port, secret=KEY, key_id=cid, timeout=10)
+
+    client_test(node, body)
+
+
+def read(name):
+    with open(name) as f:
+        return f.read()
+
+
+def test_an_attached_client_may_send_files_for_the_computation_s_directory(node):
+    async def body(c: TestClient):
+        cid = await c.ready(read, options={"attach_key": KEY, "attach_macs": False})
+        a = TestClient()
+        a.channel = await open_channel(node.ip, node.port, secret=KEY, key_id=cid, frame_macs=False,
+                                       on_message=a._on_message, on_close=a._on_close, timeout=10)
+        assert await a.request(Attach(cid)) == Attached(cid)
+        saved = await a.request(SendFile(cid, FileData("note.txt", b"sent straight", 0o644, 0.0)))
+        assert saved == FileSaved(cid, "note.txt", None)
+        refused = await a.request(SendFile(cid, FileData("../escape.txt", b"x", 0o644, 0.0)))
+        assert isinstance(refused, FileSaved) and refused.error
+        other = await a.request(SendFile("another-computation", FileData("x.txt", b"x", 0o644, 0.0)))
+        assert isinstance(other, FileSaved) and "not set up" in other.error
+        [r] = await c.run_jobs(cid, ("note.txt",))
+        assert value(r) == "sent straight"
+        a.close()
+        await c.close_computation(cid)
 
     client_test(node, body)
 

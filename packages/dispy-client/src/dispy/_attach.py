@@ -11,18 +11,34 @@ the job's items have arrived, so a file is always there before its job is done.
 
 If the node can't be reached or the connection drops, nothing is lost: the node sends
 everything through the scheduler again, as it does for relay=True.
+
+The other way, ``cluster.send_file(path, node)`` sends the file on this connection
+(unless ``relay=True``), the node answering ``FileSaved``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from dispy_core import aio, config
-from dispy_core.errors import DispyError
-from dispy_core.messages import Attach, Attached, Delivered, JobFile, JobResults, Message, Ping, Pong
+from dispy_core.errors import ConnectionClosed, DispyError
+from dispy_core.messages import (
+    Attach,
+    Attached,
+    Delivered,
+    FileData,
+    FileSaved,
+    JobFile,
+    JobResults,
+    Message,
+    Ping,
+    Pong,
+    SendFile,
+)
 from dispy_core.session import describe_connect_error
 
 __all__ = ["AttachLink"]
@@ -49,6 +65,7 @@ class AttachLink:
         self._channel: aio.Channel | None = None
         self._attached: asyncio.Future[str] | None = None
         self._closed: asyncio.Future[None] | None = None
+        self._file_waiters: deque[asyncio.Future[str | None]] = deque()  # FileSaved, in order
         self.attached = False
 
     async def run(self) -> None:
@@ -89,6 +106,22 @@ class AttachLink:
         if self._channel is not None and not self._channel.closed:
             self._channel.close()
 
+    async def send_file(self, file: FileData) -> str | None:
+        """Save ``file`` in the computation's directory on the node (send_file): None
+        once saved, else why not. Raises ConnectionClosed if the connection closes first
+        (the caller may then send it through the scheduler)."""
+        channel, closed = self._channel, self._closed
+        if not self.attached or channel is None or channel.closed or closed is None or closed.done():
+            raise ConnectionClosed(f"not attached to node {self.label}")
+        waiter: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._file_waiters.append(waiter)
+        channel.send(SendFile(self.compute_id, file))
+        pending: list[asyncio.Future[Any]] = [waiter, closed]
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            raise ConnectionClosed(f"node {self.label} closed the connection before saving {file.name}")
+        return waiter.result()
+
     def _on_message(self, channel: aio.Channel, msg: Message) -> None:
         t = type(msg)
         if t is JobResults:
@@ -100,6 +133,11 @@ class AttachLink:
         elif t is JobFile:
             self._deliver(msg.job_id, msg)  # type: ignore[attr-defined]
             channel.send(Delivered(self.compute_id, [msg.job_id]))  # type: ignore[attr-defined]
+        elif t is FileSaved:
+            if self._file_waiters:
+                waiter = self._file_waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(msg.error)  # type: ignore[attr-defined]
         elif t is Attached:
             if self._attached is not None and not self._attached.done():
                 self._attached.set_result(msg.error or "")  # type: ignore[attr-defined]

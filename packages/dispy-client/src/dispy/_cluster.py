@@ -403,12 +403,16 @@ class JobCluster:
         runtime, key = found
         return self._call(runtime, "set_node_cpus", runtime.set_node_cpus, key, cpus)
 
-    def send_file(self, path: Any, node: Any) -> int:
+    def send_file(self, path: Any, node: Any, relay: bool = False) -> int:
         """Send the local file ``path`` to ``node`` (a :class:`DispyNode`, IP address or
         host name serving the cluster): it is saved in the computation's directory there
         (the jobs' working directory) under its base name, replacing a file of that name.
         Returns 0 once the node saved it, or -1 with the reason logged (unreadable file,
-        node not serving the cluster, file over the node's ``--max_file_size``...)."""
+        node not serving the cluster, file over the node's ``--max_file_size``...).
+        ``relay`` only matters with SharedJobCluster: True sends the file through
+        dispyscheduler rather than straight to the node (as for ``dispy_send_file``)."""
+        if not isinstance(relay, bool):
+            raise ConfigError(f"relay must be True or False, not {relay!r}")
         found = self._serving_node("send_file", node)
         if found is None:
             return -1
@@ -419,10 +423,15 @@ class JobCluster:
             log.error("send_file(): %s", exc)
             return -1
         try:
-            return int(runtime.thread.run(runtime.send_file(key, data), timeout=None))
+            return int(runtime.thread.run(self._file_sender(runtime, relay)(key, data), timeout=None))
         except Exception as exc:
             log.warning("send_file(): %s: %s", type(exc).__name__, exc)
             return -1
+
+    @staticmethod
+    def _file_sender(runtime: Runtime, relay: bool) -> Callable[..., Any]:
+        """How send_file reaches the node (the node's own connection; see SharedJobCluster)."""
+        return runtime.send_file
 
     @staticmethod
     def _call(runtime: Runtime, what: str, func: Callable[..., Any], *args: Any) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispy_core import config
-from dispy_core.errors import ConfigError
+from dispy_core.errors import ConfigError, ConnectionClosed
 from dispy_core.messages import ClusterNode, FileData, JobFile, JobResult, JobsStarted, NodeReply, NodeRequest
 from dispy_core.nodes import DispyNode, DispyNodeAvailInfo, NodeAllocate, parse_nodes, split_host_port
 from dispy_core.session import NodeSession
@@ -296,6 +296,25 @@ class SharedRuntime(Runtime):
     async def send_file(self, key: tuple[str, int], file: FileData) -> int:
         return await self._request("send_file", key[0], file=file)
 
+    async def send_file_straight(self, key: tuple[str, int], file: FileData) -> int:
+        """send_file on the node's attached connection; through the scheduler if there is
+        none or it closes before the node answered."""
+        link = self._links.get(key)
+        if link is None or not link.attached:
+            return await self.send_file(key, file)
+        try:
+            error = await link.send_file(file)
+        except ConnectionClosed as exc:
+            log.info("send_file(): %s; sending %s through dispyscheduler", exc, file.name)
+            return await self.send_file(key, file)
+        if error:
+            log.error("send_file(): node %s did not save %s: %s", link.label, file.name, error)
+            return -1
+        node = self.nodes.get(key)
+        if node is not None:
+            node.tx += len(file.data)
+        return 0
+
 
 class SharedJobCluster(JobCluster):
     """A cluster that shares nodes with other client programs through dispyscheduler
@@ -389,6 +408,11 @@ class SharedJobCluster(JobCluster):
         kwargs["reentrant"] = False  # the scheduler reruns jobs of lost nodes; a lost scheduler is resumed
         return SharedRuntime(self, self._computation, [NodeAllocate(host, port)], compute_options=options,
                              local_port=self._client_port, **kwargs)
+
+    @staticmethod
+    def _file_sender(runtime: Runtime, relay: bool) -> Callable[..., Any]:
+        assert isinstance(runtime, SharedRuntime)
+        return runtime.send_file if relay else runtime.send_file_straight
 
     def _place(self, spec: Any, pin: Any) -> tuple[Any, Any]:
         if pin is None:

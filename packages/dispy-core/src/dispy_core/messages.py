@@ -68,6 +68,8 @@ computation's key, which the client got in ClusterNode.attach)::
     Delivered              ->                  (one job id per item received: the job's
                                                 final result waits on the node until its
                                                 earlier items arrived)
+    SendFile               ->                  (cluster.send_file(path, node), unless
+                           <-  FileSaved        relay=True)
 
 Discovery (UDP datagrams sealed with :func:`dispy_core.auth.seal_datagram`; only for
 wildcard node specs)::
@@ -542,7 +544,8 @@ class Attach(Message):
     """SharedJobCluster -> node, on a connection authenticated with the computation's key
     (Hello.key_id): send this computation's provisional results and files here (those
     whose job did not ask for ``relay=True``). Such a connection may only attach, send
-    Delivered and answer Ping."""
+    Delivered, send files for the computation's directory (SendFile, answered FileSaved:
+    ``send_file`` without relay) and answer Ping."""
 
     compute_id: str
 

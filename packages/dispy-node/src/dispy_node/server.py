@@ -383,7 +383,7 @@ class Node(Lifecycle):
             elif t is CloseComputation:
                 self._close_request(ch, msg)  # type: ignore[arg-type]
             elif t is SendFile:
-                self._send_file(ch, msg)  # type: ignore[arg-type]
+                self._send_file(ch, msg, self._owned(ch, msg.compute_id))  # type: ignore[arg-type, attr-defined]
             else:
                 ch.send(ErrorReport(f"{t.__name__} is not a request dispynode serves"))
         except Exception as exc:
@@ -418,8 +418,8 @@ class Node(Lifecycle):
 
     def _on_attached_message(self, ch: Channel, compute_id: str, msg: Message) -> None:
         """A connection authenticated with computation ``compute_id``'s key (a
-        SharedJobCluster's own, see Attach): it may attach to that computation and say what
-        arrived, nothing else."""
+        SharedJobCluster's own, see Attach): it may attach to that computation, say what
+        arrived and send it files (send_file), nothing else."""
         t = type(msg)
         comp = self.comps.get(compute_id)
         if t is Delivered:
@@ -437,6 +437,9 @@ class Node(Lifecycle):
                 comp.attached = ch
                 log.debug("computation %s: client %s attached", compute_id, ch.peer)
                 ch.send(Attached(compute_id))
+        elif t is SendFile:
+            owned = comp is not None and comp.attached is ch and msg.compute_id == compute_id  # type: ignore[attr-defined]
+            self._send_file(ch, msg, comp if owned else None)  # type: ignore[arg-type]
         elif t is Pong:
             pass
         else:
@@ -636,13 +639,13 @@ class Node(Lifecycle):
             return
         self._background(self._close(comp, terminate=bool(msg.terminate), reply=True))
 
-    def _send_file(self, ch: Channel, msg: SendFile) -> None:
-        """Save a client's file in its computation's directory (cluster.send_file);
-        always answers FileSaved, with ``error`` when the file was refused."""
+    def _send_file(self, ch: Channel, msg: SendFile, comp: Comp | None) -> None:
+        """Save a client's file in its computation's directory (cluster.send_file; ``comp``
+        is the computation if ``ch`` may send it files); always answers FileSaved, with
+        ``error`` when the file was refused."""
         cid = msg.compute_id if isinstance(msg.compute_id, str) else ""
         name = getattr(msg.file, "name", "")
         name = name if isinstance(name, str) else ""
-        comp = self._owned(ch, msg.compute_id)
         if comp is None or comp.state in (CLOSING, CLOSED, FAILED) or not comp.directory:
             ch.send(FileSaved(cid, name, f"computation {cid} is not set up on this node"))
             return
