@@ -6,13 +6,9 @@ delegate.py, node_setup.py, a program computation, depends of every kind).
 
 from __future__ import annotations
 
-import os
 import stat
 import sys
 import threading
-import types
-
-import pytest
 
 import dispy
 

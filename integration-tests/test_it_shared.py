@@ -19,7 +19,6 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,7 +31,6 @@ Finished = dispy.DispyJob.Finished
 
 
 def ident(x):
-    import socket
     return x, dispy_node_ip_addr  # noqa: F821
 
 
