@@ -38,6 +38,7 @@ from dispy_core.messages import (
     Ping,
     Pong,
     SendFile,
+    Welcome,
 )
 from dispy_core.session import describe_connect_error
 
@@ -143,7 +144,7 @@ class AttachLink:
                 self._attached.set_result(msg.error or "")  # type: ignore[attr-defined]
         elif t is Ping:
             channel.send(Pong(msg.nonce))  # type: ignore[attr-defined]
-        elif t.__name__ != "Welcome":
+        elif t is not Welcome:
             log.debug("node %s: unexpected %s on the attached connection", self.label, t.__name__)
 
     def _deliver(self, uid: Any, item: Any) -> None:
