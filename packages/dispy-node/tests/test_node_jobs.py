@@ -215,6 +215,55 @@ def test_per_job_files_and_depends(node):
     client_test(node, body)
 
 
+# -- what dispy 4.x programs find in a computation's namespace -------------------------
+def delegate_to(name, n):
+    return globals()[name](n)
+
+
+def per_job_step(n):
+    # Neither name exists in this module: the node's namespace and setup provide them.
+    return dispy_node_name, table[n]  # noqa: F821
+
+
+def test_per_job_function_sees_the_computation_s_namespace(node, tmp_path):
+    # delegate.py of dispy 4.x: a function sent with one job runs in the computation's
+    # namespace, so it sees dispy_node_name and what setup made.
+    async def body(c: TestClient):
+        cid = await c.ready(delegate_to, setup=setup_globals, setup_args=(3, str(tmp_path / "m")))
+        r1, r2 = await c.run_jobs(cid, ("per_job_step", 2), ("per_job_step", 4), depends=[per_job_step])
+        assert (value(r1), value(r2)) == (("test-node", 6), ("test-node", 12)), (r1.exception, r2.exception)
+        await c.close_computation(cid)
+
+    client_test(node, body)
+
+
+struct = "the program's own struct"  # a name the node would otherwise provide
+
+
+def setup_with_node_modules():
+    global started
+    started = time.time()  # noqa: F821 - time is not imported here
+    return 0
+
+
+def uses_node_modules(data):
+    # dispy 4.x examples use os and time in computations without importing them: the
+    # original node ran them in its own module's namespace.
+    time.sleep(0.01)  # noqa: F821
+    return hashlib.sha1(data).hexdigest(), started <= time.time(), struct  # noqa: F821
+
+
+def test_node_modules_are_there_unless_the_program_defines_the_name(node):
+    async def body(c: TestClient):
+        cid = await c.ready(uses_node_modules, setup=setup_with_node_modules)
+        (r,) = await c.run_jobs(cid, (b"abc",))
+        assert value(r) == ("a9993e364706816aba3e25717850c26c9cd0d89d", True,
+                            "the program's own struct"), r.exception
+        await c.close_computation(cid)
+
+    client_test(node, body)
+
+
 # -- programs ---------------------------------------------------------------------------
 SCRIPT = b"""#!/bin/sh
 echo "args: $*"

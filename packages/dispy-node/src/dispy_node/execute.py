@@ -10,7 +10,12 @@ environment the original dispynode gives jobs:
   ``dispy_send_file(path)`` (sends a file to the client, through the worker's file
   sender: :func:`set_file_sender`; at most ``--max_file_size``, :func:`set_max_file_size`)
   in the computation function's globals;
+* the standard modules dispy 4.x's node had imported where computations ran
+  (:data:`NODE_MODULES`: ``os``, ``sys``, ``time``...), for programs that use them
+  without importing them (:func:`provide_node_modules`, called by the host);
 * per-job ``depends`` (functions, classes) injected into those globals for the job only;
+  a per-job function also sees the computation's globals while the job runs, as it did
+  in dispy 4.x, where it ran in the computation's namespace;
 * per-job files in a directory of their own (``dispy_job_path``), the job's working
   directory while it runs, removed afterwards;
 * ``sys.stdout``/``sys.stderr`` captured as ``str`` for functions, the program's output
@@ -27,6 +32,7 @@ cancel that arrives late, between jobs or after the job finished, interrupts not
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import os
@@ -49,9 +55,26 @@ from .paths import make_job_dir, remove_tree, write_files
 
 __all__ = ["Runtime", "run_job", "install_interrupt_handler", "set_interrupt_check",
            "set_result_sender", "set_file_sender", "set_max_file_size", "send_file",
-           "format_user_exception"]
+           "format_user_exception", "NODE_MODULES", "provide_node_modules"]
 
 _MISSING = object()
+
+#: The standard modules dispy 4.x's dispynode had imported in the namespace where it ran
+#: computations, setup and cleanup. Its own examples rely on some of them without an
+#: import (``os.getpid()`` in a computation, ``time.sleep`` after a setup that imported
+#: only hashlib), so a computation's globals get whichever of them it does not define.
+NODE_MODULES = ("copy", "errno", "glob", "hashlib", "io", "marshal", "multiprocessing",
+                "os", "pickle", "platform", "re", "shutil", "signal", "socket", "stat",
+                "struct", "subprocess", "sys", "tempfile", "threading", "time", "traceback")
+
+
+def provide_node_modules(namespace: dict[str, Any]) -> None:
+    """Bind each of :data:`NODE_MODULES` in ``namespace`` unless it holds that name."""
+    for name in NODE_MODULES:
+        if name not in namespace:
+            namespace[name] = importlib.import_module(name)
+
+
 _JOB_LOGGER = logging.getLogger("dispynode.job")
 _interruptible = False  # True only while user code runs (see module docstring)
 _interrupt_check: Callable[[], bool] | None = None
@@ -260,11 +283,18 @@ def _run_function(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
     global _interruptible, _current_job
     g = rt.computation.__globals__
     saved: dict[str, Any] = {}
+    lent: list[tuple[dict[str, Any], str]] = []  # names lent to per-job functions' globals
 
     def inject(name: str, value: Any) -> None:
         if name not in saved:
             saved[name] = g.get(name, _MISSING)
         g[name] = value
+
+    def lend(fg: dict[str, Any]) -> None:
+        for name, value in list(g.items()):
+            if not name.startswith("__") and name not in fg:
+                fg[name] = value
+                lent.append((fg, name))
 
     inject("dispy_job_path", job_dir)
     inject("dispy_node_name", rt.node_name)
@@ -278,10 +308,19 @@ def _run_function(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
     start = time.time()
     try:
         if spec.depends is not None:
+            own: list[dict[str, Any]] = []
             for obj in serialization.loads(spec.depends):
                 name = getattr(obj, "__name__", None)
                 if isinstance(name, str):
                     inject(name, obj)
+                fg = getattr(obj, "__globals__", None)
+                if isinstance(fg, dict) and fg is not g and not any(fg is o for o in own):
+                    own.append(fg)
+            # A function shipped with the job has globals of its own, but dispy 4.x ran it
+            # in the computation's namespace: programs expect dispy_node_name, setup's
+            # globals and the node's modules there too (lent for this job only).
+            for fg in own:
+                lend(fg)
         args, kwargs = serialization.loads(spec.args)
         sys.stdout, sys.stderr = out, err
         _current_job = spec.job_id
@@ -296,6 +335,8 @@ def _run_function(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
     except BaseException as exc:
         status, result, exception = JobStatus.Terminated, None, format_user_exception(exc)
     end = time.time()
+    for fg, name in lent:
+        fg.pop(name, None)
     for name, old in saved.items():
         if old is _MISSING:
             g.pop(name, None)

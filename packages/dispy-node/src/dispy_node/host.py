@@ -6,7 +6,8 @@ The zygote forks one host per computation. The host:
    ``dest_path`` replaced by the absolute directory the main process made for it;
 2. writes the computation's files there, makes it the working directory (and puts it on
    ``sys.path``), unpickles ``{"computation", "depends", "setup", "cleanup"}``, injects
-   the depends objects under their ``__name__`` and runs ``setup(*setup_args)``;
+   the depends objects under their ``__name__`` (and dispy 4.x's standard modules,
+   ``execute.NODE_MODULES``, where not defined) and runs ``setup(*setup_args)``;
    it answers HostReady(error): setup must return 0, 1 or 2 (dispy's historical codes;
    here every job is forked from this process, so setup's globals are always visible
    and 1 and 2 mean the same as 0);
@@ -44,7 +45,7 @@ from dispy_core.messages import (
 )
 
 from .__about__ import __version__
-from .execute import Runtime, format_user_exception, install_interrupt_handler
+from .execute import Runtime, format_user_exception, install_interrupt_handler, provide_node_modules
 from .ipc import BlockingChannel
 from .paths import write_files
 from .worker import worker_main
@@ -120,6 +121,7 @@ class Host:
             namespaces = _namespaces(computation, setup, self.cleanup)
             for ns in namespaces:
                 ns["dispynode_shutdown"] = self._make_shutdown()
+                provide_node_modules(ns)
         for obj in payload.get("depends") or ():
             name = getattr(obj, "__name__", None)
             if isinstance(name, str):
