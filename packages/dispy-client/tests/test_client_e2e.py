@@ -245,6 +245,28 @@ def test_callbacks_order_and_thread(cluster_of: Any) -> None:
                         ("job", job.id, JobStatus.Finished), ("cluster", job.id, JobStatus.Finished)]
 
 
+def test_wait_returns_after_the_callbacks_about_the_jobs_have_run(cluster_of: Any) -> None:
+    # A program that collects results in job_status (bounded_submit.py of dispy 4.x) reads
+    # them after wait(): they must all be there, however slow the callback is.
+    seen: list = []
+
+    def job_status(job):
+        if job.status == DispyJob.Finished:
+            threading.Event().wait(0.2)  # a slow callback: wait() must not return before it
+            seen.append(job.result)
+
+    def waits_in_a_callback(status, node, job):
+        if status == DispyJob.Finished and job.id == 3:
+            seen.append(("waited", cluster.wait(T)))  # from the callback thread: no deadlock
+
+    cluster = cluster_of(square, job_status=job_status, cluster_status=waits_in_a_callback)
+    for i in range(4):
+        cluster.submit(i)
+    assert cluster.wait(T)
+    assert sorted(r for r in seen if isinstance(r, int)) == [0, 1, 4, 9] and ("waited", True) in seen
+    cluster.close(timeout=T)
+
+
 def test_context_manager_close(nodes: list) -> None:
     with JobCluster(square, nodes=nodes, loglevel=dispy.logger.WARNING) as cluster:
         jobs = [cluster.submit(i) for i in range(5)]

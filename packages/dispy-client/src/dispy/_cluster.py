@@ -442,12 +442,12 @@ class JobCluster:
             return -1
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted job is done; False if ``timeout`` seconds passed first."""
+        """Wait until every submitted job is done and the ``job_status``/``cluster_status``
+        calls about it have run; False if ``timeout`` seconds passed first."""
         runtime = self._runtime
         if runtime is None:
             return True
-        with runtime.cond:
-            done = runtime.cond.wait_for(lambda: runtime.pending <= 0, timeout)
+        done = runtime.wait_done(timeout)
         if not done and not runtime.ever_initialized and not self._closed:
             self._warn_no_node(timeout)
         return done

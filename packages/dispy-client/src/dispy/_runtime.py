@@ -154,6 +154,10 @@ class Runtime(Engine[DispyJob]):
         self.callbacks = callbacks
         self.cond = threading.Condition(threading.Lock())
         self.pending = 0  # jobs submitted and not done; under cond
+        # Jobs submitted whose job_status/cluster_status calls have not all run yet (the
+        # same as pending when there are no callbacks); wait() waits on it: a program
+        # that collects results in job_status has them all when wait() returns. Under cond.
+        self.unreported = 0
         self._refusing = False  # under cond
         super().__init__(
             cluster, computation, specs,
@@ -172,6 +176,7 @@ class Runtime(Engine[DispyJob]):
             if self._refusing:
                 return False
             self.pending += 1
+            self.unreported += 1
             self._incoming.append(job)
         if not self._wake_pending:
             self._wake_pending = True
@@ -221,10 +226,33 @@ class Runtime(Engine[DispyJob]):
     def _jobs_done(self, n: int) -> None:
         if not n:
             return
+        callbacks = self.callbacks
         with self.cond:
             self.pending -= n
+            if callbacks is None:
+                self.unreported -= n
             if self.pending <= 0:
                 self.cond.notify_all()
+        if callbacks is not None:
+            # Queued after these jobs' own callbacks, so it runs once they have.
+            callbacks.put(self._jobs_reported, n)
+
+    def _jobs_reported(self, n: int) -> None:
+        with self.cond:
+            self.unreported -= n
+            if self.unreported <= 0:
+                self.cond.notify_all()
+
+    def wait_done(self, timeout: float | None) -> bool:
+        """From any thread: wait until every job submitted is done and the callbacks about
+        it have run; False after ``timeout`` seconds. Called from a callback, only until
+        the jobs are done: the callback thread can't wait for its own queue."""
+        callbacks = self.callbacks
+        in_callback = callbacks is not None and threading.current_thread() is callbacks.thread
+        with self.cond:
+            if in_callback:
+                return self.cond.wait_for(lambda: self.pending <= 0, timeout)
+            return self.cond.wait_for(lambda: self.unreported <= 0, timeout)
 
     def _jobs_dispatched(self, session: NodeSession, jobs: list[DispyJob]) -> None:
         callbacks, cluster_status = self.callbacks, self.cluster_status
