@@ -339,8 +339,14 @@ class Engine(Generic[J]):
         ipv6 = any(s.wildcard and ":" in s.host for s in self.specs)
         self._discovery = Discovery(self.secret, port, self._on_discovered, self.local_hosts,
                                     self.client_port, ipv4_multicast=self.ipv4_udp_multicast,
-                                    ipv6=ipv6, ping_interval=self.ping_interval)
+                                    ipv6=ipv6, ping_interval=self.ping_interval,
+                                    match=self._wildcard_matches)
         self._spawn(self._discovery.run())
+
+    def _wildcard_matches(self, ip_addr: str) -> bool:
+        """Whether some wildcard spec (those added later by discover() too) accepts a node
+        at ``ip_addr``: which of this host's addresses discovery asks directly."""
+        return any(spec.wildcard and spec.matches(ip_addr) for spec in self.specs)
 
     def local_addr_for(self, host: str) -> tuple[str, int] | None:
         """The (address, 0) to connect to node ``host`` from, per ``host=``; None: any."""
@@ -411,7 +417,8 @@ class Engine(Generic[J]):
                             for label, reason in tried.items())
             return f"nodes tried: {why}"
         if any(spec.wildcard for spec in self.specs):
-            return "no node answered the discovery broadcast (are nodes running with the same secret?)"
+            return ("no node answered discovery (the broadcast, nor the node port at this host's own "
+                    "addresses): are nodes running, with the same secret and node port?")
         return "no node has answered yet"
 
     async def _watch_stall(self) -> None:

@@ -22,7 +22,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from dispy_core import config, daemon_cli, inifile, tls
+from dispy_core import config, daemon_cli, inifile, netif, tls
 from dispy_core.errors import ConfigError
 
 from .__about__ import __version__
@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs to use: N > 0 uses N (at most this machine's), N < 0 leaves -N unused; "
                         "default: all")
     p.add_argument("-i", "--ip_addr", action="append", default=None, metavar="ADDR",
-                   help="address to serve on (repeatable); default: the address of this host's name")
+                   help="address to serve on (repeatable); default: the address of the default route's "
+                        "interface, else of the first other interface that is up, else 127.0.0.1 (the "
+                        "choice is logged; a client on this host finds the node at any of them)")
     p.add_argument("-p", "--node_port", type=int, default=None, metavar="N",
                    help=f"port for clients, TCP and UDP (default {config.node_port()}; 0 picks a free one)")
     p.add_argument("--ext_ip_addr", "--ext_host", dest="ext_ip_addr", action="append", default=None,
@@ -199,12 +201,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))  # exits 2
     daemon_cli.start_logging("dispynode", cfg.debug)
+    if not args.ip_addr:
+        _log_chosen_address(cfg.ip_addrs[0])
     if args.unsafe_setup:
         log.warning("--unsafe_setup changes nothing in this dispynode: setup always runs in the "
                     "computation's own process (forked for it), and jobs are forked from that process, "
                     "so they see setup's globals, which is what dispy 4.x's unsafe setup was for; "
                     "the node's own process never runs user code")
     return daemon_cli.run_daemon("dispynode", args, lambda interactive: _serve(cfg, interactive), log)
+
+
+def _log_chosen_address(ip: str) -> None:
+    address, why = netif.choose_ip_addr()
+    log.info("no -i given: serving %s (%s)", ip, why if address == ip else "chosen at start")
 
 
 def _save(args: argparse.Namespace) -> int:
