@@ -14,6 +14,10 @@ Client -> node (TCP, node port 9701)::
 
     InfoRequest            ->
                            <-  NodeInfo
+    [FilesQuery            ->                  (with a dest_path: which of the files Compute
+                           <-  FilesHeld]       would carry does the node already hold there,
+                                                identical? Those travel as Compute.kept,
+                                                without their bytes)
     Compute                ->                  (computation + depends + files + setup args)
                            <-  ComputeReady | ComputeFailed
     SubmitJobs (batches)   ->                  (pipelined: up to 2 x cpus jobs in flight)
@@ -118,6 +122,9 @@ __all__ = [
     "ComputeReady",
     "ComputeFailed",
     "FileData",
+    "FileDigest",
+    "FilesQuery",
+    "FilesHeld",
     "JobSpec",
     "JobResult",
     "SubmitJobs",
@@ -284,6 +291,80 @@ class FileData:
     mtime: float = 0.0
 
 
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@_record
+class FileDigest:
+    """A file described without its bytes: base name, size in bytes, modification time
+    (seconds since the epoch), SHA-256 of the content (64 lowercase hex digits) and mode
+    bits. Two files are *identical* when name, size, mtime and SHA-256 agree (mtimes
+    within :data:`MTIME_SLACK`: a node stores them with its file system's precision).
+    The fields are checked when the record is made (a malformed one from a peer is a
+    ProtocolError); whether ``name`` is an acceptable base name is the node's to check."""
+
+    name: str
+    size: int
+    mtime: float
+    sha256: str
+    mode: int = 0o644
+
+    #: Seconds two mtimes may differ and still be the same (the SHA-256 decides anyway).
+    MTIME_SLACK: ClassVar[float] = 1e-3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError("FileDigest.name must be a non-empty string")
+        if not _is_int(self.size) or self.size < 0:
+            raise TypeError("FileDigest.size must be an integer >= 0")
+        if isinstance(self.mtime, bool) or not isinstance(self.mtime, (int, float)):
+            raise TypeError("FileDigest.mtime must be a number")
+        if not isinstance(self.sha256, str) or len(self.sha256) != 64 or not _SHA256_HEX.issuperset(self.sha256):
+            raise TypeError("FileDigest.sha256 must be 64 lowercase hex digits")
+        if not _is_int(self.mode) or not 0 <= self.mode <= 0o7777:
+            raise TypeError("FileDigest.mode must be permission bits (0..0o7777)")
+
+    def same_file(self, other: FileDigest) -> bool:
+        """Identical content and metadata (mode aside: a node can fix a mode in place)."""
+        return (self.name == other.name and self.size == other.size and self.sha256 == other.sha256
+                and abs(self.mtime - other.mtime) <= self.MTIME_SLACK)
+
+
+@_message(60)
+class FilesQuery(Message):
+    """Client -> node, before Compute when the computation has a ``dest_path``: which of
+    these files does the node hold, identical (see FileDigest), in that directory (as
+    left there by an earlier computation with ``cleanup=False``)? Answered FilesHeld."""
+
+    dest_path: str
+    files: list[FileDigest]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dest_path, str):
+            raise TypeError("FilesQuery.dest_path must be a string")
+        if not isinstance(self.files, list) or not all(isinstance(f, FileDigest) for f in self.files):
+            raise TypeError("FilesQuery.files must be a list of FileDigest")
+
+
+@_message(61)
+class FilesHeld(Message):
+    """Node -> client, reply to FilesQuery: the names of the files it holds identical
+    (they may go as Compute.kept); ``error`` when it could not look (then none)."""
+
+    names: list[str]
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.names, list) or not all(isinstance(n, str) for n in self.names):
+            raise TypeError("FilesHeld.names must be a list of strings")
+        if not isinstance(self.error, str):
+            raise TypeError("FilesHeld.error must be a string")
+
+
 @_message(12)
 class Compute(Message):
     compute_id: str
@@ -302,6 +383,13 @@ class Compute(Message):
     #: "files": [FileData], "setup_args": payload}), "exclusive", "reentrant",
     #: "ships_code". Nodes ignore it.
     options: dict[str, Any] = field(default_factory=dict)
+    #: Files of the computation that the node said it holds (FilesHeld) and that are not
+    #: in ``files``: it checks them again and refuses the computation, naming them in
+    #: ComputeFailed.missing, if they changed meanwhile.
+    kept: list[FileDigest] = field(default_factory=list)
+    #: Inside a node only (main -> host): where jobs with files of their own get their
+    #: directories. Whatever a client puts here is replaced by the node.
+    jobs_dir: str = ""
 
 
 @_message(13)
@@ -315,6 +403,9 @@ class ComputeReady(Message):
 class ComputeFailed(Message):
     compute_id: str
     error: str
+    #: Names from Compute.kept that the node no longer holds identical: the client may
+    #: send the computation again with these files in Compute.files.
+    missing: list[str] = field(default_factory=list)
 
 
 @_record

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quit after serving computations from N clients (default -1: no limit)")
     p.add_argument("--client_shutdown", action="store_true",
                    help="let a computation's cleanup call dispynode_shutdown() to shut the node down")
+    p.add_argument("--force_cleanup", action="store_true",
+                   help="remove a computation's files when it closes even if its client asked to "
+                        "keep them (cleanup=False)")
     p.add_argument("--zombie_interval", type=float, default=60.0, metavar="MINUTES",
                    help="close the computations of a client that sent nothing for this long while "
                         "it has no jobs running (default 60)")
@@ -151,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         keyfile=args.keyfile,
         serve=args.serve,
         client_shutdown=args.client_shutdown,
+        force_cleanup=args.force_cleanup,
         zombie_interval=args.zombie_interval,
         service_start=args.service_start,
         service_stop=args.service_stop,

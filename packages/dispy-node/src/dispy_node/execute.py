@@ -11,8 +11,10 @@ environment the original dispynode gives jobs:
   sender: :func:`set_file_sender`; at most ``--max_file_size``, :func:`set_max_file_size`)
   in the computation function's globals;
 * per-job ``depends`` (functions, classes) injected into those globals for the job only;
-* per-job files in a directory of their own (``dispy_job_path``), the job's working
-  directory while it runs, removed afterwards;
+* the job's working directory (``dispy_job_path``): the computation's directory, or for
+  a job with files of its own a directory of its own that shows the job's files and the
+  computation's by base name (:func:`dispy_node.paths.make_job_dir`), on ``sys.path``
+  (``PATH`` for programs) before the computation's directory, removed afterwards;
 * ``sys.stdout``/``sys.stderr`` captured as ``str`` for functions, the program's output
   as ``bytes`` for programs;
 * an exception (any ``BaseException``: ``SystemExit`` and ``KeyboardInterrupt`` too)
@@ -45,7 +47,7 @@ from dispy_core import config, serialization
 from dispy_core.messages import FileData, JobResult, JobSpec
 from dispy_core.status import JobStatus
 
-from .paths import make_job_dir, remove_tree, write_files
+from .paths import make_job_dir, remove_tree
 
 __all__ = ["Runtime", "run_job", "install_interrupt_handler", "set_interrupt_check",
            "set_result_sender", "set_file_sender", "set_max_file_size", "send_file",
@@ -233,6 +235,17 @@ class Runtime:
     comp_dir: str
     node_name: str
     ip_addr: str
+    jobs_root: str  # where jobs with files of their own get their directories
+
+
+def _forget_job_modules(job_dir: str) -> None:
+    """Modules a job imported from its own directory go with it: the next job may bring
+    a different file of the same name."""
+    inside = job_dir + os.sep
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path.startswith(inside):
+            del sys.modules[name]
 
 
 def run_job(rt: Runtime, spec: JobSpec) -> JobResult:
@@ -241,9 +254,9 @@ def run_job(rt: Runtime, spec: JobSpec) -> JobResult:
     start = time.time()
     try:
         if spec.files:
-            job_dir = make_job_dir(rt.comp_dir, spec.job_id)
-            write_files(job_dir, spec.files)
+            job_dir = make_job_dir(rt.jobs_root, rt.comp_dir, spec.job_id, spec.files)
             os.chdir(job_dir)
+            sys.path.insert(0, job_dir)
         if rt.kind == "program":
             return _run_program(rt, spec, job_dir)
         return _run_function(rt, spec, job_dir)
@@ -253,6 +266,9 @@ def run_job(rt: Runtime, spec: JobSpec) -> JobResult:
     finally:
         if job_dir != rt.comp_dir:
             os.chdir(rt.comp_dir)
+            while job_dir in sys.path:
+                sys.path.remove(job_dir)
+            _forget_job_modules(job_dir)
             remove_tree(job_dir)
 
 
@@ -309,8 +325,10 @@ def _run_program(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
     args, _kwargs = serialization.loads(spec.args)
     argv = [*rt.computation, *(str(a) for a in args)]
     env = dict(os.environ)
-    # Files shipped with the computation are runnable by name, as with the original node.
-    env["PATH"] = os.pathsep.join([rt.comp_dir, env.get("PATH", os.defpath)])
+    # Files shipped with the computation (and the job's own, first) are runnable by name,
+    # as with the original node.
+    path = [job_dir, rt.comp_dir] if job_dir != rt.comp_dir else [rt.comp_dir]
+    env["PATH"] = os.pathsep.join([*path, env.get("PATH", os.defpath)])
     env["DISPY_JOB_PATH"] = job_dir
     env["DISPY_NODE_NAME"] = rt.node_name
     env["DISPY_NODE_IP_ADDR"] = rt.ip_addr

@@ -67,6 +67,7 @@ class NodeConfig:
     keyfile: str | None = None
     serve: int = -1  # clients to serve before quitting; -1: no limit
     client_shutdown: bool = False
+    force_cleanup: bool = False  # remove computations' files at close even with cleanup=False
     zombie_interval: float = 60.0  # minutes
     # --service_start/--service_stop/--service_end as given (HH:MM); see service.py.
     service_start: str | None = None

@@ -68,6 +68,8 @@ from dispy_core.messages import (
     Message,
     NodeLeaving,
     SendFile,
+    FilesHeld,
+    FilesQuery,
     SubmitJobs,
     Welcome,
     WorkerHello,
@@ -80,7 +82,17 @@ from .discovery import DiscoveryProtocol, discovery_socket, join_groups, pick_ad
 from .ipc import internal_connection, new_address, new_token, peer_is_same_user
 from .lifecycle import CANCEL_GRACE, CLOSED, CLOSING, FAILED, READY, SETUP, Client, Comp, Lifecycle, kill_group, kill_process
 from .options import NodeConfig, machine_cpus, resolve_cpus
-from .paths import FileRefused, check_files, clean_prefix, computation_dir, prepare_prefix, write_files
+from .held import DigestCache, check_digests
+from .paths import (
+    FileRefused,
+    check_files,
+    clean_prefix,
+    computation_dir,
+    existing_dest_dir,
+    make_jobs_root,
+    prepare_prefix,
+    write_files,
+)
 from .scheduler import Scheduler, Worker
 from .service import Action, ServiceClock
 from .sysinfo import SOFTWARE, avail_info, node_info, prime_cpu_percent, python_version_error
@@ -137,6 +149,7 @@ class Node(Lifecycle):
         window = cfg.service_window
         self.service: ServiceClock | None = ServiceClock(window) if window is not None else None
         self._announcer: asyncio.Task[None] | None = None  # --scheduler_node
+        self.digests = DigestCache()  # files already here, for FilesQuery and Compute.kept
 
     # == life of the node ================================================================
     async def run(self, on_started: Callable[[Node], None] | None = None) -> None:
@@ -378,6 +391,8 @@ class Node(Lifecycle):
                 pass  # it is alive: last_seen is refreshed above
             elif t is Compute:
                 self._compute(ch, msg)  # type: ignore[arg-type]
+            elif t is FilesQuery:
+                self._background(self._files_query(ch, msg))  # type: ignore[arg-type]
             elif t is CancelJob:
                 self._cancel(ch, msg)  # type: ignore[arg-type]
             elif t is CloseComputation:
@@ -452,13 +467,64 @@ class Node(Lifecycle):
         comp = self.comps.get(compute_id) if isinstance(compute_id, str) else None
         return comp if comp is not None and comp.client is ch else None
 
-    def _compute(self, ch: Channel, msg: Compute) -> None:
+    async def _files_query(self, ch: Channel, msg: FilesQuery) -> None:
+        """Which of the client's files this node holds identical in its dest_path (see
+        held.py); hashing runs in a thread."""
+        try:
+            wanted = check_digests(msg.files, "FilesQuery")
+            directory = existing_dest_dir(self.prefix, msg.dest_path)
+            names = await asyncio.to_thread(self.digests.held, directory, wanted)
+            error = ""
+        except (FileRefused, OSError) as exc:
+            names, error = [], str(exc)
+            log.info("file query from %s: %s", ch.peer, error)
+        log.debug("file query from %s for %r: %d of %d files held", ch.peer, msg.dest_path,
+                  len(names), len(msg.files) if isinstance(msg.files, list) else 0)
+        if not ch.closed:
+            ch.send(FilesHeld(names, error))
+
+    async def _check_kept(self, ch: Channel, msg: Compute) -> None:
+        """A Compute with files the client did not send (Compute.kept): they must still
+        be here, identical, before the computation is set up (hashing runs in a thread,
+        and usually hits the cache that the FilesQuery just filled)."""
+        cid = msg.compute_id if isinstance(msg.compute_id, str) else ""
+        try:
+            kept = check_digests(msg.kept, "Compute.kept")
+            sent = {f.name for f in msg.files} if isinstance(msg.files, list) else set()
+            twice = sorted(sent.intersection(k.name for k in kept))
+            if twice:
+                raise FileRefused(f"malformed Compute: {twice} both sent and kept")
+            directory = existing_dest_dir(self.prefix, msg.dest_path)
+            if directory is None:
+                raise FileRefused("malformed Compute: files kept without a dest_path that exists here")
+            missing = await asyncio.to_thread(self.digests.missing, directory, kept)
+        except (FileRefused, OSError, AttributeError) as exc:
+            log.info("refused computation %r from %s: %s", msg.name, ch.peer, exc)
+            if not ch.closed:
+                ch.send(ComputeFailed(cid, str(exc)))
+            return
+        if ch.closed:
+            return
+        if missing:
+            log.info("computation %r from %s: files %s changed here since the client asked; "
+                     "it has to send them", msg.name, ch.peer, missing)
+            ch.send(ComputeFailed(cid, f"files {missing} changed on node {self.cfg.name} since the "
+                                       "client checked them", missing))
+            return
+        log.info("computation %r from %s: %d files already in %s, not sent again: %s", msg.name,
+                 ch.peer, len(kept), directory, ", ".join(k.name for k in kept))
+        self._compute(ch, msg, kept_checked=True)
+
+    def _compute(self, ch: Channel, msg: Compute, kept_checked: bool = False) -> None:
         cid = msg.compute_id
 
         def refuse(error: str) -> None:
             log.info("refused computation %r from %s: %s", msg.name, ch.peer, error)
             ch.send(ComputeFailed(cid if isinstance(cid, str) else "", error))
 
+        if msg.kept and not kept_checked:
+            self._background(self._check_kept(ch, msg))  # then here again
+            return
         if not isinstance(cid, str) or not cid or not isinstance(msg.name, str):
             return refuse("malformed Compute: compute_id and name must be strings")
         if msg.kind not in ("function", "program"):
@@ -483,6 +549,7 @@ class Node(Lifecycle):
         try:
             check_files(msg.files, self.cfg.max_file_size)
             directory = computation_dir(self.prefix, msg.dest_path, msg.name)
+            jobs_dir = make_jobs_root(self.prefix, msg.name)
         except (FileRefused, OSError) as exc:
             return refuse(str(exc))
         want = msg.cpus if isinstance(msg.cpus, int) and msg.cpus > 0 else self.cfg.cpus
@@ -490,8 +557,11 @@ class Node(Lifecycle):
         comp = Comp(cid, msg.name, min(want, self.cfg.cpus), bool(msg.process_per_job),
                     client=ch, owner=ch.user, kind=msg.kind, directory=directory,
                     pulse_interval=max(0.0, min(float(pulse), 3600.0)),
-                    cleanup_files=msg.cleanup_files is not False, ip_addr=ch.user.ip_addr,
-                    setup_msg=dataclasses.replace(msg, dest_path=directory))
+                    # --force_cleanup overrides a client's cleanup=False
+                    cleanup_files=msg.cleanup_files is not False or self.cfg.force_cleanup,
+                    ip_addr=ch.user.ip_addr,
+                    jobs_dir=jobs_dir,
+                    setup_msg=dataclasses.replace(msg, dest_path=directory, jobs_dir=jobs_dir))
         options = msg.options if isinstance(msg.options, dict) else {}
         key = options.get("attach_key")
         if isinstance(key, str) and len(key) >= 32:  # from dispyscheduler: its client may Attach
