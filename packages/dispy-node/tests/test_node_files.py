@@ -7,11 +7,13 @@ import hashlib
 import os
 
 import pytest
+from node_testkit import SECRET, TestClient, client_test, ship_by_value, value
 
 from dispy_core import messages as m
 from dispy_core.computation import file_digest
 from dispy_core.errors import ProtocolError
-from dispy_core.messages import FileData, FileDigest
+from dispy_core.messages import ComputeFailed, ComputeReady, FileData, FileDigest, FilesHeld, FilesQuery
+from dispy_core.testing import NodeProcess
 from dispy_node.held import DigestCache, check_digests
 from dispy_node.paths import (
     FileRefused,
@@ -24,6 +26,8 @@ from dispy_node.paths import (
     remove_tree,
     set_modes,
 )
+
+ship_by_value(__name__)
 
 
 def _comp(tmp_path):
@@ -178,3 +182,47 @@ def test_file_query_messages_roundtrip():
         assert m.decode(msg.TYPE, memoryview(b"".join(bytes(p) for p in parts))) == msg
     with pytest.raises(TypeError):
         m.FilesHeld("a.txt")  # type: ignore[arg-type]
+
+
+# -- through a real node ---------------------------------------------------------------
+def test_files_query_and_kept_files_through_a_node(tmp_path):
+    f = FileData("kept.txt", b"kept bytes", 0o640, 1_700_000_000.5)
+    d = file_digest(f)
+
+    async def body(c: TestClient):
+        # Nothing there yet (and the query creates nothing)
+        reply = await c.request(FilesQuery("reuse", [d]))
+        assert reply == FilesHeld([])
+        assert not os.path.exists(os.path.join(node.dest_path_prefix, "reuse"))
+        reply = await c.request(FilesQuery("../out", [d]))
+        assert isinstance(reply, FilesHeld) and reply.names == [] and "dest_path" in reply.error
+        first = await c.compute(read_kept, files=[f], dest_path="reuse", cleanup_files=False,
+                                jobs_dir="/tmp/not-this-one")
+        assert isinstance(first, ComputeReady)
+        await c.close_computation(first.compute_id)
+        assert await c.request(FilesQuery("reuse", [d])) == FilesHeld(["kept.txt"])
+        # Kept, not sent: the job reads the bytes that were already there
+        second = await c.compute(read_kept, dest_path="reuse", cleanup_files=False, kept=[d])
+        assert isinstance(second, ComputeReady), second
+        (r,) = await c.run_jobs(second.compute_id, (0,))
+        assert value(r) == "kept bytes"
+        await c.close_computation(second.compute_id)
+        # Changed meanwhile (same size and mtime, other bytes): refused, naming the file
+        path = os.path.join(second.dest_path, "kept.txt")
+        with open(path, "wb") as fh:
+            fh.write(b"KEPT BYTES")
+        os.utime(path, (f.mtime, f.mtime))
+        third = await c.compute(read_kept, dest_path="reuse", kept=[d])
+        assert isinstance(third, ComputeFailed) and third.missing == ["kept.txt"], third
+        # Kept names are checked like sent ones
+        bad = await c.compute(read_kept, dest_path="reuse", kept=[FileDigest("../x", 1, 0.0, "0" * 64)])
+        assert isinstance(bad, ComputeFailed) and "refused file name" in bad.error
+
+    with NodeProcess("127.0.0.7", "-c", "1", "-s", SECRET) as node:
+        client_test(node, body)
+    # The client's jobs_dir was not used
+    assert not os.path.exists("/tmp/not-this-one")
+
+
+def read_kept(_):
+    return open("kept.txt").read()

@@ -460,6 +460,10 @@ class NodeSession:
             if self.file_waiters and "SendFile" in msg.reason:  # a node that can't save files
                 self._file_reply(msg.reason)
                 return
+            if fut is not None and not fut.done() and self._expect == (FilesHeld,):
+                # A node that can't tell which files it has (an older one): it holds none.
+                fut.set_result(FilesHeld([], msg.reason))
+                return
             if fut is not None and not fut.done():
                 fut.set_exception(_Unusable(f"node reported: {msg.reason}"))
             elif self.close_ack is not None and not self.close_ack.done():
