@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 import sys
+
+import pytest
 
 import dispy
 
@@ -197,6 +200,27 @@ def test_a_program_kept_in_a_dest_path_stays_runnable(start_node, tmp_path):
             assert job() == 0, (job.stderr, job.exception)
             assert job.stdout == b"ran x\n"
     assert "1 files already in" in node.log
+
+
+def test_dispyscheduler_does_not_send_files_a_node_holds(start_node, tmp_path):
+    pytest.importorskip("dispy_scheduler")  # the client-only suite has no scheduler
+    from dispy_core.testing import SchedulerProcess
+
+    node = start_node("127.0.0.48", "-c", "1")
+    data = tmp_path / "data.bin"
+    content = os.urandom(1 << 16)
+    data.write_bytes(content)
+    with SchedulerProcess("127.0.0.48", [node.addr]) as sched:
+        for _ in range(2):
+            cluster = dispy.SharedJobCluster(digest_of, scheduler_node=f"127.0.0.48:{sched.port}",
+                                             host="127.0.0.48", depends=[str(data)], dest_path="via-sched",
+                                             cleanup=False, loglevel=logging.WARNING)
+            try:
+                job = cluster.submit("data.bin")
+                assert job() == hashlib.sha256(content).hexdigest(), job.exception
+            finally:
+                cluster.close()
+    assert node.log.count("1 files already in") == 1, node.log
 
 
 # -- dispynode --force_cleanup ----------------------------------------------------------
