@@ -511,7 +511,7 @@ class Node(Lifecycle):
             ch.send(ComputeFailed(cid, f"files {missing} changed on node {self.cfg.name} since the "
                                        "client checked them", missing))
             return
-        log.info("computation %r from %s: %d files already in %s, not sent again: %s", msg.name,
+        log.info("computation %r from %s: kept %d file(s) already in %s (not sent again): %s", msg.name,
                  ch.peer, len(kept), directory, ", ".join(k.name for k in kept))
         self._compute(ch, msg, kept_checked=True)
 
