@@ -20,6 +20,7 @@ import sys
 import pytest
 
 import dispy
+from dispy_core.testing import wait_until
 
 
 def nodes_of(*procs):
@@ -121,6 +122,35 @@ def test_setup_s_files_subdirectories_send_file_and_same_names(start_node, tmp_p
         job = cluster.submit("shared.txt", dispy_job_depends=[str(same_name)])
         assert job() == ("the job's own", "from setup", "in a subdirectory", "sent after setup"), job.exception
         assert cluster.submit("shared.txt")()[0] == "the computation's"
+
+
+def waits_for_a_file(marker):
+    import os
+    import time
+
+    open(marker, "w").close()  # it runs: the client may send the file now
+    deadline = time.monotonic() + 60
+    while not os.path.exists("late.txt"):
+        if time.monotonic() > deadline:
+            raise TimeoutError("late.txt did not show")
+        time.sleep(0.01)
+    return open("late.txt").read(), open("own.txt").read()
+
+
+def test_a_file_sent_while_a_job_runs_shows_in_its_directory(start_node, tmp_path):
+    node = start_node("127.0.0.49", "-c", "1")
+    own = tmp_path / "own.txt"
+    own.write_text("own")
+    late = tmp_path / "late.txt"
+    late.write_text("sent while the job ran")
+    marker = tmp_path / "started"
+    with dispy.JobCluster(waits_for_a_file, nodes=nodes_of(node)) as cluster:
+        job = cluster.submit(str(marker), dispy_job_depends=[str(own)])
+        assert wait_until(lambda: marker.exists() or job.status not in (dispy.DispyJob.Created,
+                                                                         dispy.DispyJob.Running), 60)
+        (dnode,) = cluster.status().nodes
+        assert cluster.send_file(str(late), dnode) == 0
+        assert job() == ("sent while the job ran", "own"), job.exception
 
 
 def test_a_program_job_runs_in_its_directory_with_both_kinds_of_files(start_node, tmp_path):

@@ -19,6 +19,7 @@ from dispy_node.paths import (
     FileRefused,
     computation_dir,
     existing_dest_dir,
+    link_into_job_dirs,
     make_job_dir,
     make_jobs_root,
     prepare_prefix,
@@ -66,6 +67,22 @@ def test_a_job_dir_shows_its_own_files_and_the_computation_s(tmp_path):
     assert open(os.path.join(comp, "sub", "deep.txt")).read() == "deep"
     remove_job_dirs(root, 8)  # what a killed job left
     assert os.listdir(root) == []
+
+
+def test_a_file_sent_later_is_linked_into_running_jobs_dirs(tmp_path):
+    prefix, comp = _comp(tmp_path)
+    root = make_jobs_root(prefix, "comp")
+    a = make_job_dir(root, comp, 1, [FileData("new.txt", b"job a's own")])
+    b = make_job_dir(root, comp, 2, [FileData("b.txt", b"")])
+    with open(os.path.join(comp, "new.txt"), "w") as fh:
+        fh.write("sent later")
+    link_into_job_dirs(root, comp, "new.txt")
+    assert open(os.path.join(a, "new.txt")).read() == "job a's own"  # the job's own still wins
+    assert open(os.path.join(b, "new.txt")).read() == "sent later"
+    # a job starting at that moment is not disturbed by a link made before its own
+    c = make_job_dir(root, comp, 3, [FileData("c.txt", b"")])
+    link_into_job_dirs(root, comp, "data.txt")
+    assert open(os.path.join(c, "data.txt")).read() == "computation's"
 
 
 def test_job_dirs_of_a_killed_job_are_found_by_job_id(tmp_path):

@@ -14,8 +14,8 @@ Job directories (SPEC-NOTES, Execution): a job that brings files of its own
 (``dispy_job_depends``) runs in a directory of its own, so that no other job (of this
 computation or another, on another CPU or later) ever sees them. That directory holds
 the job's files and a symbolic link to every entry of the computation's directory made
-when the job starts (files of ``depends``, of ``cluster.send_file`` received so far,
-whatever setup wrote there, subdirectories), so both are visible by base name; a job
+when the job starts (files of ``depends``, of ``cluster.send_file``, whatever setup
+wrote there, subdirectories), so both are visible by base name; a job
 file of the same name as a computation file hides it. Job directories live under
 ``<prefix>/.jobs/<computation>-XXXX/``, outside every computation's directory: a
 computation's own listing (or another computation sharing its ``dest_path``) never shows
@@ -53,6 +53,7 @@ __all__ = [
     "JOBS_DIRECTORY",
     "remove_tree",
     "remove_job_dirs",
+    "link_into_job_dirs",
     "PREFIX_MARKER",
 ]
 
@@ -264,7 +265,9 @@ def make_job_dir(jobs_root: str, comp_dir: str, job_id: Any, files: Iterable[Fil
     each entry of ``comp_dir`` that the job's files don't hide; returns its path.
 
     The links are made now: an entry added to the computation's directory while the job
-    runs is seen by the jobs that start after it. Writing through a link writes the
+    runs is seen by the jobs that start after it (the node links files that
+    ``cluster.send_file`` delivers into running jobs' directories too, see
+    :func:`link_into_job_dirs`). Writing through a link writes the
     computation's file (as a job running in that directory would); creating a file
     creates it in the job's directory, removed with it.
     """
@@ -276,11 +279,28 @@ def make_job_dir(jobs_root: str, comp_dir: str, job_id: Any, files: Iterable[Fil
         with os.scandir(comp_dir) as entries:
             for entry in entries:
                 if entry.name not in own:
-                    os.symlink(entry.path, os.path.join(path, entry.name))
+                    try:
+                        os.symlink(entry.path, os.path.join(path, entry.name))
+                    except FileExistsError:
+                        pass  # linked meanwhile by link_into_job_dirs
     except BaseException:
         remove_tree(path)
         raise
     return path
+
+
+def link_into_job_dirs(jobs_root: str, comp_dir: str, name: str) -> None:
+    """A file just saved in ``comp_dir`` (``cluster.send_file``) shows in the directories of
+    the jobs running now too, except where the job has a file of that name."""
+    try:
+        job_dirs = [e.path for e in os.scandir(jobs_root) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for job_dir in job_dirs:
+        try:
+            os.symlink(os.path.join(comp_dir, name), os.path.join(job_dir, name))
+        except OSError:
+            pass  # the job has that name already, or just ended
 
 
 def remove_job_dirs(jobs_root: str, job_id: Any) -> None:

@@ -89,6 +89,7 @@ from .paths import (
     clean_prefix,
     computation_dir,
     existing_dest_dir,
+    link_into_job_dirs,
     make_jobs_root,
     prepare_prefix,
     write_files,
@@ -755,6 +756,9 @@ class Node(Lifecycle):
                 raise FileRefused(f"computation {comp.compute_id} is closing")
             await asyncio.to_thread(write_files, directory, [msg.file])
             log.debug("saved %s for computation %s", msg.file.name, comp.compute_id)
+            for c in list(self.comps.values()):  # running jobs see it too (paths.make_job_dir)
+                if c.directory == directory and c.jobs_dir:
+                    await asyncio.to_thread(link_into_job_dirs, c.jobs_dir, directory, msg.file.name)
         except (OSError, FileRefused) as exc:
             error = f"could not save {msg.file.name!r}: {exc}"
             log.warning("computation %s: %s", comp.compute_id, error)
