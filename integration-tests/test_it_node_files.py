@@ -101,6 +101,32 @@ def reads_everything(name):
             open(os.path.join("results", "r.txt")).read(), open("sent_later.txt").read())
 
 
+def own_module_value(_):
+    import jobmod  # the job's own module, from its directory
+
+    return jobmod.VALUE, open("data.txt").read(), dispy_job_path  # noqa: F821
+
+
+def test_process_per_job_and_a_job_s_own_module(start_node, tmp_path):
+    node = start_node("127.0.0.50", "-c", "1")
+    data = tmp_path / "data.txt"
+    data.write_text("shared")
+    mods = []
+    for i in range(2):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "jobmod.py").write_text(f"VALUE = {i}\n")
+        mods.append(d / "jobmod.py")
+    for per_job in (False, True):
+        with dispy.JobCluster(own_module_value, nodes=nodes_of(node), depends=[str(data)],
+                              process_per_job=per_job) as cluster:
+            jobs = [cluster.submit(0, dispy_job_depends=[str(m)]) for m in mods]
+            # each job imports its own jobmod, never the one of the job before it
+            assert [j() for j in jobs][0][:2] == (0, "shared"), jobs[0].exception
+            assert jobs[1].result[:2] == (1, "shared"), jobs[1].exception
+            assert not any(os.path.exists(j.result[2]) for j in jobs)
+
+
 def test_setup_s_files_subdirectories_send_file_and_same_names(start_node, tmp_path):
     node = start_node("127.0.0.42", "-c", "1")
     shared = tmp_path / "shared.txt"
