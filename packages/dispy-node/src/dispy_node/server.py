@@ -491,15 +491,15 @@ class Node(Lifecycle):
         cid = msg.compute_id if isinstance(msg.compute_id, str) else ""
         try:
             kept = check_digests(msg.kept, "Compute.kept")
-            sent = {f.name for f in msg.files} if isinstance(msg.files, list) else set()
-            twice = sorted(sent.intersection(k.name for k in kept))
+            sent = {getattr(f, "name", "") for f in msg.files} if isinstance(msg.files, list) else set()
+            twice = sorted(k.name for k in kept if k.name in sent)
             if twice:
                 raise FileRefused(f"malformed Compute: {twice} both sent and kept")
             directory = existing_dest_dir(self.prefix, msg.dest_path)
             if directory is None:
                 raise FileRefused("malformed Compute: files kept without a dest_path that exists here")
             missing = await asyncio.to_thread(self.digests.missing, directory, kept)
-        except (FileRefused, OSError, AttributeError) as exc:
+        except (FileRefused, OSError) as exc:
             log.info("refused computation %r from %s: %s", msg.name, ch.peer, exc)
             if not ch.closed:
                 ch.send(ComputeFailed(cid, str(exc)))
