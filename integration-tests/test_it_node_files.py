@@ -127,6 +127,27 @@ def test_process_per_job_and_a_job_s_own_module(start_node, tmp_path):
             assert not any(os.path.exists(j.result[2]) for j in jobs)
 
 
+def dies(note):
+    import os
+
+    with open(note, "w") as fh:
+        fh.write(dispy_job_path)  # noqa: F821
+    os._exit(3)
+
+
+def test_what_a_job_whose_process_died_left_is_removed(start_node, tmp_path):
+    node = start_node("127.0.0.51", "-c", "1")
+    own = tmp_path / "own.txt"
+    own.write_text("own")
+    note = tmp_path / "job_path"
+    with dispy.JobCluster(dies, nodes=nodes_of(node)) as cluster:
+        job = cluster.submit(str(note), dispy_job_depends=[str(own)])
+        job()
+        assert job.status == dispy.DispyJob.Terminated and "exited with status 3" in job.exception
+        job_path = note.read_text()
+        assert job_path and wait_until(lambda: not os.path.exists(job_path), 20)
+
+
 def test_setup_s_files_subdirectories_send_file_and_same_names(start_node, tmp_path):
     node = start_node("127.0.0.42", "-c", "1")
     shared = tmp_path / "shared.txt"
