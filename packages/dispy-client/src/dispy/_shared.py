@@ -327,8 +327,13 @@ class SharedJobCluster(JobCluster):
       NodeAllocate objects (not subclasses: their ``allocate()`` can't run there);
     * ``exclusive=True``: the cluster waits until no other runs, then has the nodes alone
       (later clusters wait for it); it may ``set_node_cpus``, reset when it closes;
-    * ``client_port``: the local port the connection to the scheduler (and so its
-      replies) uses; 0 (default): any;
+    * ``client_port`` (dispy 4.x: ``port``): the local port the connection to the
+      scheduler (and so its replies) uses, e.g. one forwarded by ssh; 0: any free port;
+      None (default): ``dispy.config.SharedSchedulerClientPort`` (0 unless set);
+    * ``scheduler_port`` (dispy 4.x): the scheduler's port, as ``"host:port"`` in
+      ``scheduler_node`` would give it (default ``dispy_port`` + 2);
+    * ``poll_interval`` is checked (5-1000 s) and not needed: the client opens every
+      connection, so results reach it wherever it is;
     * ``pulse_interval`` is the scheduler's (``dispyscheduler --pulse_interval``), and
       ``resetup_node`` is not available.
     """
@@ -341,7 +346,7 @@ class SharedJobCluster(JobCluster):
         job_status: Callable[[DispyJob], Any] | None = None,
         cluster_status: Callable[[int, DispyNode | None, DispyJob | None], Any] | None = None,
         host: str | list[str] | None = None,
-        client_port: int = 0,
+        client_port: int | None = None,
         dispy_port: int | None = None,
         scheduler_node: str | None = None,
         ext_host: Any = None,
@@ -364,9 +369,17 @@ class SharedJobCluster(JobCluster):
         ip_addr: str | list[str] | None = None,
         ext_ip_addr: Any = None,
         callback: Callable[[DispyJob], Any] | None = None,
+        port: int | None = None,
+        scheduler_port: int | None = None,
     ) -> None:
         self._runtime = None
         self._closed = True
+        if port is not None:  # dispy 4.x's name (the documentation's SSH example uses it)
+            if client_port is not None:
+                raise ConfigError("give client_port or its old name port, not both")
+            client_port = port
+        if client_port is None:
+            client_port = config.SharedSchedulerClientPort
         if pulse_interval is not None:
             raise ConfigError("SharedJobCluster takes no pulse_interval: nodes pulse the scheduler, as "
                               "dispyscheduler --pulse_interval says")
@@ -379,6 +392,11 @@ class SharedJobCluster(JobCluster):
                 raise ConfigError("give scheduler_node or its other name scheduler_host, not both")
             scheduler_node = scheduler_host
         self._scheduler = self._scheduler_address(scheduler_node, dispy_port)
+        if scheduler_port is not None:
+            if isinstance(scheduler_port, bool) or not isinstance(scheduler_port, int) \
+                    or not 0 < scheduler_port < 65536:
+                raise ConfigError(f"scheduler_port must be a port number, not {scheduler_port!r}")
+            self._scheduler = (self._scheduler[0], scheduler_port)
         self._exclusive = exclusive
         self._client_port = client_port
         self._node_data = node_specs_data(nodes, dispy_port)  # ConfigError now, before anything starts
@@ -404,7 +422,8 @@ class SharedJobCluster(JobCluster):
     def _new_runtime(self, specs: list[Any], **kwargs: Any) -> Runtime:
         host, port = self._scheduler
         options = {"nodes": self._node_data, "exclusive": self._exclusive,
-                   "reentrant": bool(kwargs.get("reentrant")), "ships_code": self._computation.ships_code}
+                   "reentrant": bool(kwargs.get("reentrant")), "ships_code": self._computation.ships_code,
+                   **kwargs.pop("compute_options", {})}
         kwargs["reentrant"] = False  # the scheduler reruns jobs of lost nodes; a lost scheduler is resumed
         return SharedRuntime(self, self._computation, [NodeAllocate(host, port)], compute_options=options,
                              local_port=self._client_port, **kwargs)

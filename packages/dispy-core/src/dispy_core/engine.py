@@ -245,6 +245,7 @@ class Engine(Generic[J]):
         ipv4_udp_multicast: bool = False,
         ping_interval: float | None = None,
         compute_options: dict[str, Any] | None = None,
+        node_port: int | None = None,
         sched: Scheduler[J] | None = None,
         thread: LoopThread | None = None,
     ) -> None:
@@ -266,6 +267,7 @@ class Engine(Generic[J]):
         self.ping_interval = ping_interval
         self.client_port = client_port
         self.dispy_port = dispy_port  # for the node port of nodes given later
+        self.node_port = node_port  # JobCluster(node_port=): that port instead of dispy_port's
         self.python_version = platform.python_version()
         self.software = software  # what the handshake tells nodes this is
         self.compute_id = compute_id or uuid.uuid4().hex
@@ -981,7 +983,7 @@ class Engine(Generic[J]):
 
     def _add_spec(self, item: Any, *, discover: bool) -> int:
         try:
-            specs = parse_nodes([item], self.dispy_port)
+            specs = parse_nodes([item], self.dispy_port, node_port=self.node_port)
         except ConfigError as exc:
             log.error("node %r: %s", item, exc)
             return -1

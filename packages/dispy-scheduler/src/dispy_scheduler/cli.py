@@ -63,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Share dispy nodes between several clients (SharedJobCluster) at once.",
     )
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages (a trace of execution)")
-    p.add_argument("-i", "--ip_addr", action="append", default=None, metavar="ADDR",
+    p.add_argument("-i", "--ip_addr", "--host", dest="ip_addr", action="append", default=None, metavar="ADDR",
                    help="address to serve on (repeatable; the first is the one used toward nodes and "
                         "clients); default: the address of this host's name")
-    p.add_argument("--ext_ip_addr", action="append", default=None, metavar="ADDR",
+    p.add_argument("--ext_ip_addr", "--ext_host", dest="ext_ip_addr", action="append", default=None, metavar="ADDR",
                    help="address to announce instead of the -i address, e.g. a NAT gateway's that "
                         "forwards the scheduler's ports here (repeatable: one per -i address, in order)")
     p.add_argument("-p", "--port", type=int, default=None, metavar="N",
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dispy_port", type=int, default=None, metavar="N",
                    help=f"base of the port family (default {config.DispyPort}): -p defaults to N, "
                         "--node_port to N + 1 and --scheduler_port to N + 2")
-    p.add_argument("-n", "--nodes", action="append", default=None, metavar="HOST[:PORT]",
+    p.add_argument("-n", "--nodes", "--node", dest="nodes", action="append", default=None, metavar="HOST[:PORT]",
                    help="a node to use (repeatable): host name or IP address, optionally with its port; "
                         "when given, the scheduler contacts exactly these and never broadcasts")
     p.add_argument("--node_secret", default="",

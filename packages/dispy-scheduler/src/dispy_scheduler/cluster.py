@@ -115,7 +115,9 @@ class ClusterEngine(Engine[SchedJob]):
             pulse_interval=daemon.node_pulse_interval, reentrant=cluster.reentrant,
             ipv4_udp_multicast=cfg.ipv4_udp_multicast, ping_interval=cfg.ping_interval,
             sched=daemon.sched, thread=daemon.loop_ref,
-            compute_options={"attach_key": cluster.attach_key, "attach_macs": daemon.attach_macs},
+            compute_options={"attach_key": cluster.attach_key, "attach_macs": daemon.attach_macs,
+                             # the client's dispy.config.MaxFileSize, for its jobs' dispy_send_file
+                             "max_file_size": cluster.max_file_size},
         )
         self.auto_ack = False  # results are acknowledged to nodes once the client has them
         if compute.python_version:
@@ -220,6 +222,8 @@ class SharedCluster:
         self.exclusive = bool(options.get("exclusive", False))
         self.reentrant = bool(options.get("reentrant", False))
         self.ships_code = bool(options.get("ships_code", True))
+        limit = options.get("max_file_size")
+        self.max_file_size = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 0
         self.node_data = options.get("nodes")
         self.state = "waiting"  # -> "running" -> "closed"
         self.engine: ClusterEngine | None = None

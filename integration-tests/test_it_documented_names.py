@@ -1,0 +1,211 @@
+"""Documented names that dispy programs use, through the public API with real daemons on
+127.0.0.x: dispy 4.x's ``JobCluster(port=, node_port=)`` and ``SharedJobCluster(port=,
+scheduler_port=)``, the ``dispy.config`` ports (``ClientPort``, ``NodePort``,
+``SharedSchedulerPort`` following ``DispyPort`` or assigned), ``SharedSchedulerClientPort``
+and ``MaxFileSize``, ``poll_interval``, ``dispynode --host`` and ``dispyscheduler --host
+/ --ext_host / --node``. Every node is named explicitly: nothing here broadcasts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+import dispy
+from dispy import config
+from dispy_core.errors import ConfigError
+from dispy_core.testing import NodeProcess, unused_port, wait_until
+
+Finished = dispy.DispyJob.Finished
+
+
+def where(n):
+    return dispy_node_ip_addr, n * n  # noqa: F821
+
+
+def send(size):
+    name = "out-%d.bin" % size
+    with open(name, "wb") as fh:
+        fh.write(b"x" * size)
+    return dispy_send_file(name)  # noqa: F821
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # recover files, files sent by jobs
+
+
+@pytest.fixture
+def config_restored() -> Iterator[None]:
+    """Undo what a test assigns in dispy.config (the module is process-wide)."""
+    before = dict(vars(config))
+    yield
+    for name in ("ClientPort", "NodePort", "SharedSchedulerPort"):
+        if name not in before:
+            vars(config).pop(name, None)
+    for name in ("DispyPort", "MaxFileSize", "SharedSchedulerClientPort"):
+        setattr(config, name, before[name])
+
+
+def run_jobs(cluster, n: int = 4) -> list:
+    jobs = [cluster.submit(i) for i in range(n)]
+    assert cluster.wait(timeout=60), "jobs did not finish"
+    assert [j.status for j in jobs] == [Finished] * n, [j.exception for j in jobs]
+    return [tuple(j.result) for j in jobs]
+
+
+# -- JobCluster(port=, node_port=) and dispy.config's ports -----------------------------
+def test_node_port_is_the_port_nodes_are_contacted_on(start_node) -> None:
+    node = start_node("127.0.0.1", "-c", "2")
+    # dispy 4.x: node_port is where the nodes listen (no port in `nodes`)
+    cluster = dispy.JobCluster(where, nodes=["127.0.0.1"], host="127.0.0.1", node_port=node.port,
+                               loglevel=logging.WARNING)
+    try:
+        assert run_jobs(cluster) == [("127.0.0.1", i * i) for i in range(4)]
+        assert cluster.status().nodes[0].ip_addr == "127.0.0.1"
+        # nodes added later take it too
+        assert cluster.allocate_node("127.0.0.1") == 0
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
+
+def test_port_and_node_port_are_checked() -> None:
+    with pytest.raises(ConfigError, match="node_port"):
+        dispy.JobCluster(where, nodes=["127.0.0.1"], node_port="9701")
+    with pytest.raises(ConfigError, match="port"):
+        dispy.JobCluster(where, nodes=["127.0.0.1"], port=70000)
+
+
+def test_config_ports_follow_dispy_port(config_restored) -> None:
+    assert (config.ClientPort, config.NodePort, config.SharedSchedulerPort) == (9700, 9701, 9702)
+    config.DispyPort = 9100
+    assert (config.ClientPort, config.NodePort, config.SharedSchedulerPort) == (9100, 9101, 9102)
+    assert "NodePort" in dir(config)
+
+
+def test_assigned_config_node_port_is_the_one_contacted(start_node, config_restored) -> None:
+    node = start_node("127.0.0.1", "-c", "2")
+    config.NodePort = node.port  # assigned: honoured, whatever DispyPort is
+    cluster = dispy.JobCluster(where, nodes=["127.0.0.1"], host="127.0.0.1", loglevel=logging.WARNING)
+    try:
+        assert run_jobs(cluster, 2) == [("127.0.0.1", 0), ("127.0.0.1", 1)]
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
+
+def test_config_dispy_port_moves_node_port(config_restored) -> None:
+    port = unused_port()
+    with NodeProcess("127.0.0.1", "-c", "1", port=port):
+        config.DispyPort = port - 1  # NodePort follows it
+        cluster = dispy.JobCluster(where, nodes=["127.0.0.1"], host="127.0.0.1", loglevel=logging.WARNING)
+        try:
+            assert run_jobs(cluster, 2) == [("127.0.0.1", 0), ("127.0.0.1", 1)]
+        finally:
+            cluster.close(timeout=10, terminate=True)
+
+
+# -- MaxFileSize: what the client takes from its jobs ----------------------------------
+def test_max_file_size_limits_files_jobs_send(start_node, config_restored, tmp_path) -> None:
+    node = start_node("127.0.0.1", "-c", "2")
+    config.MaxFileSize = 1000
+    cluster = dispy.JobCluster(send, nodes=[node.addr], host="127.0.0.1", loglevel=logging.WARNING)
+    try:
+        small, big = cluster.submit(500), cluster.submit(5000)
+        assert cluster.wait(timeout=60)
+        assert small.result == 0 and small.status == Finished
+        assert big.result == -1 and big.status == Finished  # refused before it was sent
+        assert (tmp_path / "out-500.bin").stat().st_size == 500
+        assert not (tmp_path / "out-5000.bin").exists()
+        # the node's log says whose limit it was
+        assert wait_until(lambda: "dispy.config.MaxFileSize" in node.log), node.log
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
+
+# -- poll_interval ---------------------------------------------------------------------
+def test_poll_interval_is_checked_and_needs_no_polling(start_node, caplog) -> None:
+    node = start_node("127.0.0.1", "-c", "2")
+    with pytest.raises(ConfigError, match="poll_interval"):
+        dispy.JobCluster(where, nodes=[node.addr], poll_interval=1)
+    with pytest.raises(ConfigError, match="poll_interval"):
+        dispy.JobCluster(where, nodes=[node.addr], poll_interval=5000)
+    caplog.set_level(logging.INFO, logger="dispy")
+    cluster = dispy.JobCluster(where, nodes=[node.addr], host="127.0.0.1", poll_interval=10)
+    try:
+        assert run_jobs(cluster, 2) == [("127.0.0.1", 0), ("127.0.0.1", 1)]
+    finally:
+        cluster.close(timeout=10, terminate=True)
+    assert "no polling is needed" in caplog.text
+
+
+# -- dispynode --host ------------------------------------------------------------------
+def test_dispynode_host_is_ip_addr(start_node) -> None:
+    node = start_node("127.0.0.1", "-c", "2", "--host", "127.0.0.3")
+    assert "127.0.0.3:" in node.log
+    cluster = dispy.JobCluster(where, nodes=[f"127.0.0.3:{node.port}"], host="127.0.0.1",
+                               loglevel=logging.WARNING)
+    try:
+        assert run_jobs(cluster, 2) == [("127.0.0.3", 0), ("127.0.0.3", 1)]
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
+
+# -- SharedJobCluster(port=, scheduler_port=), SharedSchedulerClientPort -----------------
+def connected_from(local_port: int, remote_port: int) -> bool:
+    """Whether this process has a TCP connection from local_port to remote_port (/proc/net/tcp)."""
+    with open("/proc/net/tcp") as fh:
+        rows = [line.split() for line in fh.readlines()[1:]]
+    return any(int(r[1].split(":")[1], 16) == local_port and int(r[2].split(":")[1], 16) == remote_port
+               and r[3] == "01" for r in rows)
+
+
+@pytest.fixture
+def scheduler(start_node) -> Iterator:
+    pytest.importorskip("dispy_scheduler")
+    from dispy_core.testing import SchedulerProcess
+
+    node = start_node("127.0.0.1", "-c", "2")
+    # dispy's names of -i, --ext_ip_addr and -n (it serves 127.0.0.1 and, by --host, 127.0.0.2)
+    with SchedulerProcess("127.0.0.1", [], "--host", "127.0.0.2", "--ext_host", "127.0.0.1",
+                          "--node", node.addr) as s:
+        yield s
+
+
+def test_shared_cluster_port_is_its_client_port(scheduler) -> None:
+    port = unused_port()
+    # the documentation's SSH section: port=2345, ext_host=127.0.0.1
+    cluster = dispy.SharedJobCluster(where, scheduler_node="127.0.0.2", scheduler_port=scheduler.port,
+                                     host="127.0.0.1", port=port, ext_host="127.0.0.1", poll_interval=10,
+                                     loglevel=logging.WARNING)
+    try:
+        assert run_jobs(cluster, 2) == [("127.0.0.1", 0), ("127.0.0.1", 1)]
+        assert connected_from(port, scheduler.port)
+    finally:
+        cluster.close(timeout=10, terminate=True)
+    with pytest.raises(ConfigError, match="client_port or its old name port"):
+        dispy.SharedJobCluster(where, scheduler_node="127.0.0.1", port=port, client_port=port)
+
+
+def test_shared_scheduler_client_port_is_the_default(scheduler, config_restored) -> None:
+    port = unused_port()
+    config.SharedSchedulerClientPort = port
+    cluster = dispy.SharedJobCluster(where, scheduler_node=f"127.0.0.1:{scheduler.port}", host="127.0.0.1",
+                                     loglevel=logging.WARNING)
+    try:
+        assert run_jobs(cluster, 1) == [("127.0.0.1", 0)]
+        assert connected_from(port, scheduler.port)
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
+
+def test_assigned_shared_scheduler_port_is_the_scheduler_contacted(scheduler, config_restored) -> None:
+    config.SharedSchedulerPort = scheduler.port
+    cluster = dispy.SharedJobCluster(where, scheduler_node="127.0.0.1", host="127.0.0.1",
+                                     loglevel=logging.WARNING)
+    try:
+        assert run_jobs(cluster, 1) == [("127.0.0.1", 0)]
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
