@@ -209,3 +209,47 @@ def test_assigned_shared_scheduler_port_is_the_scheduler_contacted(scheduler, co
     finally:
         cluster.close(timeout=10, terminate=True)
 
+
+
+# -- node_jobs(node, from_node=True) asks the node -------------------------------------
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def check_node_jobs_from_node(cluster, ip: str) -> None:
+    jobs = [cluster.submit(3) for _ in range(3)]
+    # one CPU: the node runs one job; the client keeps more in flight there (pipelined),
+    # which its own records count as Running
+    assert wait_until(lambda: cluster.node_jobs(ip, from_node=True), timeout=30)
+    running = cluster.node_jobs(ip, from_node=True)
+    assert running == [jobs[0]]
+    assert running[0] is jobs[0]  # the cluster's own DispyJob objects
+    assert len(cluster.node_jobs(ip)) >= 2 and cluster.node_jobs(ip)[0] is jobs[0]
+    assert cluster.wait(timeout=60)
+    assert cluster.node_jobs(ip, from_node=True) == []
+
+
+def test_node_jobs_from_node_asks_the_node(start_node) -> None:
+    node = start_node("127.0.0.1", "-c", "1")
+    cluster = dispy.JobCluster(nap, nodes=[node.addr], host="127.0.0.1", loglevel=logging.WARNING)
+    try:
+        check_node_jobs_from_node(cluster, "127.0.0.1")
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
+
+def test_shared_node_jobs_from_node_asks_the_node_through_the_scheduler(start_node) -> None:
+    pytest.importorskip("dispy_scheduler")
+    from dispy_core.testing import SchedulerProcess
+
+    node = start_node("127.0.0.1", "-c", "1")
+    with SchedulerProcess("127.0.0.1", [node.addr]) as sched:
+        cluster = dispy.SharedJobCluster(nap, scheduler_node=f"127.0.0.1:{sched.port}", host="127.0.0.1",
+                                         loglevel=logging.WARNING)
+        try:
+            check_node_jobs_from_node(cluster, "127.0.0.1")
+        finally:
+            cluster.close(timeout=10, terminate=True)

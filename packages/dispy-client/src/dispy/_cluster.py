@@ -310,10 +310,14 @@ class JobCluster:
             return -1
 
     def node_jobs(self, node: Any, from_node: bool = False) -> list[DispyJob]:
-        """The jobs running on ``node`` (a :class:`DispyNode`, IP address or host name):
-        sent there and not finished, in the order they were sent. ``from_node`` is
-        accepted for compatibility; the answer is always the client's own record (which
-        is what the node would report, give or take results in transit)."""
+        """The jobs running on ``node`` (a :class:`DispyNode`, IP address or host name).
+
+        By default from this client's records: the jobs sent there and not finished, in
+        the order they were sent (jobs waiting in the node's queue included). With
+        ``from_node=True`` the node is asked (a round trip, at most ``MsgTimeout``): the
+        jobs it is running right now, in the order they started, as this cluster's
+        DispyJob objects. If the node can't answer, the reason is logged and the
+        client's records are returned."""
         runtime = self._runtime
         if runtime is None or not runtime.thread.alive:
             return []
@@ -321,6 +325,12 @@ class JobCluster:
         if key is None:
             return []
         try:
+            if from_node:
+                jobs = runtime.thread.run(runtime.node_jobs_from_node(key), timeout=config.MsgTimeout * 3)
+                if jobs is not None:
+                    return list(jobs)
+                log.warning("node_jobs(%s, from_node=True): the node did not tell; the client's records "
+                            "follow", key[0])
             return list(runtime.call(runtime.node_jobs, key, timeout=config.MsgTimeout))
         except Exception as exc:
             log.warning("node_jobs(): %s: %s", type(exc).__name__, exc)

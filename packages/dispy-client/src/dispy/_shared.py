@@ -236,13 +236,27 @@ class SharedRuntime(Runtime):
         jobs = self._jobs
         return [jobs[uid] for uid, where in self._where.items() if where == key and uid in jobs]
 
+    async def node_jobs_from_node(self, key: tuple[str, int]) -> list[DispyJob] | None:  # type: ignore[override]
+        """The scheduler asks the node which of this cluster's jobs run there now."""
+        reply = await self._ask("node_jobs", key[0])
+        if reply is None or reply.status < 0 or not isinstance(reply.job_ids, list):
+            return None
+        jobs = self._jobs
+        return [jobs[uid] for uid in reply.job_ids if isinstance(uid, int) and uid in jobs]
+
     # -- calls on one node, carried out by the scheduler ---------------------------------
     async def _request(self, op: str, node: str = "", arg: Any = None, spec: dict[str, Any] | None = None,
                        file: FileData | None = None) -> int:
+        reply = await self._ask(op, node, arg, spec, file)
+        return -1 if reply is None else int(reply.status)
+
+    async def _ask(self, op: str, node: str = "", arg: Any = None, spec: dict[str, Any] | None = None,
+                   file: FileData | None = None) -> NodeReply | None:
+        """Send a NodeRequest; its NodeReply (failures logged), or None if none came."""
         session = getattr(self, "scheduler_session", None)
         if session is None or not session.ready or self.closing:
             log.error("%s: not connected to dispyscheduler", op)
-            return -1
+            return None
         req_id = next(self._req_ids)
         fut: asyncio.Future[NodeReply] = asyncio.get_running_loop().create_future()
         self._requests[req_id] = fut
@@ -253,16 +267,16 @@ class SharedRuntime(Runtime):
                                timeout=None if op in ("close", "send_file") else config.MsgTimeout * 2)
         except Exception as exc:
             log.error("%s: %s", op, exc)
-            return -1
+            return None
         finally:
             self._requests.pop(req_id, None)
         if not fut.done():
             log.error("%s on node %s: dispyscheduler did not answer", op, node)
-            return -1
+            return None
         reply = fut.result()
         if reply.status < 0 and reply.error:
             log.error("%s on node %s: %s", op, node, reply.error)
-        return int(reply.status)
+        return reply
 
     def deallocate(self, key: tuple[str, int]) -> Any:  # type: ignore[override]
         return self._request("deallocate", key[0])

@@ -50,6 +50,7 @@ from .messages import (
     JobResults,
     JobSpec,
     NodeInfo,
+    NodeJobsRequest,
     NodeLeaving,
     Pulse,
     SendFile,
@@ -911,6 +912,33 @@ class Engine(Generic[J]):
     def node_jobs(self, key: tuple[str, int]) -> list[J]:
         """Jobs dispatched to a node and not finished (in the loop)."""
         return self.sched.in_flight(key)
+
+    async def node_jobs_from_node(self, key: tuple[str, int]) -> list[J] | None:
+        """The jobs the node says are running there now (NodeJobsRequest), in the order
+        they started; None (logged) if the node is not serving the computation or did not
+        answer within MsgTimeout."""
+        session = self._ready.get(key)
+        if session is None or self.closing:
+            log.error("node_jobs(): node %s:%s is not serving computation %s", key[0], key[1],
+                      self.computation.name)
+            return None
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        session.jobs_waiters.append(waiter)
+        try:
+            session.send(NodeJobsRequest(self.compute_id))
+            closed: asyncio.Future[Any] = session.closed_future()
+            await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED, timeout=config.MsgTimeout)
+        finally:
+            if waiter in session.jobs_waiters:
+                session.jobs_waiters.remove(waiter)
+        reply = waiter.result() if waiter.done() else None
+        if reply is None or reply.error or not isinstance(reply.job_ids, list):
+            why = reply.error if reply is not None and reply.error else (
+                "it did not answer" if not waiter.done() else "it can't tell (an older dispynode?)")
+            log.error("node_jobs(): asking node %s failed: %s", session.label, why)
+            return None
+        jobs = self._jobs
+        return [jobs[uid] for uid in reply.job_ids if isinstance(uid, int) and uid in jobs]
 
     # -- the pool (the subclass of a shared Scheduler keeps its cluster there) ----------
     def _pool_add(self, session: NodeSession, cpus: int, limited: bool) -> None:

@@ -66,6 +66,8 @@ from dispy_core.messages import (
     JobResults,
     JobSpec,
     Message,
+    NodeJobs,
+    NodeJobsRequest,
     NodeLeaving,
     SendFile,
     SubmitJobs,
@@ -384,6 +386,8 @@ class Node(Lifecycle):
                 self._close_request(ch, msg)  # type: ignore[arg-type]
             elif t is SendFile:
                 self._send_file(ch, msg, self._owned(ch, msg.compute_id))  # type: ignore[arg-type, attr-defined]
+            elif t is NodeJobsRequest:
+                self._node_jobs(ch, msg)  # type: ignore[arg-type]
             else:
                 ch.send(ErrorReport(f"{t.__name__} is not a request dispynode serves"))
         except Exception as exc:
@@ -447,6 +451,17 @@ class Node(Lifecycle):
             ch.send(ErrorReport(f"{t.__name__} is not allowed on a connection attached to a computation",
                                 compute_id))
             ch.close()
+
+    def _node_jobs(self, ch: Channel, msg: NodeJobsRequest) -> None:
+        """node_jobs(from_node=True): the computation's jobs running here now (each
+        worker runs the first job of its queue; the others wait behind it)."""
+        cid = msg.compute_id if isinstance(msg.compute_id, str) else ""
+        comp = self._owned(ch, cid)
+        if comp is None:
+            ch.send(NodeJobs(cid, [], f"computation {cid} is not this client's on node {self.cfg.name}"))
+            return
+        running = [w.queue[0] for w in comp.workers.values() if w.queue and not w.gone]
+        ch.send(NodeJobs(cid, [spec.job_id for spec in running]))
 
     def _owned(self, ch: Channel, compute_id: Any) -> Comp | None:
         comp = self.comps.get(compute_id) if isinstance(compute_id, str) else None

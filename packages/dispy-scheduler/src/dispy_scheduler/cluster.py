@@ -327,8 +327,23 @@ class SharedCluster:
         self.engine.cancel(job)
 
     async def node_request(self, msg: NodeRequest) -> None:
+        if msg.op == "node_jobs":
+            self.send(await self._node_jobs(msg))
+            return
         status, error = await self._node_request(msg)
         self.send(NodeReply(self.compute_id, msg.req_id, status, error))
+
+    async def _node_jobs(self, msg: NodeRequest) -> NodeReply:
+        """node_jobs(from_node=True) of the client: ask the node, answer with the client's
+        ids of the jobs it runs for this cluster."""
+        engine = self.engine
+        key = engine.node_key(msg.node) if engine is not None and isinstance(msg.node, str) and msg.node else None
+        if engine is None or self.closing or key is None:
+            return NodeReply(self.compute_id, msg.req_id, -1, f"node {msg.node!r} does not serve this cluster")
+        jobs = await engine.node_jobs_from_node(key)
+        if jobs is None:
+            return NodeReply(self.compute_id, msg.req_id, -1, f"node {msg.node} did not tell its jobs")
+        return NodeReply(self.compute_id, msg.req_id, len(jobs), "", [job.cid for job in jobs])
 
     async def _node_request(self, msg: NodeRequest) -> tuple[int, str]:
         engine = self.engine
