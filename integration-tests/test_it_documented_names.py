@@ -253,3 +253,47 @@ def test_shared_node_jobs_from_node_asks_the_node_through_the_scheduler(start_no
             check_node_jobs_from_node(cluster, "127.0.0.1")
         finally:
             cluster.close(timeout=10, terminate=True)
+
+
+# -- dispynode --msg_timeout: socket I/O with clients -----------------------------------
+FROZEN_CLIENT = """
+import logging, sys, time, dispy
+def big(seconds):
+    import time
+    time.sleep(seconds)
+    return b"x" * (64 << 20)
+cluster = dispy.JobCluster(big, nodes=[sys.argv[1]], host="127.0.0.1", loglevel=logging.WARNING)
+job = cluster.submit(1.0)
+while job.status != dispy.DispyJob.Running:
+    time.sleep(0.02)
+print("running", flush=True)
+result = job()
+print("done", job.status, len(result) if result else None, flush=True)
+cluster.close()
+"""
+
+
+def test_msg_timeout_closes_a_connection_whose_client_takes_nothing(start_node, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    node = start_node("127.0.0.1", "-c", "1", "--msg_timeout", "2")
+    client = subprocess.Popen([sys.executable, "-c", FROZEN_CLIENT, node.addr], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "running"
+        client.send_signal(signal.SIGSTOP)  # it reads nothing any more: the 64 MiB result stalls
+        try:
+            assert wait_until(lambda: "(--msg_timeout)" in node.log, timeout=60), node.log
+        finally:
+            client.send_signal(signal.SIGCONT)
+        # the result was kept: the client, back, resumes and gets it
+        out, err = client.communicate(timeout=120)
+        assert out.split() == ["done", str(Finished), str(64 << 20)], err
+        assert client.returncode == 0, err
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()

@@ -56,6 +56,7 @@ class _Writer:
         self._channel = channel
         self._queue: deque[memoryview] = deque()
         self.size = 0
+        self.sent = 0  # bytes handed to the kernel so far
         self._watching = False
         self.close_when_done = False
 
@@ -83,6 +84,7 @@ class _Writer:
                 batch = [queue[i] for i in range(min(len(queue), _IOV_MAX))]
                 sent = self._sock.sendmsg(batch)
                 self.size -= sent
+                self.sent += sent
                 while sent:
                     head = queue[0]
                     if sent >= head.nbytes:
@@ -199,6 +201,11 @@ class Channel(asyncio.BufferedProtocol):
         if self._writer is not None:
             return self._writer.size
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def bytes_sent(self) -> int | None:
+        """Bytes handed to the kernel so far; None where that is not counted (TLS: there
+        only :meth:`write_buffer_size` tells whether sending moves on)."""
+        return self._writer.sent if self._writer is not None else None
 
     def pause_reading(self) -> None:
         """Stop reading from the peer (TCP flow control pushes back on it)."""

@@ -17,6 +17,12 @@ edges: the listeners, the zygote process, and what clients and internal peers se
 
 One peer's failure (garbage, wrong secret, a crash of its processes) closes that peer's
 connection or fails that computation, never the node.
+
+``--msg_timeout`` bounds socket I/O with clients: a client has that long to complete
+the handshake, and a connection whose client has taken none of the data the node is
+sending it for that long is closed as stuck (:meth:`Node._io_check`), like a dropped
+one: its jobs go on and their results wait for it to come back (Resume) or for
+``recover_jobs``. An idle connection (nothing to send) is never timed out.
 """
 
 from __future__ import annotations
@@ -132,6 +138,9 @@ class Node(Lifecycle):
             self._ssl = tls.server_context(cfg.certfile, cfg.keyfile)  # ConfigError if unusable
         self.served = 0  # clients whose computations all closed (--serve)
         self._zombie_timer: asyncio.TimerHandle | None = None
+        self._io_timer: asyncio.TimerHandle | None = None
+        # client channel -> (bytes sent, bytes waiting, since when) at its last progress
+        self._io_marks: dict[Channel, tuple[int | None, int, float]] = {}
         # Why jobs are held (none start): "operator" (console stop), "service"
         # (--service_stop/--service_end). See the operator section at the end.
         self.holds: set[str] = set()
@@ -172,6 +181,7 @@ class Node(Lifecycle):
             announcer = Announcer(cfg, self.listening[0][1], lambda: not self.comps and self.accepting)
             self._announcer = self._loop.create_task(announcer.run())
         self._zombie_timer = self._loop.call_later(self._zombie_period(), self._zombie_check)
+        self._io_timer = self._loop.call_later(self._io_period(), self._io_check)
         if self.service is not None:
             log.info("service window: %s", self.service.window.describe())
             self._service_tick()
@@ -230,6 +240,8 @@ class Node(Lifecycle):
         log.info("dispynode %s shutting down", self.cfg.name)
         if self._zombie_timer is not None:
             self._zombie_timer.cancel()
+        if self._io_timer is not None:
+            self._io_timer.cancel()
         if self._announcer is not None:
             self._announcer.cancel()
         self._close_listeners()
@@ -725,6 +737,34 @@ class Node(Lifecycle):
         log.info("computation %s (%r) called dispynode_shutdown(): shutting down after its cleanup",
                  comp.compute_id, comp.name)
         self.stop()  # the close in progress finishes first (shutdown waits for it)
+
+    def _io_period(self) -> float:
+        return max(0.25, self.cfg.msg_timeout / 4)
+
+    def _io_check(self) -> None:
+        """--msg_timeout: close client connections whose peer took none of the data
+        waiting for it for that long (a frozen or vanished client, a dead path); see the
+        module docstring."""
+        self._io_timer = self._loop.call_later(self._io_period(), self._io_check)
+        now = time.monotonic()
+        marks: dict[Channel, tuple[int | None, int, float]] = {}
+        for ch in self.clients:
+            waiting = ch.write_buffer_size()
+            if ch.closed or waiting <= 0:
+                continue
+            sent = ch.bytes_sent()
+            last = self._io_marks.get(ch)
+            if last is None or (sent is not None and sent != last[0]) or (sent is None and waiting < last[1]):
+                marks[ch] = (sent, waiting, now)  # it moved on
+                continue
+            if now - last[2] < self.cfg.msg_timeout:
+                marks[ch] = last
+                continue
+            log.warning("closing connection from %s: it took none of the %d bytes waiting for it in "
+                        "%.1f s (--msg_timeout); its jobs go on and their results are kept for it",
+                        ch.peer, waiting, now - last[2])
+            ch.abort()
+        self._io_marks = marks
 
     def _zombie_period(self) -> float:
         return min(60.0, self.cfg.zombie_interval * 60 / 4)
