@@ -77,6 +77,15 @@ def test_ports_follow_dispy_port_unless_given():
     assert (cfg.port, cfg.node_port, cfg.scheduler_port) == (6000, 9701, 0)
 
 
+def test_dispy_names_of_address_options():
+    # dispy's -i/--host, --ext_host and -n/--node (the documentation's cloud and SSH sections)
+    cfg = cfg_of("--host", "127.0.0.1", "--host", "127.0.0.2", "--ext_host", "gw.example",
+                 "--node", "127.0.0.5:9000")
+    assert cfg.ip_addrs == ["127.0.0.1", "127.0.0.2"] and cfg.ext_ip_addrs == ["gw.example"]
+    assert cfg.announced_addr("127.0.0.1") == "gw.example"
+    assert cfg.node_addresses() == [("127.0.0.5", 9000)]
+
+
 def test_values_are_carried():
     cfg = cfg_of("-i", "127.0.0.1", "-i", "127.0.0.2", "--ext_ip_addr", "gw.example", "--node_secret", "n",
                  "--cluster_secret", "c", "--pulse_interval", "1", "--ping_interval", "1000",
