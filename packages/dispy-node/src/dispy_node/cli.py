@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe_setup", action="store_true",
                    help="accepted for compatibility with dispy 4.x; changes nothing here (setup "
                         "always runs in the computation's own process, whose globals jobs see)")
+    p.add_argument("--admin_secret", default=None, metavar="SECRET",
+                   help="(dispy's secret for dispyadmin, which is not built yet; refused with a message)")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="(dispy's module of node-wide globals: not supported yet; refused with a message)")
     daemon_cli.add_common_options(p, "dispynode", __version__, "node-specific ones: -i, -p, --name")
     return p
 
@@ -134,6 +138,12 @@ def _address(text: str, option: str = "--ip_addr") -> str:
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """Turn parsed arguments into a NodeConfig; raises ConfigError naming the bad option."""
+    if args.admin_secret is not None:
+        raise ConfigError("--admin_secret: dispyadmin (the web page that manages nodes) is not built yet; "
+                          "start dispynode without it (its terminal commands manage the node)")
+    if args.init is not None:
+        raise ConfigError("--init: node-wide globals from a module are not supported yet; give each "
+                          "computation what it needs with depends and setup")
     try:
         max_file_size = config.parse_size(args.max_file_size)
     except ValueError as exc:

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipv4_udp_multicast", action="store_true",
                    help=f"send IPv4 discovery to multicast group {config.IPv4MulticastGroup} instead of "
                         "broadcasting it")
+    p.add_argument("--httpd", action="store_true",
+                   help="(dispy's web monitor of the shared clusters: not built yet; refused with a message)")
     daemon_cli.add_common_options(p, "dispyscheduler", __version__, "host-specific ones: -i, --ext_ip_addr")
     return p
 
@@ -141,6 +143,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
     """Turn parsed arguments into a SchedulerConfig; raises ConfigError naming the bad
     option. The TLS files are loaded, so that a bad one is reported before starting."""
+    if args.httpd:
+        raise ConfigError("--httpd: the web monitor (dispy.httpd) is not built yet; start dispyscheduler "
+                          "without it (the terminal's 'status' command shows the nodes and clusters)")
     try:
         max_file_size = config.parse_size(args.max_file_size)
     except ValueError as exc:
