@@ -297,3 +297,28 @@ def test_msg_timeout_closes_a_connection_whose_client_takes_nothing(start_node, 
         if client.poll() is None:
             client.kill()
             client.wait()
+
+
+# -- dispy 4.x's submit_job_id, submit_job_id_node, shutdown ---------------------------
+def test_submit_job_id_and_shutdown(start_node) -> None:
+    node = start_node("127.0.0.1", "-c", "2")
+    cluster = dispy.JobCluster(where, nodes=[node.addr], host="127.0.0.1", loglevel=logging.WARNING)
+    try:
+        a = cluster.submit_job_id("first", 3)
+        assert cluster.wait(timeout=30)  # the node is set up: submit_job_id_node can name it
+        b = cluster.submit_job_id_node(("second", 2), "127.0.0.1", 4)
+        assert (a.id, a()) == ("first", ("127.0.0.1", 9))
+        assert (b.id, b()) == (("second", 2), ("127.0.0.1", 16))
+        assert cluster.submit_job_id_node("x", "127.0.0.9", 1) is None  # not a node of the cluster
+    finally:
+        cluster.shutdown()
+    assert cluster.submit(1) is None  # closed
+
+
+def test_shutdown_does_not_wait_for_jobs(start_node) -> None:
+    node = start_node("127.0.0.1", "-c", "1")
+    cluster = dispy.JobCluster(nap, nodes=[node.addr], host="127.0.0.1", loglevel=logging.WARNING)
+    job = cluster.submit(600)
+    assert wait_until(lambda: job.status == dispy.DispyJob.Running, timeout=30)
+    cluster.shutdown()  # terminates it (close() would wait the 600 s)
+    assert job.status in (dispy.DispyJob.Cancelled, dispy.DispyJob.Terminated)

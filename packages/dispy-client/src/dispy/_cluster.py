@@ -273,6 +273,20 @@ class JobCluster:
             return None
         return self._submit(runtime, key, args, kwargs)
 
+    def submit_job_id(self, job_id: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
+        """dispy 4.x: :meth:`submit` with the job's ``id`` set to ``job_id``."""
+        job = self.submit(*args, **kwargs)
+        if job is not None:
+            job.id = job_id
+        return job
+
+    def submit_job_id_node(self, job_id: Any, node: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
+        """dispy 4.x: :meth:`submit_node` with the job's ``id`` set to ``job_id``."""
+        job = self.submit_node(node, *args, **kwargs)
+        if job is not None:
+            job.id = job_id
+        return job
+
     def _submit(self, runtime: Runtime, pin: Any, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> DispyJob | None:
         job_depends = kwargs.pop("dispy_job_depends", None)
@@ -515,6 +529,12 @@ class JobCluster:
             return False
         self._shutdown(terminate)
         return True
+
+    def shutdown(self) -> None:
+        """dispy 4.x: close the cluster now, without waiting: jobs still queued are
+        cancelled and running ones terminated (what happens to clusters left open at
+        exit); :meth:`close` waits for them instead."""
+        self.close(timeout=0, terminate=True)
 
     def _end(self) -> Runtime | None:
         """Mark the cluster closed (once) and refuse later submits; its runtime, or None
