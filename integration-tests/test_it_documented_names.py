@@ -322,3 +322,18 @@ def test_shutdown_does_not_wait_for_jobs(start_node) -> None:
     assert wait_until(lambda: job.status == dispy.DispyJob.Running, timeout=30)
     cluster.shutdown()  # terminates it (close() would wait the 600 s)
     assert job.status in (dispy.DispyJob.Cancelled, dispy.DispyJob.Terminated)
+
+
+def test_resetup_node_terminate_pending(start_node) -> None:
+    node = start_node("127.0.0.1", "-c", "1")
+    cluster = dispy.JobCluster(nap, nodes=[node.addr], host="127.0.0.1", loglevel=logging.WARNING)
+    try:
+        job = cluster.submit(600)
+        assert wait_until(lambda: job.status == dispy.DispyJob.Running, timeout=30)
+        # dispy 4.x's terminate_pending: the running job is terminated, not waited for
+        assert cluster.resetup_node("127.0.0.1", terminate_pending=True) == 0
+        assert job.finish.wait(30) and job.status in (dispy.DispyJob.Terminated, dispy.DispyJob.Cancelled)
+        again = cluster.submit(0)  # set up again: jobs run there
+        assert again(timeout=60) == 0
+    finally:
+        cluster.close(timeout=10, terminate=True)

@@ -426,8 +426,9 @@ class JobCluster:
             log.warning("close_node(): %s: %s", type(exc).__name__, exc)
             return -1
 
-    def resetup_node(self, node: Any) -> int:
-        """Set ``node`` up afresh: no new jobs go there, its jobs finish, cleanup runs
+    def resetup_node(self, node: Any, terminate_pending: bool = False) -> int:
+        """Set ``node`` up afresh: no new jobs go there, its jobs finish (with
+        ``terminate_pending``, as dispy 4.x allowed, they are terminated), cleanup runs
         (with the arguments setup had; in-memory globals go), then ``allocate()`` of its
         NodeAllocate is called again and setup runs with the values it gives now (new
         ``setup_args`` and ``depends``). Blocks until the node has closed the computation;
@@ -439,7 +440,7 @@ class JobCluster:
             return -1
         runtime, key = found
         try:
-            return int(runtime.thread.run(runtime.resetup_node(key)))
+            return int(runtime.thread.run(runtime.resetup_node(key, bool(terminate_pending))))
         except Exception as exc:
             log.warning("resetup_node(): %s: %s", type(exc).__name__, exc)
             return -1

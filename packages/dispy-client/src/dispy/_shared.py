@@ -452,7 +452,7 @@ class SharedJobCluster(JobCluster):
             return spec, None
         return dataclasses.replace(spec, node=f"{pin[0]}:{pin[1]}"), None  # the scheduler pins it
 
-    def resetup_node(self, node: Any) -> int:
+    def resetup_node(self, node: Any, terminate_pending: bool = False) -> int:
         """Not available with SharedJobCluster (the nodes are shared): returns -1."""
         log.error("resetup_node() is not available with SharedJobCluster: the scheduler shares the node "
                   "with other clusters; use close_node() and allocate_node()")

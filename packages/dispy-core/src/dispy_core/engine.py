@@ -1085,14 +1085,15 @@ class Engine(Generic[J]):
         await session.finished.wait()
         return 0
 
-    async def resetup_node(self, key: tuple[str, int]) -> int:
-        """Close the computation on a node (jobs there finish), then set it up again
-        through a new session: allocate() is asked again, setup runs again."""
+    async def resetup_node(self, key: tuple[str, int], terminate: bool = False) -> int:
+        """Close the computation on a node (jobs there finish, or with ``terminate`` are
+        terminated), then set it up again through a new session: allocate() is asked
+        again, setup runs again."""
         session = self._ready.get(key)
         if session is None or self.closing:
             return -1
         deallocated = key in self._deallocated
-        if await self.close_node(key, terminate=False) != 0 or self.closing:
+        if await self.close_node(key, terminate=terminate) != 0 or self.closing:
             return -1
         if deallocated:
             self._deallocated.add(key)
