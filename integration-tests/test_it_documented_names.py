@@ -124,6 +124,20 @@ def test_max_file_size_limits_files_jobs_send(start_node, config_restored, tmp_p
         cluster.close(timeout=10, terminate=True)
 
 
+def test_max_file_size_of_a_shared_cluster_reaches_its_nodes(scheduler, config_restored, tmp_path) -> None:
+    config.MaxFileSize = 1000
+    cluster = dispy.SharedJobCluster(send, scheduler_node=f"127.0.0.1:{scheduler.port}", host="127.0.0.1",
+                                     loglevel=logging.WARNING)
+    try:
+        small, big = cluster.submit(500), cluster.submit(5000)
+        assert cluster.wait(timeout=60)
+        assert (small.result, big.result) == (0, -1)
+        assert (tmp_path / "out-500.bin").stat().st_size == 500
+        assert not (tmp_path / "out-5000.bin").exists()
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
+
 # -- poll_interval ---------------------------------------------------------------------
 def test_poll_interval_is_checked_and_needs_no_polling(start_node, caplog) -> None:
     node = start_node("127.0.0.1", "-c", "2")
