@@ -276,7 +276,10 @@ def big(seconds):
     import time
     time.sleep(seconds)
     return b"x" * (64 << 20)
-cluster = dispy.JobCluster(big, nodes=[sys.argv[1]], host="127.0.0.1", loglevel=logging.WARNING)
+if sys.argv[2] == "shared":
+    cluster = dispy.SharedJobCluster(big, scheduler_node=sys.argv[1], host="127.0.0.1", loglevel=logging.WARNING)
+else:
+    cluster = dispy.JobCluster(big, nodes=[sys.argv[1]], host="127.0.0.1", loglevel=logging.WARNING)
 job = cluster.submit(1.0)
 while job.status != dispy.DispyJob.Running:
     time.sleep(0.02)
@@ -288,19 +291,34 @@ cluster.close()
 
 
 def test_msg_timeout_closes_a_connection_whose_client_takes_nothing(start_node, tmp_path) -> None:
+    node = start_node("127.0.0.1", "-c", "1", "--msg_timeout", "2")
+    frozen_client_gets_its_result(node, node.addr, "job", tmp_path)
+
+
+def test_scheduler_msg_timeout_closes_a_connection_whose_client_takes_nothing(start_node, tmp_path) -> None:
+    pytest.importorskip("dispy_scheduler")
+    from dispy_core.testing import SchedulerProcess
+
+    node = start_node("127.0.0.1", "-c", "1")
+    with SchedulerProcess("127.0.0.1", [node.addr], "--msg_timeout", "2") as sched:
+        frozen_client_gets_its_result(sched, sched.addr, "shared", tmp_path)
+
+
+def frozen_client_gets_its_result(daemon, addr: str, kind: str, tmp_path) -> None:
+    """A client frozen (SIGSTOP) while a 64 MiB result is on its way: the daemon closes
+    its connection after --msg_timeout; thawed, the client resumes and gets the result."""
     import signal
     import subprocess
     import sys
 
-    node = start_node("127.0.0.1", "-c", "1", "--msg_timeout", "2")
-    client = subprocess.Popen([sys.executable, "-c", FROZEN_CLIENT, node.addr], cwd=tmp_path,
+    client = subprocess.Popen([sys.executable, "-c", FROZEN_CLIENT, addr, kind], cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert client.stdout is not None
         assert client.stdout.readline().strip() == "running"
         client.send_signal(signal.SIGSTOP)  # it reads nothing any more: the 64 MiB result stalls
         try:
-            assert wait_until(lambda: "(--msg_timeout)" in node.log, timeout=60), node.log
+            assert wait_until(lambda: "(--msg_timeout)" in daemon.log, timeout=60), daemon.log
         finally:
             client.send_signal(signal.SIGCONT)
         # the result was kept: the client, back, resumes and gets it

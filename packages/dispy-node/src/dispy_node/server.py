@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispy_core import config, tls
-from dispy_core.aio import Channel
+from dispy_core.aio import Channel, StallWatch
 from dispy_core.listen import ChannelServer
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
@@ -139,8 +139,7 @@ class Node(Lifecycle):
         self.served = 0  # clients whose computations all closed (--serve)
         self._zombie_timer: asyncio.TimerHandle | None = None
         self._io_timer: asyncio.TimerHandle | None = None
-        # client channel -> (bytes sent, bytes waiting, since when) at its last progress
-        self._io_marks: dict[Channel, tuple[int | None, int, float]] = {}
+        self._stalls = StallWatch(cfg.msg_timeout)
         # Why jobs are held (none start): "operator" (console stop), "service"
         # (--service_stop/--service_end). See the operator section at the end.
         self.holds: set[str] = set()
@@ -746,25 +745,11 @@ class Node(Lifecycle):
         waiting for it for that long (a frozen or vanished client, a dead path); see the
         module docstring."""
         self._io_timer = self._loop.call_later(self._io_period(), self._io_check)
-        now = time.monotonic()
-        marks: dict[Channel, tuple[int | None, int, float]] = {}
-        for ch in self.clients:
-            waiting = ch.write_buffer_size()
-            if ch.closed or waiting <= 0:
-                continue
-            sent = ch.bytes_sent()
-            last = self._io_marks.get(ch)
-            if last is None or (sent is not None and sent != last[0]) or (sent is None and waiting < last[1]):
-                marks[ch] = (sent, waiting, now)  # it moved on
-                continue
-            if now - last[2] < self.cfg.msg_timeout:
-                marks[ch] = last
-                continue
+        for ch, waiting, idle in self._stalls.stuck(self.clients, time.monotonic()):
             log.warning("closing connection from %s: it took none of the %d bytes waiting for it in "
                         "%.1f s (--msg_timeout); its jobs go on and their results are kept for it",
-                        ch.peer, waiting, now - last[2])
+                        ch.peer, waiting, idle)
             ch.abort()
-        self._io_marks = marks
 
     def _zombie_period(self) -> float:
         return min(60.0, self.cfg.zombie_interval * 60 / 4)

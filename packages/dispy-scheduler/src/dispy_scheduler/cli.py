@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", action="store_true",
                    help="remove what earlier runs left under dest_path_prefix, at start")
     p.add_argument("--msg_timeout", type=float, default=config.MsgTimeout, metavar="SEC",
-                   help=f"seconds a peer has to answer (default {config.MsgTimeout:g})")
+                   help=f"timeout of socket I/O (default {config.MsgTimeout:g}): seconds a peer has to answer "
+                        "or complete the handshake, and a client connection whose client takes none of "
+                        "the data waiting for it for that long is closed as stuck (it may resume)")
     p.add_argument("--dest_path_prefix", default=None, metavar="PATH",
                    help="directory where results that could not be delivered are kept "
                         f"(default {default_dest_path_prefix()})")
