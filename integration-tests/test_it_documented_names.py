@@ -369,3 +369,9 @@ def test_resetup_node_terminate_pending(start_node) -> None:
         assert again(timeout=60) == 0
     finally:
         cluster.close(timeout=10, terminate=True)
+
+
+def test_node_ping_interval_without_scheduler_node_says_it_does_nothing(start_node) -> None:
+    # the node never broadcasts: with no --scheduler_node there is nowhere to announce to
+    node = start_node("127.0.0.1", "-c", "1", "--ping_interval", "20")
+    assert wait_until(lambda: "--ping_interval 20 has no effect without --scheduler_node" in node.log), node.log
