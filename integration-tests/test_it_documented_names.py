@@ -375,3 +375,11 @@ def test_node_ping_interval_without_scheduler_node_says_it_does_nothing(start_no
     # the node never broadcasts: with no --scheduler_node there is nowhere to announce to
     node = start_node("127.0.0.1", "-c", "1", "--ping_interval", "20")
     assert wait_until(lambda: "--ping_interval 20 has no effect without --scheduler_node" in node.log), node.log
+
+
+def test_a_bad_assigned_port_is_a_clear_error(config_restored) -> None:
+    config.NodePort = "9801"  # dispy kept them as text: taken
+    assert config.node_port() == 9801
+    config.NodePort = "next to DispyPort"
+    with pytest.raises(ConfigError, match="dispy.config.NodePort must be a port number"):
+        dispy.JobCluster(where, nodes=["127.0.0.1"])

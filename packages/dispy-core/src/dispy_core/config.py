@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import ConfigError
+
 __all__ = [
     "DispyPort",
     "ClientPort",
@@ -87,7 +89,15 @@ def _port(name: str, base: int | None) -> int:
     if base is not None:
         return base + _DERIVED[name]
     assigned = globals().get(name)  # dispy.config.<name> = n
-    return int(assigned) if assigned is not None else DispyPort + _DERIVED[name]
+    if assigned is None:
+        return DispyPort + _DERIVED[name]
+    try:  # (dispy kept these as text: "9801" is taken too)
+        port = int(assigned)
+    except (TypeError, ValueError):
+        port = -1
+    if isinstance(assigned, bool) or not 0 <= port < 65536:
+        raise ConfigError(f"dispy.config.{name} must be a port number, not {assigned!r}")
+    return port
 
 
 def client_port(base: int | None = None) -> int:
