@@ -210,6 +210,14 @@ def test_documented_parameter_order() -> None:
                       "certfile", "recover_file"]
 
 
+def test_shared_documented_parameter_order() -> None:
+    params = list(inspect.signature(dispy.SharedJobCluster.__init__).parameters)[1:22]
+    assert params == ["computation", "nodes", "depends", "job_status", "cluster_status", "host",
+                      "client_port", "dispy_port", "scheduler_node", "ext_host", "loglevel", "setup",
+                      "cleanup", "dest_path", "reentrant", "poll_interval", "exclusive", "secret",
+                      "keyfile", "certfile", "recover_file"]
+
+
 @pytest.mark.parametrize("value", [1, 4.9, 1001, "10", True])
 def test_poll_interval_out_of_range_is_refused(value: object) -> None:
     with pytest.raises(ConfigError, match="poll_interval must be a number of seconds from 5 to 1000"):
