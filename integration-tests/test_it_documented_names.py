@@ -234,7 +234,7 @@ def nap(seconds):
 
 
 def check_node_jobs_from_node(cluster, ip: str) -> None:
-    jobs = [cluster.submit(3) for _ in range(3)]
+    jobs = [cluster.submit(120) for _ in range(3)]
     # one CPU: the node runs one job; the client keeps more in flight there (pipelined),
     # which its own records count as Running
     assert wait_until(lambda: cluster.node_jobs(ip, from_node=True), timeout=30)
@@ -242,6 +242,8 @@ def check_node_jobs_from_node(cluster, ip: str) -> None:
     assert running == [jobs[0]]
     assert running[0] is jobs[0]  # the cluster's own DispyJob objects
     assert len(cluster.node_jobs(ip)) >= 2 and cluster.node_jobs(ip)[0] is jobs[0]
+    for job in jobs:
+        cluster.cancel(job)
     assert cluster.wait(timeout=60)
     assert cluster.node_jobs(ip, from_node=True) == []
 
@@ -280,7 +282,7 @@ if sys.argv[2] == "shared":
     cluster = dispy.SharedJobCluster(big, scheduler_node=sys.argv[1], host="127.0.0.1", loglevel=logging.WARNING)
 else:
     cluster = dispy.JobCluster(big, nodes=[sys.argv[1]], host="127.0.0.1", loglevel=logging.WARNING)
-job = cluster.submit(1.0)
+job = cluster.submit(5.0)  # the test freezes this client meanwhile
 while job.status != dispy.DispyJob.Running:
     time.sleep(0.02)
 print("running", flush=True)
