@@ -27,6 +27,8 @@ Client -> node (TCP, node port 9701)::
                                                final result and do not end it)
                            <-  JobFile          (a file a job sent with dispy_send_file,
                                                 before that job's final result)
+    NodeJobsRequest        ->                  (node_jobs(node, from_node=True): which of
+                           <-  NodeJobs         the computation's jobs are running there now)
     CancelJob              ->                  (the job's result follows: Cancelled if it
                            <-  [ErrorReport]    had not started, else whatever the
                                                 interrupted job gave; an ErrorReport
@@ -55,7 +57,7 @@ SubmitJobs, JobResults, AckResults, CancelJob, Resume, Pulse, CloseComputation),
                            <-  JobsStarted      (jobs placed on nodes: where and when)
                            <-  ClusterNode      (a node's state for this cluster)
     NodeRequest            ->                  (allocate / deallocate / close / set_cpus /
-                           <-  NodeReply        send_file on one node)
+                           <-  NodeReply        send_file / node_jobs on one node)
 
 Final results reach the client through the scheduler, which acknowledges them to their
 node only when its client has. Provisional results and files of jobs come straight from
@@ -141,6 +143,8 @@ __all__ = [
     "AckResults",
     "Pulse",
     "NodeLeaving",
+    "NodeJobsRequest",
+    "NodeJobs",
     # SharedJobCluster <-> dispyscheduler
     "JobsStarted",
     "ClusterNode",
@@ -608,7 +612,8 @@ class NodeRequest(Message):
     """Client -> scheduler: a node-management call of a shared cluster. ``op``:
     "allocate" (``node`` as in the ``nodes`` argument, or ``spec``: a node spec dict as in
     Compute.options), "deallocate", "close" (``arg``: terminate), "set_cpus" (``arg``:
-    CPUs), "send_file" (``file``). ``node`` names a node by IP address or host name."""
+    CPUs), "send_file" (``file``), "node_jobs" (the scheduler asks the node, NodeJobsRequest;
+    NodeReply.job_ids). ``node`` names a node by IP address or host name."""
 
     compute_id: str
     req_id: int
@@ -628,6 +633,7 @@ class NodeReply(Message):
     req_id: int
     status: int
     error: str = ""
+    job_ids: list[int] | None = None  # node_jobs: the client's ids of the jobs running there
 
 
 @_message(50)
@@ -657,6 +663,25 @@ class Delivered(Message):
 
     compute_id: str
     job_ids: list[int]
+
+
+@_message(62)
+class NodeJobsRequest(Message):
+    """Client (or dispyscheduler) -> node: which jobs of this computation are running
+    there now (``cluster.node_jobs(node, from_node=True)``); answered with NodeJobs."""
+
+    compute_id: str
+
+
+@_message(63)
+class NodeJobs(Message):
+    """Node -> client: the ids (JobSpec.job_id) of the computation's jobs that are running
+    on the node now, in the order they started; ``error`` says why there are none to
+    tell (e.g. the computation is not this client's there)."""
+
+    compute_id: str
+    job_ids: list[int]
+    error: str = ""
 
 
 # -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------

@@ -63,6 +63,7 @@ from dispy_core.messages import (
     JobsStarted,
     Message,
     NodeInfo,
+    NodeJobs,
     NodeLeaving,
     NodeReply,
     Welcome,
@@ -196,6 +197,7 @@ class NodeSession:
         self.leaving = False  # the node said it is shutting down (NodeLeaving): no new jobs
         self.finished = asyncio.Event()  # run() has returned
         self.file_waiters: deque[asyncio.Future[str | None]] = deque()  # send_file replies, FIFO
+        self.jobs_waiters: deque[asyncio.Future[NodeJobs | None]] = deque()  # NodeJobs replies, FIFO
         self.acks: list[int] = []  # job ids whose results arrived, to acknowledge
         self.resumable = True  # a lost connection may be resumed (not after a failure there)
         self.resume_until = 0.0  # monotonic deadline of reconnecting to resume; 0: not resuming
@@ -442,6 +444,9 @@ class NodeSession:
         if isinstance(msg, FileSaved):
             self._file_reply(msg.error)
             return
+        if isinstance(msg, NodeJobs):
+            self._jobs_reply(msg)
+            return
         if isinstance(msg, ComputationClosed):
             if self.close_ack is not None and not self.close_ack.done():
                 self.close_ack.set_result(msg)
@@ -463,6 +468,9 @@ class NodeSession:
             if fut is not None and not fut.done() and self._expect == (FilesHeld,):
                 # A node that can't tell which files it has (an older one): it holds none.
                 fut.set_result(FilesHeld([], msg.reason))
+                return
+            if self.jobs_waiters and "NodeJobsRequest" in msg.reason:  # a node that can't tell
+                self._jobs_reply(None)
                 return
             if fut is not None and not fut.done():
                 fut.set_exception(_Unusable(f"node reported: {msg.reason}"))
@@ -489,6 +497,13 @@ class NodeSession:
             waiter = self.file_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(error)
+                return
+
+    def _jobs_reply(self, msg: NodeJobs | None) -> None:
+        while self.jobs_waiters:
+            waiter = self.jobs_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(msg)
                 return
 
     def _on_close(self, channel: aio.Channel, exc: BaseException | None) -> None:

@@ -26,8 +26,9 @@ from dispy_core import config, daemon_cli, inifile, tls
 from dispy_core.errors import ConfigError
 
 from .__about__ import __version__
+from .announce import ANNOUNCE_INTERVAL
 from .console import Console
-from .options import NodeConfig, default_dest_path_prefix, default_ip_addr, machine_cpus, resolve_cpus
+from .options import NODE_PING_INTERVAL_MIN, NodeConfig, default_dest_path_prefix, default_ip_addr, machine_cpus, resolve_cpus
 from .server import Node
 
 __all__ = ["main", "build_parser", "config_from_args"]
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--cpus", type=int, default=None, metavar="N",
                    help="CPUs to use: N > 0 uses N (at most this machine's), N < 0 leaves -N unused; "
                         "default: all")
-    p.add_argument("-i", "--ip_addr", action="append", default=None, metavar="ADDR",
+    p.add_argument("-i", "--ip_addr", "--host", dest="ip_addr", action="append", default=None, metavar="ADDR",
                    help="address to serve on (repeatable); default: the address of this host's name")
     p.add_argument("-p", "--node_port", type=int, default=None, metavar="N",
                    help=f"port for clients, TCP and UDP (default {config.node_port()}; 0 picks a free one)")
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler_port", type=int, default=None, metavar="N",
                    help=f"the client port --scheduler_node announcements go to (default {config.client_port()}, "
                         "or --dispy_port's)")
+    p.add_argument("--ping_interval", type=float, default=None, metavar="SEC",
+                   help=f"while no client uses the node, announce it to --scheduler_node every SEC seconds "
+                        f"(at least {NODE_PING_INTERVAL_MIN:g}; default {ANNOUNCE_INTERVAL:g}); without "
+                        "--scheduler_node the node announces itself nowhere (it never broadcasts)")
     p.add_argument("--name", default=None, help="name of this node (default: the host name)")
     p.add_argument("-s", "--secret", default="",
                    help="shared secret: only clients with the same secret may use this node")
@@ -75,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", action="store_true",
                    help="remove what earlier runs left under dest_path_prefix, at start")
     p.add_argument("--msg_timeout", type=float, default=config.MsgTimeout, metavar="SEC",
-                   help=f"seconds a peer has to complete the handshake (default {config.MsgTimeout:g})")
+                   help=f"timeout of socket I/O with clients: seconds a client has to complete the "
+                        f"handshake, and to take data the node is sending it before the connection is "
+                        f"closed as stuck (default {config.MsgTimeout:g})")
     p.add_argument("--max_file_size", default="0", metavar="N[k|m|g|t]",
                    help="largest file accepted from a client; 0 (default) means no limit")
     p.add_argument("--certfile", default=None, metavar="PATH",
@@ -106,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe_setup", action="store_true",
                    help="accepted for compatibility with dispy 4.x; changes nothing here (setup "
                         "always runs in the computation's own process, whose globals jobs see)")
+    p.add_argument("--admin_secret", default=None, metavar="SECRET",
+                   help="(dispy's secret for dispyadmin, which is not built yet; refused with a message)")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="(dispy's module of node-wide globals: not supported yet; refused with a message)")
     daemon_cli.add_common_options(p, "dispynode", __version__, "node-specific ones: -i, -p, --name")
     return p
 
@@ -130,6 +141,12 @@ def _address(text: str, option: str = "--ip_addr") -> str:
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """Turn parsed arguments into a NodeConfig; raises ConfigError naming the bad option."""
+    if args.admin_secret is not None:
+        raise ConfigError("--admin_secret: dispyadmin (the web page that manages nodes) is not built yet; "
+                          "start dispynode without it (its terminal commands manage the node)")
+    if args.init is not None:
+        raise ConfigError("--init: node-wide globals from a module are not supported yet; give each "
+                          "computation what it needs with depends and setup")
     try:
         max_file_size = config.parse_size(args.max_file_size)
     except ValueError as exc:
@@ -164,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         ipv4_udp_multicast=args.ipv4_udp_multicast,
         scheduler_node=None if args.scheduler_node is None else _address(args.scheduler_node, "--scheduler_node"),
         scheduler_port=config.client_port(args.dispy_port) if args.scheduler_port is None else args.scheduler_port,
+        ping_interval=args.ping_interval,
         **kwargs,
     )
     if cfg.certfile is not None:
@@ -203,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))  # exits 2
     daemon_cli.start_logging("dispynode", cfg.debug)
+    if cfg.ping_interval is not None and cfg.scheduler_node is None:
+        log.warning("--ping_interval %g has no effect without --scheduler_node: this node announces "
+                    "itself only to that address (it never broadcasts); clients find it by asking",
+                    cfg.ping_interval)
     if args.unsafe_setup:
         log.warning("--unsafe_setup changes nothing in this dispynode: setup always runs in the "
                     "computation's own process (forked for it), and jobs are forked from that process, "

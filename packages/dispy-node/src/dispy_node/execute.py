@@ -50,7 +50,7 @@ from dispy_core.status import JobStatus
 from .paths import make_job_dir, remove_tree
 
 __all__ = ["Runtime", "run_job", "install_interrupt_handler", "set_interrupt_check",
-           "set_result_sender", "set_file_sender", "set_max_file_size", "send_file",
+           "set_result_sender", "set_file_sender", "set_max_file_size", "limit_file_size", "send_file",
            "format_user_exception"]
 
 _MISSING = object()
@@ -65,6 +65,7 @@ _deferring = False  # a provisional result is being sent: SIGINT waits for the e
 _deferred = False  # a SIGINT arrived meanwhile
 _file_sender: Callable[[Any, str, FileData, float | None, bool], None] | None = None
 _max_file_size = 0  # dispynode --max_file_size (0: no limit)
+_limit_source = "this node's limit (dispynode --max_file_size)"  # what set _max_file_size
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -142,6 +143,16 @@ def set_max_file_size(size: int) -> None:
     _max_file_size = max(0, int(size))
 
 
+def limit_file_size(client_limit: Any) -> None:
+    """In a computation's host: the client's ``dispy.config.MaxFileSize`` (from
+    ``Compute.options``) lowers the limit of ``dispy_send_file`` for its jobs."""
+    global _max_file_size, _limit_source
+    if isinstance(client_limit, int) and not isinstance(client_limit, bool) and client_limit > 0 \
+            and (not _max_file_size or client_limit < _max_file_size):
+        _max_file_size = client_limit
+        _limit_source = "the client's limit (dispy.config.MaxFileSize)"
+
+
 def client_path(path: str) -> str:
     """Where the client saves a file sent from ``path``: the same relative path, or the
     base name for an absolute path or one that goes up (``..``); "" if there is none."""
@@ -171,9 +182,8 @@ def send_file(path: Any, relay: bool = False, timeout: float = config.MsgTimeout
             _JOB_LOGGER.warning("dispy_send_file: %r is not a regular file", path)
             return -1
         if _max_file_size and st.st_size > _max_file_size:
-            _JOB_LOGGER.warning("dispy_send_file: %r is %d bytes, more than this node's limit of %d "
-                                "bytes (dispynode --max_file_size); not sent", path, st.st_size,
-                                _max_file_size)
+            _JOB_LOGGER.warning("dispy_send_file: %r is %d bytes, more than %s of %d bytes; not sent",
+                                path, st.st_size, _limit_source, _max_file_size)
             return -1
         with open(path, "rb") as fh:
             data = fh.read()

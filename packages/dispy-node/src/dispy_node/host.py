@@ -45,7 +45,7 @@ from dispy_core.messages import (
 )
 
 from .__about__ import __version__
-from .execute import Runtime, format_user_exception, install_interrupt_handler
+from .execute import Runtime, format_user_exception, install_interrupt_handler, limit_file_size
 from .ipc import BlockingChannel
 from .paths import set_modes, write_files
 from .worker import worker_main
@@ -103,6 +103,8 @@ class Host:
         os.chdir(comp_dir)
         sys.path.insert(0, comp_dir)
         self.process_per_job = compute.process_per_job
+        if isinstance(compute.options, dict):  # inherited by the workers forked from here
+            limit_file_size(compute.options.get("max_file_size"))
         payload = serialization.loads(compute.payload)
         computation = payload.get("computation")
         setup, self.cleanup = payload.get("setup"), payload.get("cleanup")

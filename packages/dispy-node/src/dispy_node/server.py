@@ -17,6 +17,12 @@ edges: the listeners, the zygote process, and what clients and internal peers se
 
 One peer's failure (garbage, wrong secret, a crash of its processes) closes that peer's
 connection or fails that computation, never the node.
+
+``--msg_timeout`` bounds socket I/O with clients: a client has that long to complete
+the handshake, and a connection whose client has taken none of the data the node is
+sending it for that long is closed as stuck (:meth:`Node._io_check`), like a dropped
+one: its jobs go on and their results wait for it to come back (Resume) or for
+``recover_jobs``. An idle connection (nothing to send) is never timed out.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispy_core import config, tls
-from dispy_core.aio import Channel
+from dispy_core.aio import Channel, StallWatch
 from dispy_core.listen import ChannelServer
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
@@ -66,6 +72,8 @@ from dispy_core.messages import (
     JobResults,
     JobSpec,
     Message,
+    NodeJobs,
+    NodeJobsRequest,
     NodeLeaving,
     SendFile,
     FilesHeld,
@@ -143,6 +151,8 @@ class Node(Lifecycle):
             self._ssl = tls.server_context(cfg.certfile, cfg.keyfile)  # ConfigError if unusable
         self.served = 0  # clients whose computations all closed (--serve)
         self._zombie_timer: asyncio.TimerHandle | None = None
+        self._io_timer: asyncio.TimerHandle | None = None
+        self._stalls = StallWatch(cfg.msg_timeout)
         # Why jobs are held (none start): "operator" (console stop), "service"
         # (--service_stop/--service_end). See the operator section at the end.
         self.holds: set[str] = set()
@@ -184,6 +194,7 @@ class Node(Lifecycle):
             announcer = Announcer(cfg, self.listening[0][1], lambda: not self.comps and self.accepting)
             self._announcer = self._loop.create_task(announcer.run())
         self._zombie_timer = self._loop.call_later(self._zombie_period(), self._zombie_check)
+        self._io_timer = self._loop.call_later(self._io_period(), self._io_check)
         if self.service is not None:
             log.info("service window: %s", self.service.window.describe())
             self._service_tick()
@@ -242,6 +253,8 @@ class Node(Lifecycle):
         log.info("dispynode %s shutting down", self.cfg.name)
         if self._zombie_timer is not None:
             self._zombie_timer.cancel()
+        if self._io_timer is not None:
+            self._io_timer.cancel()
         if self._announcer is not None:
             self._announcer.cancel()
         self._close_listeners()
@@ -400,6 +413,8 @@ class Node(Lifecycle):
                 self._close_request(ch, msg)  # type: ignore[arg-type]
             elif t is SendFile:
                 self._send_file(ch, msg, self._owned(ch, msg.compute_id))  # type: ignore[arg-type, attr-defined]
+            elif t is NodeJobsRequest:
+                self._node_jobs(ch, msg)  # type: ignore[arg-type]
             else:
                 ch.send(ErrorReport(f"{t.__name__} is not a request dispynode serves"))
         except Exception as exc:
@@ -463,6 +478,17 @@ class Node(Lifecycle):
             ch.send(ErrorReport(f"{t.__name__} is not allowed on a connection attached to a computation",
                                 compute_id))
             ch.close()
+
+    def _node_jobs(self, ch: Channel, msg: NodeJobsRequest) -> None:
+        """node_jobs(from_node=True): the computation's jobs running here now (each
+        worker runs the first job of its queue; the others wait behind it)."""
+        cid = msg.compute_id if isinstance(msg.compute_id, str) else ""
+        comp = self._owned(ch, cid)
+        if comp is None:
+            ch.send(NodeJobs(cid, [], f"computation {cid} is not this client's on node {self.cfg.name}"))
+            return
+        running = [w.queue[0] for w in comp.workers.values() if w.queue and not w.gone]
+        ch.send(NodeJobs(cid, [spec.job_id for spec in running]))
 
     def _owned(self, ch: Channel, compute_id: Any) -> Comp | None:
         comp = self.comps.get(compute_id) if isinstance(compute_id, str) else None
@@ -784,6 +810,20 @@ class Node(Lifecycle):
         log.info("computation %s (%r) called dispynode_shutdown(): shutting down after its cleanup",
                  comp.compute_id, comp.name)
         self.stop()  # the close in progress finishes first (shutdown waits for it)
+
+    def _io_period(self) -> float:
+        return max(0.25, self.cfg.msg_timeout / 4)
+
+    def _io_check(self) -> None:
+        """--msg_timeout: close client connections whose peer took none of the data
+        waiting for it for that long (a frozen or vanished client, a dead path); see the
+        module docstring."""
+        self._io_timer = self._loop.call_later(self._io_period(), self._io_check)
+        for ch, waiting, idle in self._stalls.stuck(self.clients, time.monotonic()):
+            log.warning("closing connection from %s: it took none of the %d bytes waiting for it in "
+                        "%.1f s (--msg_timeout); its jobs go on and their results are kept for it",
+                        ch.peer, waiting, idle)
+            ch.abort()
 
     def _zombie_period(self) -> float:
         return min(60.0, self.cfg.zombie_interval * 60 / 4)

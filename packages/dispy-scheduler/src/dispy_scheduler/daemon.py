@@ -37,7 +37,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from dispy_core import config, messages, tls
-from dispy_core.aio import Channel
+from dispy_core.aio import Channel, StallWatch
 from dispy_core.connection import Connection
 from dispy_core.discovery import Discovery
 from dispy_core.engine import RESUME_WINDOW, LoopThread
@@ -151,6 +151,7 @@ class Daemon:
         self._server: ChannelServer | None = None
         self._discovery: Discovery | None = None
         self.results_dir = os.path.join(cfg.dest_path_prefix, "results")
+        self._stalls = StallWatch(cfg.msg_timeout)  # --msg_timeout on I/O with clients
 
     # == life ==============================================================================
     async def run(self, started: Callable[[Daemon], None] | None = None) -> None:
@@ -458,6 +459,13 @@ class Daemon:
                     cluster.next_pulse = now + cluster.pulse_interval
                     queued, running = cluster.counts()
                     cluster.send(Pulse(cluster.compute_id, running))
+            channels = [c.channel for c in self.clusters.values() if c.channel is not None]
+            for ch, waiting, idle in self._stalls.stuck(channels, now):
+                # a client that takes nothing (frozen, cut off): closed as a dropped one, so
+                # that it can come back and resume, or is given up after the window
+                log.warning("closing connection from client %s: it took none of the %d bytes waiting for it "
+                            "in %.1f s (--msg_timeout)", peer_text(ch.peer), waiting, idle)
+                ch.abort()
             if now - last_sweep > 60.0:
                 last_sweep = now
                 _Orphan.expire(self.results_dir, zombie)
