@@ -170,6 +170,7 @@ def run_client(ns: tuple[str, ...], nodes: list[str] | None = None, expect: int 
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ok"], out.stderr
+    report["stderr"] = out.stderr
     return report
 
 
@@ -224,3 +225,15 @@ def test_dispyscheduler_and_shared_cluster_with_no_options(lan, daemons):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ok"], out.stderr + scheduler.log()
     assert report["results"] == [[LAN, i * i] for i in range(6)]
+
+
+def test_a_node_serving_several_local_addresses_is_used_once(lan, daemons):
+    # The client asks 127.0.0.1 and 198.18.8.1; the node answers at both: one node,
+    # one computation there (the replies carry the node's id), and no warning about
+    # the node refusing the same computation a second time at its other address.
+    node = start_node(daemons, lan, "-i", "127.0.0.1", "-i", LAN)
+    report = run_client(lan, expect=1)
+    assert len(report["found"]) == 1
+    assert "refused" not in report["stderr"] and "can't use node" not in report["stderr"], report["stderr"]
+    assert sorted(r[1] for r in report["results"]) == sorted(i * i for i in range(6))
+    assert node.log().count("setting up in") == 1, node.log()

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -125,6 +126,7 @@ class Node(Lifecycle):
         self.clients: set[Channel] = set()
         self._listener: ChannelServer | None = None
         self._udp: list[asyncio.DatagramTransport] = []
+        self.node_id = secrets.token_hex(8)  # in discovery replies (see messages.DiscoverReply)
         self._internal: asyncio.AbstractServer | None = None
         self._zygote_proc: subprocess.Popen[bytes] | None = None
         self._zygote: Channel | None = None
@@ -837,7 +839,7 @@ class Node(Lifecycle):
             if ip is None or not self.accepting:  # no point finding a node that refuses
                 return None
             return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
-                                 self.cfg.cpus)
+                                 self.cfg.cpus, self.node_id)
 
         return make
 
@@ -849,7 +851,7 @@ class Node(Lifecycle):
             if not self.accepting:
                 return None
             return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
-                                 self.cfg.cpus)
+                                 self.cfg.cpus, self.node_id)
 
         return make
 
