@@ -174,10 +174,12 @@ def run_client(ns: tuple[str, ...], nodes: list[str] | None = None, expect: int 
     return report
 
 
-def test_offline_machine_node_with_no_options(lo_only, daemons):
-    node = start_node(daemons, lo_only)
+@pytest.mark.parametrize("args", [(), ("-i", "127.0.0.1")], ids=["no-options", "i-loopback"])
+def test_offline_machine(lo_only, daemons, args):
+    node = start_node(daemons, lo_only, *args)
     assert "serving" in node.line and "at 127.0.0.1:9701" in node.line
-    assert "no -i given: serving 127.0.0.1 (no interface but loopback" in node.log()
+    if not args:
+        assert "no -i given: serving 127.0.0.1 (no interface but loopback" in node.log()
     report = run_client(lo_only)
     assert report["results"] == [["127.0.0.1", i * i] for i in range(6)]
 
@@ -219,6 +221,7 @@ def test_dispyscheduler_and_shared_cluster_with_no_options(lan, daemons):
     scheduler = Daemon(lan, "dispy_scheduler.cli", [], "dispyscheduler serving clients")
     daemons.append(scheduler)
     assert f"at {LAN}:" in scheduler.line
+    assert f"no -i given: serving {LAN} (no default route" in scheduler.log()
     out = subprocess.run([*lan, sys.executable, "-c", SHARED_CLIENT], capture_output=True, text=True,
                          timeout=170)
     assert out.returncode == 0, out.stderr + scheduler.log()

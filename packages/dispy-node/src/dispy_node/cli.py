@@ -212,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _log_chosen_address(ip: str) -> None:
-    address, why = netif.choose_ip_addr()
-    log.info("no -i given: serving %s (%s)", ip, why if address == ip else "chosen at start")
+    address, why = netif.choose_ip_addr()  # asked again for the reason: the same answer
+    log.info("no -i given: serving %s%s", ip, f" ({why})" if address == ip else "")
 
 
 def _save(args: argparse.Namespace) -> int:

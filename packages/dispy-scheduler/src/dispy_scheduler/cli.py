@@ -224,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))  # exits 2
     daemon_cli.start_logging("dispyscheduler", cfg.debug)
     if not args.ip_addr:
-        address, why = netif.choose_ip_addr()
-        log.info("no -i given: serving %s (%s)", cfg.ip_addrs[0], why if address == cfg.ip_addrs[0] else "chosen at start")
+        address, why = netif.choose_ip_addr()  # asked again for the reason: the same answer
+        log.info("no -i given: serving %s%s", cfg.ip_addrs[0], f" ({why})" if address == cfg.ip_addrs[0] else "")
     return daemon_cli.run_daemon("dispyscheduler", args, lambda interactive: _serve(cfg, interactive), log)
 
 
