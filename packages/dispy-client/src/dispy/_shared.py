@@ -18,12 +18,11 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
-from dispy_core import config
+from dispy_core import config, netif
 from dispy_core.errors import ConfigError, ConnectionClosed
 from dispy_core.messages import ClusterNode, FileData, JobFile, JobResult, JobsStarted, NodeReply, NodeRequest
 from dispy_core.nodes import DispyNode, DispyNodeAvailInfo, NodeAllocate, parse_nodes, split_host_port
@@ -423,11 +422,8 @@ class SharedJobCluster(JobCluster):
     @staticmethod
     def _scheduler_address(node: Any, dispy_port: int | None) -> tuple[str, int]:
         port = config.scheduler_port(dispy_port or None)
-        if node is None:
-            try:
-                return socket.gethostbyname(socket.gethostname()), port
-            except OSError:
-                return "127.0.0.1", port
+        if node is None:  # where dispyscheduler started without -i on this host serves
+            return netif.default_ip_addr(), port
         if not isinstance(node, str) or not node.strip():
             raise ConfigError(f"scheduler_node must be a host name or IP address, not {node!r}")
         host, given = split_host_port(node.strip())

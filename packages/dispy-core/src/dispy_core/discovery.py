@@ -20,6 +20,15 @@ through the interface of the socket's address, with a hop limit of 1. With a
 ``ping_interval`` the request is repeated every that many seconds, for nodes started
 later or that missed it.
 
+Each request also goes, unicast, to the node port at each of this host's own addresses
+(:func:`dispy_core.netif.local_addresses`: loopback and every interface's) that some
+wildcard spec matches: a broadcast does not reach a node on the same host when there is
+no route for 255.255.255.255 (a laptop offline, a LAN without a default route) or when
+the node serves loopback. These datagrams never leave the host. A node hears the one
+sent to an address it serves on a socket bound to that address, and names it in its
+reply (see :mod:`dispy_node.discovery`), so several nodes on one host sharing the port
+are each found.
+
 The same sockets receive :class:`NodeAnnounce` datagrams, sent unicast by nodes started
 with ``--scheduler_node`` to the client port; a fresh one sealed with the cluster's secret
 counts as a reply (no nonce: the node speaks first).
@@ -28,6 +37,7 @@ counts as a reply (no nonce: the node speaks first).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import socket
@@ -39,11 +49,11 @@ from dispy_core import auth, config, messages
 from dispy_core.errors import DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest, NodeAnnounce
 
-from .netif import interface_index, is_ipv6
+from .netif import interface_index, is_ipv6, local_addresses
 from .nodes import NodeAllocate
 
 __all__ = ["needs_discovery", "build_request", "parse_reply", "parse_announce", "Discovery",
-           "BROADCAST_ADDR", "bind_addresses", "destination"]
+           "BROADCAST_ADDR", "bind_addresses", "destination", "host_targets"]
 
 # Under "dispy": what a cluster does with nodes is the cluster's to log (its loglevel).
 log = logging.getLogger("dispy.discovery")
@@ -128,6 +138,12 @@ def destination(bind: str, node_port: int, ipv4_multicast: bool) -> tuple[str, i
     return (config.IPv4MulticastGroup if ipv4_multicast else BROADCAST_ADDR, node_port)
 
 
+def host_targets(bind: str, addresses: Iterable[str], match: Callable[[str], bool] | None) -> list[str]:
+    """The addresses of this host (``addresses``) a socket bound to ``bind`` asks
+    directly: those of its family that ``match`` (a wildcard spec's pattern) accepts."""
+    return [ip for ip in addresses if is_ipv6(ip) == is_ipv6(bind) and (match is None or match(ip))]
+
+
 def _socket(bind: str, port: int, ipv4_multicast: bool) -> socket.socket:
     """A UDP socket bound to ``bind:port`` and set up to send discovery requests."""
     v6 = is_ipv6(bind)
@@ -165,12 +181,13 @@ class _Protocol(asyncio.DatagramProtocol):
 
 class Discovery:
     """One cluster's discovery: send requests (again every ``ping_interval`` seconds if
-    given), hand valid replies and node announcements to ``on_reply``."""
+    given), hand valid replies and node announcements to ``on_reply``. ``match`` picks
+    which of this host's addresses are asked directly (None: all of them)."""
 
     def __init__(self, secret: str | bytes, node_port: int, on_reply: Callable[[DiscoverReply], None],
                  hosts: list[str] | None = None, client_port: int = 0, *,
                  ipv4_multicast: bool = False, ipv6: bool = False,
-                 ping_interval: float | None = None) -> None:
+                 ping_interval: float | None = None, match: Callable[[str], bool] | None = None) -> None:
         self.secret = secret
         self.node_port = node_port
         self.on_reply = on_reply
@@ -178,6 +195,7 @@ class Discovery:
         self.client_port = client_port
         self.ipv4_multicast = ipv4_multicast
         self.ping_interval = ping_interval
+        self.match = match
         self.nonce = ""
         self.replies = 0
         self.rounds = 0  # requests sent (per socket)
@@ -216,7 +234,10 @@ class Discovery:
             self.nonce, _ = build_request(self.secret)
             how = ", ".join(f"{'broadcast' if dest[0] == BROADCAST_ADDR else 'multicast ' + dest[0]}"
                             for _, dest in self._transports)
-            log.info("looking for nodes on UDP port %s (%s)", self.node_port, how)
+            here = ", ".join(dict.fromkeys(ip for bind in self.binds
+                                           for ip in host_targets(bind, local_addresses(), self.match)))
+            log.info("looking for nodes on UDP port %s (%s; on this host at %s)", self.node_port, how,
+                     here or "no address that a node spec matches")
             started = loop.time()
             for delay in (0.0, *RESEND_AFTER):
                 await asyncio.sleep(max(0.0, started + delay - loop.time()))
@@ -234,8 +255,13 @@ class Discovery:
 
     def _send(self) -> None:
         _, datagram = build_request(self.secret, self.nonce)  # same nonce, current time
+        # looked up each round: an interface may have come up (or gone) since
+        addresses = local_addresses()
         for transport, dest in self._transports:
-            transport.sendto(datagram, dest)
+            transport.sendto(datagram, dest)  # an unroutable broadcast: error_received, logged
+            bind = transport.get_extra_info("sockname")[0]
+            for ip in host_targets(bind, addresses, self.match):
+                transport.sendto(datagram, (ip, self.node_port))
         self.rounds += 1
 
     def refresh(self) -> None:
@@ -260,5 +286,5 @@ class Discovery:
             return
         self.replies += 1
         if not reply.ip_addr:
-            reply = DiscoverReply(reply.nonce, reply.time, addr[0], reply.port, reply.name, reply.cpus)
+            reply = dataclasses.replace(reply, ip_addr=addr[0])
         self.on_reply(reply)

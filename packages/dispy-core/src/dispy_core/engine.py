@@ -301,6 +301,9 @@ class Engine(Generic[J]):
         self._stop: asyncio.Event | None = None
         self._discovery: Discovery | None = None
         self._discovered: set[tuple[str, int]] = set()
+        # node_id (DiscoverReply) -> where that node was found: discovery asks each of this
+        # host's addresses, and a node serving several of them answers at each; use it once
+        self._discovered_ids: dict[str, tuple[str, int]] = {}
         self._deallocated: set[tuple[str, int]] = set()  # loop only: no new jobs go there
         self._served: dict[tuple[str, int], NodeSession] = {}  # loop only: last session per node
         self._cpu_limits: dict[tuple[str, int], int] = {}  # loop only: set_node_cpus() below the node's
@@ -342,8 +345,14 @@ class Engine(Generic[J]):
         ipv6 = any(s.wildcard and ":" in s.host for s in self.specs)
         self._discovery = Discovery(self.secret, port, self._on_discovered, self.local_hosts,
                                     self.client_port, ipv4_multicast=self.ipv4_udp_multicast,
-                                    ipv6=ipv6, ping_interval=self.ping_interval)
+                                    ipv6=ipv6, ping_interval=self.ping_interval,
+                                    match=self._wildcard_matches)
         self._spawn(self._discovery.run())
+
+    def _wildcard_matches(self, ip_addr: str) -> bool:
+        """Whether some wildcard spec (those added later by discover() too) accepts a node
+        at ``ip_addr``: which of this host's addresses discovery asks directly."""
+        return any(spec.wildcard and spec.matches(ip_addr) for spec in self.specs)
 
     def local_addr_for(self, host: str) -> tuple[str, int] | None:
         """The (address, 0) to connect to node ``host`` from, per ``host=``; None: any."""
@@ -371,14 +380,23 @@ class Engine(Generic[J]):
                 # a discovered node that served and went away may be found again
                 # (ping_interval, discover_nodes) when it comes back
                 self._discovered.discard((session.host, session.port))
+                for node_id, where in list(self._discovered_ids.items()):
+                    if where == (session.host, session.port):
+                        del self._discovered_ids[node_id]
 
     def _on_discovered(self, reply: Any) -> None:
         key = (reply.ip_addr, reply.port)
         if self.closing or key in self._discovered or key in self._claims:
             return
+        node_id = getattr(reply, "node_id", "")  # "" from older nodes and announcements
+        if node_id and self._discovered_ids.get(node_id, key) != key:
+            log.debug("node %s:%s was found at %s:%s already", *key, *self._discovered_ids[node_id])
+            return
         for spec in sorted((s for s in self.specs if s.wildcard), key=lambda s: s.host, reverse=True):
             if spec.matches(reply.ip_addr):
                 self._discovered.add(key)
+                if node_id:
+                    self._discovered_ids[node_id] = key
                 log.debug("discovered node %s:%s (%s)", reply.ip_addr, reply.port, reply.name)
                 self._start_session(spec, reply.ip_addr, reply.port, retry=False)
                 return
@@ -414,7 +432,8 @@ class Engine(Generic[J]):
                             for label, reason in tried.items())
             return f"nodes tried: {why}"
         if any(spec.wildcard for spec in self.specs):
-            return "no node answered the discovery broadcast (are nodes running with the same secret?)"
+            return ("no node answered discovery (the broadcast, nor the node port at this host's own "
+                    "addresses): are nodes running, with the same secret and node port?")
         return "no node has answered yet"
 
     async def _watch_stall(self) -> None:

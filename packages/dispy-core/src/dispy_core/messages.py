@@ -701,6 +701,9 @@ class DiscoverReply(Message):
     port: int  # the node's TCP port
     name: str
     cpus: int
+    # Random, one per node process: a client that asks several of its own host's
+    # addresses may hear one node at each address it serves, and uses it once.
+    node_id: str = ""
 
 
 @_message(32)

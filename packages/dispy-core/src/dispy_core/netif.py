@@ -5,6 +5,11 @@ connection to a node is made from the given address on the node's network: the o
 kernel's routing table would pick as the source toward the node, when it is among the
 given ones, else the first given address of the node's family (IPv4 or IPv6). Asking the
 routing table means ``connect()``ing a UDP socket, which sends nothing.
+
+Also this host's own addresses (:func:`local_addresses`, which discovery asks directly:
+a broadcast does not reach a node on the same host in every network setup), and the
+address dispynode and dispyscheduler serve when started without ``-i``
+(:func:`default_ip_addr`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Any
 from dispy_core.errors import ConfigError
 
 __all__ = ["canonical", "local_address", "interface_index", "is_ipv6", "host_list", "check_ping_interval",
-           "PING_INTERVAL_RANGE", "default_ip_addr", "check_ext_addrs", "announced_addr"]
+           "PING_INTERVAL_RANGE", "default_ip_addr", "choose_ip_addr", "local_addresses", "check_ext_addrs",
+           "announced_addr"]
 
 
 def canonical(host: str) -> str:
@@ -122,14 +128,80 @@ def check_ping_interval(value: Any) -> float | None:
     return float(value)
 
 
+# -- this host's addresses ----------------------------------------------------------------
+#: Where "the default route" is asked to lead: an address of TEST-NET-2 (RFC 5737), which
+#: no network routes specially, so the kernel picks the default route for it. Asking
+#: means connect()ing a UDP socket: nothing is sent.
+ROUTE_PROBE = "198.51.100.1"
+
+
+def _is_link_local(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%", 1)[0]).is_link_local
+    except ValueError:
+        return False
+
+
+def _interfaces() -> list[tuple[str, bool, list[str]]] | None:
+    """Each interface as (name, up, addresses), from psutil; None when psutil is missing
+    (it comes with dispynode; a client host without it gets a shorter list)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    stats = psutil.net_if_stats()
+    return [(name, name in stats and bool(stats[name].isup),
+             [str(a.address).split("%", 1)[0] for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)])
+            for name, addrs in psutil.net_if_addrs().items()]
+
+
+def local_addresses() -> list[str]:
+    """This host's IP addresses that a datagram can be sent to: loopback first, then the
+    addresses of every interface that is up (IPv6 link-local ones left out: they need an
+    interface scope). Without psutil: loopback, the default route's source address and
+    the addresses of the host name."""
+    found = ["127.0.0.1", "::1"]
+    interfaces = _interfaces()
+    if interfaces is not None:
+        found += [ip for _, up, ips in interfaces if up for ip in ips]
+    else:
+        source = _route_source(ROUTE_PROBE)
+        if source is not None:
+            found.append(source)
+        try:
+            found += [str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None,
+                                                                   proto=socket.IPPROTO_UDP)]
+        except OSError:
+            pass
+    return [ip for ip in dict.fromkeys(canonical(ip) for ip in found)
+            if not (is_ipv6(ip) and _is_link_local(ip))]
+
+
 # -- the daemons' addresses (dispynode, dispyscheduler) --------------------------------
 def default_ip_addr() -> str:
-    """The address of this host's name, as the original dispynode and dispyscheduler
-    pick it (their ``-i`` default); 127.0.0.1 if the name does not resolve."""
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
+    """The IPv4 address dispynode and dispyscheduler serve when not given ``-i``: the
+    address of the default route's interface; without a default route, the first
+    address of an interface that is up and not loopback (link-local last); else
+    127.0.0.1. A client on the same host finds the node at any of these (it asks its
+    own addresses, see :mod:`dispy_core.discovery`); clients elsewhere reach it on
+    the network of the default route, which is what the original's default (the
+    address of the host name) was meant to give, and mostly didn't: most systems map
+    the host name to 127.0.x.1."""
+    return choose_ip_addr()[0]
+
+
+def choose_ip_addr() -> tuple[str, str]:
+    """:func:`default_ip_addr` and why it was chosen (for the daemon's log)."""
+    source = _route_source(ROUTE_PROBE)
+    if source is not None and not ipaddress.ip_address(source).is_loopback:
+        return source, "the address of the default route's interface"
+    interfaces = _interfaces() or []
+    candidates = [ip for _, up, ips in interfaces if up for ip in ips
+                  if not is_ipv6(ip) and not ipaddress.ip_address(ip).is_loopback]
+    candidates.sort(key=_is_link_local)  # stable: interface order, link-local ones last
+    if candidates:
+        return candidates[0], "no default route: the first address of an interface other than loopback"
+    return "127.0.0.1", "no interface but loopback has an IPv4 address"
 
 
 def check_ext_addrs(ip_addrs: list[str], ext_ip_addrs: list[str]) -> None:

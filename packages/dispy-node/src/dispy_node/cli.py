@@ -22,7 +22,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from dispy_core import config, daemon_cli, inifile, tls
+from dispy_core import config, daemon_cli, inifile, netif, tls
 from dispy_core.errors import ConfigError
 
 from .__about__ import __version__
@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs to use: N > 0 uses N (at most this machine's), N < 0 leaves -N unused; "
                         "default: all")
     p.add_argument("-i", "--ip_addr", "--host", dest="ip_addr", action="append", default=None, metavar="ADDR",
-                   help="address to serve on (repeatable); default: the address of this host's name")
+                   help="address to serve on (repeatable; --host is another name); default: the address of "
+                        "the default route's interface, else of the first other interface that is up, else "
+                        "127.0.0.1 (the choice is logged; a client on this host finds the node at any of them)")
     p.add_argument("-p", "--node_port", type=int, default=None, metavar="N",
                    help=f"port for clients, TCP and UDP (default {config.node_port()}; 0 picks a free one)")
     p.add_argument("--ext_ip_addr", "--ext_host", dest="ext_ip_addr", action="append", default=None,
@@ -225,12 +227,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("--ping_interval %g has no effect without --scheduler_node: this node announces "
                     "itself only to that address (it never broadcasts); clients find it by asking",
                     cfg.ping_interval)
+    if not args.ip_addr:
+        _log_chosen_address(cfg.ip_addrs[0])
     if args.unsafe_setup:
         log.warning("--unsafe_setup changes nothing in this dispynode: setup always runs in the "
                     "computation's own process (forked for it), and jobs are forked from that process, "
                     "so they see setup's globals, which is what dispy 4.x's unsafe setup was for; "
                     "the node's own process never runs user code")
     return daemon_cli.run_daemon("dispynode", args, lambda interactive: _serve(cfg, interactive), log)
+
+
+def _log_chosen_address(ip: str) -> None:
+    address, why = netif.choose_ip_addr()  # asked again for the reason: the same answer
+    log.info("no -i given: serving %s%s", ip, f" ({why})" if address == ip else "")
 
 
 def _save(args: argparse.Namespace) -> int:

@@ -2,9 +2,18 @@
 
 Clients broadcast, so the node listens on the wildcard address (only such a socket
 receives broadcasts), with SO_REUSEADDR so that several nodes on one machine, each on
-its own address, all hear them. A request is answered only when it comes from a network
-of one of the addresses the node serves (``-i``), and the reply names that address: a
-node serving 127.0.0.1 ignores requests arriving from the LAN.
+its own address, all hear them. A request there is answered only when it comes from a
+network of one of the addresses the node serves (``-i``), and the reply names that
+address: a node serving 127.0.0.1 ignores requests arriving from the LAN. One more case:
+a request from a loopback address (a client on this host asking 127.0.0.1) is answered
+with the node's first served address of that family.
+
+A client also asks the node port at each of its own host's addresses, unicast (a
+broadcast does not reach a node on the same host in every setup). For those the node
+has one more socket per served address, bound to it: the kernel hands a datagram to the
+socket bound to its destination address before the wildcard one, so each of several
+nodes sharing the port on one host hears the requests sent to its own addresses, and
+answers them naming that address (see :func:`address_socket`).
 
 IPv4 requests come by broadcast, or to :data:`dispy_core.config.IPv4MulticastGroup` with
 ``--ipv4_udp_multicast`` (then the socket joins that group on the interface of each
@@ -41,7 +50,7 @@ from dispy_core import auth, config, messages
 from dispy_core.errors import DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest
 
-__all__ = ["DiscoveryProtocol", "MAX_AGE", "discovery_socket", "join_groups", "pick_address",
+__all__ = ["DiscoveryProtocol", "MAX_AGE", "discovery_socket", "address_socket", "local_requester", "join_groups", "pick_address",
            "served_networks", "interface_index"]
 
 log = logging.getLogger(__name__)
@@ -64,6 +73,36 @@ def discovery_socket(port: int, family: socket.AddressFamily = socket.AF_INET) -
         sock.close()
         raise
     return sock
+
+
+def address_socket(ip: str, port: int) -> socket.socket | None:
+    """A UDP socket bound to served address ``ip`` (the unicast requests sent to it
+    arrive here, not on the wildcard socket); None where it can't be bound (an IPv6
+    link-local address, which needs an interface scope: clients don't ask those)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        # as the wildcard socket: both are this node's, and other nodes may share the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((ip, port))
+    except OSError as exc:
+        sock.close()
+        if ipaddress.ip_address(_bare(ip)).is_link_local:
+            log.debug("no discovery socket on %s: %s", ip, exc.strerror or exc)
+            return None
+        raise
+    return sock
+
+
+def local_requester(source: str, served: list[str]) -> str | None:
+    """For a request from a loopback address (a client on this host that asked the
+    node port at 127.0.0.1 or ::1): the first served address of its family, else None."""
+    try:
+        if not ipaddress.ip_address(_bare(source)).is_loopback:
+            return None
+    except ValueError:
+        return None
+    return next((ip for ip in served if (":" in ip) == (":" in source)), None)
 
 
 def _bare(ip: str) -> str:

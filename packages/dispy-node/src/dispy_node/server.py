@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -86,7 +87,15 @@ from dispy_core.messages import (
 from dispy_core.status import JobStatus
 
 from .announce import Announcer
-from .discovery import DiscoveryProtocol, discovery_socket, join_groups, pick_address, served_networks
+from .discovery import (
+    DiscoveryProtocol,
+    address_socket,
+    discovery_socket,
+    join_groups,
+    local_requester,
+    pick_address,
+    served_networks,
+)
 from .ipc import internal_connection, new_address, new_token, peer_is_same_user
 from .lifecycle import CANCEL_GRACE, CLOSED, CLOSING, FAILED, READY, SETUP, Client, Comp, Lifecycle, kill_group, kill_process
 from .options import NodeConfig, machine_cpus, resolve_cpus
@@ -138,6 +147,7 @@ class Node(Lifecycle):
         self.clients: set[Channel] = set()
         self._listener: ChannelServer | None = None
         self._udp: list[asyncio.DatagramTransport] = []
+        self.node_id = secrets.token_hex(8)  # in discovery replies (see messages.DiscoverReply)
         self._internal: asyncio.AbstractServer | None = None
         self._zygote_proc: subprocess.Popen[bytes] | None = None
         self._zygote: Channel | None = None
@@ -232,9 +242,18 @@ class Node(Lifecycle):
             sock = discovery_socket(port, family)
             if family == socket.AF_INET6 or self.cfg.ipv4_udp_multicast:
                 join_groups(sock, served)
-            protocol = DiscoveryProtocol(self.cfg.secret, self._discover_reply(served, port))
-            transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
-            self._udp.append(transport)
+            await self._serve_discovery(sock, self._discover_reply(served, port))
+        # Clients also ask their own host's addresses directly (unicast): those sent to a
+        # served address come to a socket bound to it, and the reply names that address.
+        for ip in self.cfg.ip_addrs:
+            direct = address_socket(ip, port)
+            if direct is not None:
+                await self._serve_discovery(direct, self._direct_reply(ip, port))
+
+    async def _serve_discovery(self, sock: socket.socket, make: Callable[[str, str], DiscoverReply | None]) -> None:
+        protocol = DiscoveryProtocol(self.cfg.secret, make)
+        transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        self._udp.append(transport)
 
     def _close_listeners(self) -> None:
         # close() stops listening at once. (Not wait_closed(): since Python 3.12 it also
@@ -930,11 +949,23 @@ class Node(Lifecycle):
         networks = served_networks(served)
 
         def make(nonce: str, source: str) -> DiscoverReply | None:
-            ip = pick_address(networks, source)
+            ip = pick_address(networks, source) or local_requester(source, served)
             if ip is None or not self.accepting:  # no point finding a node that refuses
                 return None
             return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
-                                 self.cfg.cpus)
+                                 self.cfg.cpus, self.node_id)
+
+        return make
+
+    def _direct_reply(self, ip: str, port: int) -> Callable[[str, str], DiscoverReply | None]:
+        """Replies to requests sent to served address ``ip`` itself: whoever reached it
+        there can connect to it there."""
+
+        def make(nonce: str, source: str) -> DiscoverReply | None:
+            if not self.accepting:
+                return None
+            return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
+                                 self.cfg.cpus, self.node_id)
 
         return make
 

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages (a trace of execution)")
     p.add_argument("-i", "--ip_addr", "--host", dest="ip_addr", action="append", default=None, metavar="ADDR",
                    help="address to serve on (repeatable; the first is the one used toward nodes and "
-                        "clients); default: the address of this host's name")
+                        "clients); default: the address of the default route's interface, else of the "
+                        "first other interface that is up, else 127.0.0.1 (the choice is logged)")
     p.add_argument("--ext_ip_addr", "--ext_host", dest="ext_ip_addr", action="append", default=None, metavar="ADDR",
                    help="address to announce instead of the -i address, e.g. a NAT gateway's that "
                         "forwards the scheduler's ports here (repeatable: one per -i address, in order)")
@@ -229,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))  # exits 2
     daemon_cli.start_logging("dispyscheduler", cfg.debug)
+    if not args.ip_addr:
+        address, why = netif.choose_ip_addr()  # asked again for the reason: the same answer
+        log.info("no -i given: serving %s%s", cfg.ip_addrs[0], f" ({why})" if address == cfg.ip_addrs[0] else "")
     return daemon_cli.run_daemon("dispyscheduler", args, lambda interactive: _serve(cfg, interactive), log)
 
 

@@ -88,10 +88,10 @@ SOFTWARE = f"dispyscheduler {__version__} / Python {platform.python_version()}"
 class _Known:
     """A node the scheduler knows of (from discovery): what Engine._on_discovered reads."""
 
-    __slots__ = ("ip_addr", "port", "name")
+    __slots__ = ("ip_addr", "port", "name", "node_id")
 
-    def __init__(self, ip_addr: str, port: int, name: str) -> None:
-        self.ip_addr, self.port, self.name = ip_addr, port, name
+    def __init__(self, ip_addr: str, port: int, name: str, node_id: str = "") -> None:
+        self.ip_addr, self.port, self.name, self.node_id = ip_addr, port, name, node_id
 
 
 def attach_tls(node_certfile: str | None, cluster_certfile: str | None) -> bool | None:
@@ -511,7 +511,7 @@ class Daemon:
             engine._on_discovered(rec)
 
     def _found(self, reply: Any) -> None:
-        rec = _Known(reply.ip_addr, reply.port, reply.name)
+        rec = _Known(reply.ip_addr, reply.port, reply.name, reply.node_id)
         self.known[(rec.ip_addr, rec.port)] = rec
         for engine in list(self.watchers):
             engine._on_discovered(rec)
