@@ -170,13 +170,16 @@ def run_client(ns: tuple[str, ...], nodes: list[str] | None = None, expect: int 
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ok"], out.stderr
+    report["stderr"] = out.stderr
     return report
 
 
-def test_offline_machine_node_with_no_options(lo_only, daemons):
-    node = start_node(daemons, lo_only)
+@pytest.mark.parametrize("args", [(), ("-i", "127.0.0.1")], ids=["no-options", "i-loopback"])
+def test_offline_machine(lo_only, daemons, args):
+    node = start_node(daemons, lo_only, *args)
     assert "serving" in node.line and "at 127.0.0.1:9701" in node.line
-    assert "no -i given: serving 127.0.0.1 (no interface but loopback" in node.log()
+    if not args:
+        assert "no -i given: serving 127.0.0.1 (no interface but loopback" in node.log()
     report = run_client(lo_only)
     assert report["results"] == [["127.0.0.1", i * i] for i in range(6)]
 
@@ -218,9 +221,22 @@ def test_dispyscheduler_and_shared_cluster_with_no_options(lan, daemons):
     scheduler = Daemon(lan, "dispy_scheduler.cli", [], "dispyscheduler serving clients")
     daemons.append(scheduler)
     assert f"at {LAN}:" in scheduler.line
+    assert f"no -i given: serving {LAN} (no default route" in scheduler.log()
     out = subprocess.run([*lan, sys.executable, "-c", SHARED_CLIENT], capture_output=True, text=True,
                          timeout=170)
     assert out.returncode == 0, out.stderr + scheduler.log()
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ok"], out.stderr + scheduler.log()
     assert report["results"] == [[LAN, i * i] for i in range(6)]
+
+
+def test_a_node_serving_several_local_addresses_is_used_once(lan, daemons):
+    # The client asks 127.0.0.1 and 198.18.8.1; the node answers at both: one node,
+    # one computation there (the replies carry the node's id), and no warning about
+    # the node refusing the same computation a second time at its other address.
+    node = start_node(daemons, lan, "-i", "127.0.0.1", "-i", LAN)
+    report = run_client(lan, expect=1)
+    assert len(report["found"]) == 1
+    assert "refused" not in report["stderr"] and "can't use node" not in report["stderr"], report["stderr"]
+    assert sorted(r[1] for r in report["results"]) == sorted(i * i for i in range(6))
+    assert node.log().count("setting up in") == 1, node.log()

@@ -3,7 +3,8 @@ test creates: the client in one namespace and the node in another, joined by a v
 pair on test-only subnets (10.77.0.0/24, 10.78.0.0/24, fd77::/64). Covers IPv4 multicast
 (ipv4_udp_multicast / --ipv4_udp_multicast), IPv6 multicast, ping_interval finding a node
 started after the cluster, and --scheduler_node announcements reaching a client on
-another subnet (which the client's broadcasts can't find). Nothing here touches the
+another subnet (which the client's broadcasts can't find), on dispy 4.x's client
+``port`` and repeated every ``--ping_interval``. Nothing here touches the
 host's own network namespace; the namespaces are deleted afterwards.
 """
 
@@ -173,6 +174,36 @@ def test_scheduler_node_announcement_reaches_a_client_on_another_subnet(pair) ->
     node = Node(nb, "-i", "10.78.0.2", "--scheduler_node", "10.77.0.1")
     try:
         r = report(proc)
+        assert r["ok"], r["stderr"]
+        assert r["results"] == [["10.78.0.2", i * i] for i in range(4)]
+    finally:
+        node.stop()
+
+
+def test_dispy4_port_is_where_announcements_arrive(pair) -> None:
+    na, nb = pair
+    # dispy 4.x's JobCluster(port=): the client's own port, where a node started with
+    # --scheduler_node/--scheduler_port announces itself (a client on another subnet)
+    proc = client(na, {"nodes": ["10.78.0.*"], "host": "10.77.0.1", "port": 9850}, timeout=15)
+    time.sleep(1.0)  # the client listens on its port 9850
+    node = Node(nb, "-i", "10.78.0.2", "--scheduler_node", "10.77.0.1", "--scheduler_port", "9850")
+    try:
+        r = report(proc)
+        assert r["ok"], r["stderr"]
+        assert r["results"] == [["10.78.0.2", i * i] for i in range(4)]
+    finally:
+        node.stop()
+
+
+def test_node_ping_interval_repeats_announcements(pair) -> None:
+    na, nb = pair
+    # The node announces at start (and 1.5 s later), then every --ping_interval seconds
+    # (30 by default): a client started after the first two hears the next one.
+    node = Node(nb, "-i", "10.78.0.2", "--scheduler_node", "10.77.0.1", "--ping_interval", "10")
+    try:
+        assert "at 10.78.0.2:" in node.line, node.line
+        time.sleep(3.0)  # past the start-up announcements
+        r = report(client(na, {"nodes": ["10.78.0.*"], "host": "10.77.0.1"}, timeout=25))
         assert r["ok"], r["stderr"]
         assert r["results"] == [["10.78.0.2", i * i] for i in range(4)]
     finally:

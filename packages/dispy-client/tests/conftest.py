@@ -39,6 +39,8 @@ from dispy_core.messages import (
     ComputeFailed,
     ComputeReady,
     ErrorReport,
+    FilesHeld,
+    FilesQuery,
     InfoRequest,
     JobResult,
     JobResults,
@@ -63,8 +65,15 @@ class FakeNode:
                  name: str = "fakenode", python_version: str | None = None,
                  fail_compute: str | None = None, error_reports: int = 0,
                  hold: bool = False, port: int = 0, setup_time: float = 0.0,
-                 resume: bool = False) -> None:
+                 resume: bool = False, held_files: list[str] | None = None,
+                 kept_changed_once: bool = False) -> None:
         self.cpus = cpus
+        # FilesQuery: None answers as a node that does not know it (ErrorReport); else the
+        # names it claims to hold. kept_changed_once: the first Compute with kept files is
+        # refused naming them all (as if they changed meanwhile).
+        self.held_files = held_files
+        self.kept_changed_once = kept_changed_once
+        self.queries: list[FilesQuery] = []
         self.secret = secret
         self.ip = ip
         self.name = name
@@ -168,8 +177,18 @@ class FakeNode:
                 return
             ch.send(NodeInfo(self.name, self.ip, self.port, self.cpus, self.cpus, "Linux-fake-x86_64",
                              self.python_version, "fakenode 0", AvailInfo(90.0, 1 << 30, 1 << 34, 1.0)))
+        elif isinstance(msg, FilesQuery):
+            self.queries.append(msg)
+            if self.held_files is None:
+                ch.send(ErrorReport("FilesQuery is not a request dispynode serves"))
+            else:
+                ch.send(FilesHeld([f.name for f in msg.files if f.name in self.held_files]))
         elif isinstance(msg, Compute):
             self.computes.append(msg)
+            if msg.kept and self.kept_changed_once:
+                self.kept_changed_once = False
+                ch.send(ComputeFailed(msg.compute_id, "files changed", [k.name for k in msg.kept]))
+                return
             if self.fail_compute:
                 ch.send(ComputeFailed(msg.compute_id, self.fail_compute))
                 return

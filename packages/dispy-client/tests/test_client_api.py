@@ -210,10 +210,18 @@ def test_documented_parameter_order() -> None:
                       "certfile", "recover_file"]
 
 
-@pytest.mark.parametrize(("option", "value"), [("poll_interval", 10)])
-def test_options_not_supported_yet_are_refused(option: str, value: object) -> None:
-    with pytest.raises(ConfigError, match="not supported yet"):
-        JobCluster(compute, nodes=["127.0.0.1"], **{option: value})
+def test_shared_documented_parameter_order() -> None:
+    params = list(inspect.signature(dispy.SharedJobCluster.__init__).parameters)[1:22]
+    assert params == ["computation", "nodes", "depends", "job_status", "cluster_status", "host",
+                      "client_port", "dispy_port", "scheduler_node", "ext_host", "loglevel", "setup",
+                      "cleanup", "dest_path", "reentrant", "poll_interval", "exclusive", "secret",
+                      "keyfile", "certfile", "recover_file"]
+
+
+@pytest.mark.parametrize("value", [1, 4.9, 1001, "10", True])
+def test_poll_interval_out_of_range_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match="poll_interval must be a number of seconds from 5 to 1000"):
+        JobCluster(compute, nodes=["127.0.0.1"], poll_interval=value)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

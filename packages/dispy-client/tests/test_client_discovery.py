@@ -3,13 +3,16 @@ the sealed datagrams. No test here opens a UDP socket."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import dispy
 from dispy_core import discovery as _discovery
 from dispy_core.discovery import build_request, needs_discovery, parse_reply
 from dispy_core.nodes import parse_nodes
-from dispy_core import auth, messages
+from dispy_core import auth, codec, messages
+from dispy_core.testing import wait_until
 from dispy_core.messages import DiscoverReply, DiscoverRequest
 
 
@@ -71,3 +74,52 @@ def test_explicit_nodes_never_create_a_udp_socket(monkeypatch: pytest.MonkeyPatc
     assert cluster.submit(1) is not None
     assert not cluster.wait(0.3)
     assert cluster._runtime._discovery is None
+
+
+@pytest.mark.parametrize(("nodes", "asked"), [
+    (None, ["127.0.0.1", "10.1.2.5", "192.168.7.3"]),
+    (["10.1.2.*"], ["10.1.2.5"]),
+    (["127.0.0.9", "192.168.*"], ["192.168.7.3"]),
+])
+def test_discovery_asks_only_this_host_s_addresses_that_a_wildcard_fits(
+        monkeypatch: pytest.MonkeyPatch, clusters: list, nodes: object, asked: list[str]) -> None:
+    # Discovery is replaced before it opens a socket: nothing is sent; what the cluster
+    # hands it decides which of this host's addresses it would ask.
+    made: list[dict] = []
+    init = _discovery.Discovery.__init__
+
+    def record(self: _discovery.Discovery, *args: Any, **kwargs: Any) -> None:
+        made.append(kwargs)
+        init(self, *args, **kwargs)  # sets attributes only: the sockets are opened by run()
+
+    async def idle(self: object) -> None:
+        return None
+
+    monkeypatch.setattr(_discovery.Discovery, "__init__", record)
+    monkeypatch.setattr(_discovery.Discovery, "run", idle)
+    cluster = dispy.JobCluster(compute, nodes=nodes, loglevel=dispy.logger.CRITICAL)
+    clusters.append(cluster)
+    cluster.submit(1)
+    wait_until(lambda: bool(made), 30)
+    assert len(made) == 1
+    here = ["127.0.0.1", "::1", "10.1.2.5", "192.168.7.3", "fd00::2"]
+    assert _discovery.host_targets("0.0.0.0", here, made[0]["match"]) == asked
+    # discover_nodes() adds a wildcard later: its local addresses are asked from then on
+    cluster.discover_nodes(["172.16.*"])
+    assert made[0]["match"]("172.16.0.4")
+
+
+def test_reply_node_id_round_trips_and_defaults_for_older_nodes() -> None:
+    nonce, _ = build_request("s")
+    msg = DiscoverReply(nonce=nonce, time=5000.0, ip_addr="127.0.0.5", port=9801, name="n5", cpus=4,
+                        node_id="0123abcd")
+    data = auth.seal_datagram(auth.derive_key("s"), DiscoverReply.TYPE, _discovery._encode(msg))
+    reply = parse_reply("s", data, nonce, now=5001.0)
+    assert reply is not None and reply.node_id == "0123abcd"
+    # a reply without the field (a node before it existed) parses, with no id
+    fields = {"nonce": nonce, "time": 5000.0, "ip_addr": "127.0.0.5", "port": 9801, "name": "n5", "cpus": 4}
+    buffers, _ = codec.encode_body(fields)
+    body = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+    data = auth.seal_datagram(auth.derive_key("s"), DiscoverReply.TYPE, body)
+    older = parse_reply("s", data, nonce, now=5001.0)
+    assert older is not None and older.node_id == ""

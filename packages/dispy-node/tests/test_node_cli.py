@@ -48,6 +48,10 @@ def test_bad_cpu_counts_exit_2_naming_the_range(cpus):
     (["-i", "no-such-host.invalid"], "invalid --ip_addr"),
     (["--keyfile", "k.pem"], "--keyfile needs --certfile"),
     (["--certfile", "/nonexistent/c.pem"], "certfile '/nonexistent/c.pem' does not exist"),
+    (["--ping_interval", "5"], "invalid --ping_interval 5: must be at least 10 seconds"),
+    (["--host", "no-such-host.invalid"], "invalid --ip_addr"),  # dispy's other name of -i
+    (["--admin_secret", "x"], "dispyadmin (the web page that manages nodes) is not built yet"),
+    (["--init", "init.py"], "--init: node-wide globals from a module are not supported yet"),
 ])
 def test_other_bad_options_exit_2(args, text):
     p = subprocess.run([*CLI, "--daemon", *args], capture_output=True, text=True, timeout=20,

@@ -204,7 +204,9 @@ def test_per_job_files_and_depends(node):
         cid = reply.compute_id
         (r,) = await c.run_jobs(cid, (0,), files=[FileData("input.txt", b"job data")], depends=[job_helper])
         path, cwd, listing, text, helper = value(r)
-        assert path == cwd and path != reply.dest_path and os.path.dirname(path) == reply.dest_path
+        # A directory of its own, outside the computation's (whose listing never shows it)
+        assert path == cwd and path != reply.dest_path and not path.startswith(reply.dest_path + os.sep)
+        assert os.listdir(reply.dest_path) == []
         assert listing == ["input.txt"] and text == "job data" and helper == "per-job depends"
         assert not os.path.exists(path)  # removed after the job
         # per-job depends are gone for the next job

@@ -77,6 +77,15 @@ def test_ports_follow_dispy_port_unless_given():
     assert (cfg.port, cfg.node_port, cfg.scheduler_port) == (6000, 9701, 0)
 
 
+def test_dispy_names_of_address_options():
+    # dispy's -i/--host, --ext_host and -n/--node (the documentation's cloud and SSH sections)
+    cfg = cfg_of("--host", "127.0.0.1", "--host", "127.0.0.2", "--ext_host", "gw.example",
+                 "--node", "127.0.0.5:9000")
+    assert cfg.ip_addrs == ["127.0.0.1", "127.0.0.2"] and cfg.ext_ip_addrs == ["gw.example"]
+    assert cfg.announced_addr("127.0.0.1") == "gw.example"
+    assert cfg.node_addresses() == [("127.0.0.5", 9000)]
+
+
 def test_values_are_carried():
     cfg = cfg_of("-i", "127.0.0.1", "-i", "127.0.0.2", "--ext_ip_addr", "gw.example", "--node_secret", "n",
                  "--cluster_secret", "c", "--pulse_interval", "1", "--ping_interval", "1000",
@@ -110,8 +119,9 @@ def test_policy_flags_exclude_each_other(capsys):
 
 
 def test_httpd_is_not_offered(capsys, no_daemon):
+    # dispy's option is known, and refused with the reason (no web monitor yet)
     rc, _, err = run_main(capsys, *LOCAL, "--httpd")
-    assert rc == 2 and "unrecognized arguments: --httpd" in err, err
+    assert rc == 2 and "--httpd: the web monitor (dispy.httpd) is not built yet" in err, err
     assert no_daemon == []
 
 
@@ -280,7 +290,8 @@ def test_save_config_merges_config(tmp_path, capsys):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("[dispyscheduler]\nip_addr = 127.0.0.1\n", "unknown option 'ip_addr'"),
-    ("[dispyscheduler]\nhttpd = true\n", "unknown option 'httpd'"),
+    ("[dispyscheduler]\nhttp_port = 8181\n", "unknown option 'http_port'"),
+    ("[dispyscheduler]\nhttpd = true\n", "--httpd: the web monitor (dispy.httpd) is not built yet"),
     ("[dispyscheduler]\npulse_interval = soon\n", "invalid value 'soon' for pulse_interval"),
     ("[dispyscheduler]\ncooperative = maybe\n", "invalid value 'maybe' for cooperative"),
     ("[dispynode]\ncpus = 1\n", "expected one [dispyscheduler] section"),

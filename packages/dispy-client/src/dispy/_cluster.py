@@ -1,10 +1,9 @@
 """``JobCluster``: the blocking API on the user's threads.
 
 This module owns argument validation, job creation and the waiting methods; the work
-happens in :class:`._runtime.Runtime` on its own thread. Options of dispy that this
-release does not implement yet are accepted only at their default value: a program
-that sets one gets a :class:`~dispy_core.errors.ConfigError` naming it, never an option
-silently ignored.
+happens in :class:`._runtime.Runtime` on its own thread. Every documented parameter does
+what dispy says, or (``ext_host``, ``poll_interval``) is checked and logged as not needed
+here, with the reason; none is silently ignored.
 """
 
 from __future__ import annotations
@@ -38,12 +37,35 @@ __all__ = ["JobCluster"]
 
 log = logging.getLogger(__name__)
 
-#: Options accepted at their default only (not implemented yet), with that default.
-_NOT_YET: dict[str, Any] = {
-    "poll_interval": None,
-}
+#: dispy's range for poll_interval, seconds.
+POLL_INTERVAL_RANGE = (5.0, 1000.0)
 
 _live: weakref.WeakSet[JobCluster] = weakref.WeakSet()
+
+
+def check_poll_interval(value: Any) -> float | None:
+    """``poll_interval``: None or seconds in POLL_INTERVAL_RANGE (ConfigError otherwise).
+
+    In dispy 4 a client behind NAT, which nodes could not connect to, polled them every
+    that many seconds for results. Here nothing needs to reach the client: it opens every
+    connection (to nodes, to dispyscheduler, to nodes it attaches to) and results come
+    back on them. The value is checked and one line logged to say so."""
+    if value is None:
+        return None
+    low, high = POLL_INTERVAL_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"poll_interval must be a number of seconds from {low:g} to {high:g} "
+                          f"(or None), not {value!r}")
+    log.info("poll_interval=%g: no polling is needed: this client opens every connection to its "
+             "nodes (and dispyscheduler) and results come back on them, so nodes never have to "
+             "reach the client", value)
+    return float(value)
+
+
+def _check_port(name: str, value: Any) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 65536):
+        raise ConfigError(f"{name} must be a port number (0: any free port), not {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 def _check_callback(name: str, func: Any, nargs: int) -> None:
@@ -70,6 +92,12 @@ class JobCluster:
     Parameters are dispy's (see the README); ``process_per_job=True`` runs every job in
     a fresh process on the node instead of a reused worker, and ``job_timeout`` (seconds)
     terminates any job still running that long after it started (see :meth:`submit`).
+
+    Names of dispy 4.x programs are accepted too: ``ip_addr`` (``host``),
+    ``ext_ip_addr`` (``ext_host``), ``callback`` (``job_status``), ``port`` (the client's
+    own port, where ``dispynode --scheduler_node`` announcements arrive; default
+    ``dispy_port``'s) and ``node_port`` (the port nodes listen on, for nodes given
+    without one and for discovery; default ``dispy_port`` + 1).
     """
 
     def __init__(
@@ -101,15 +129,16 @@ class JobCluster:
         ip_addr: str | list[str] | None = None,
         ext_ip_addr: Any = None,
         callback: Callable[[DispyJob], Any] | None = None,
+        port: int | None = None,
+        node_port: int | None = None,
     ) -> None:
         self._runtime: Runtime | None = None
         self._closed = True
-        given = {
-            "poll_interval": poll_interval,
-        }
-        for name, value in given.items():
-            if value != _NOT_YET[name]:
-                raise ConfigError(f"JobCluster option {name}={value!r} is not supported yet")
+        check_poll_interval(poll_interval)
+        port = _check_port("port", port)
+        node_port = _check_port("node_port", node_port)
+        if node_port == 0:
+            raise ConfigError("node_port must be the port the nodes listen on (1-65535), not 0")
         if ip_addr is not None:  # dispy 4's name for host
             if host is not None:
                 raise ConfigError("give host or its old name ip_addr, not both")
@@ -154,7 +183,7 @@ class JobCluster:
         if recover_file is not None and not isinstance(recover_file, str):
             raise ConfigError(f"recover_file must be a path (a string), not {type(recover_file).__name__}")
 
-        specs = parse_nodes(nodes, dispy_port)
+        specs = parse_nodes(nodes, dispy_port, node_port=node_port)
         self._computation = build_computation(computation, list(depends or ()), setup, cleanup)
         compute_id = uuid.uuid4().hex
         self._recover: RecoverFile | None = None
@@ -181,11 +210,12 @@ class JobCluster:
             cleanup_files=cleanup is not False,
             process_per_job=process_per_job,
             local_host=local_hosts,
-            client_port=config.client_port(dispy_port) if dispy_port != 0 else 0,
+            client_port=port if port is not None else config.client_port(dispy_port) if dispy_port != 0 else 0,
             job_status=job_status,
             cluster_status=cluster_status,
             callbacks=self._callbacks,
             dispy_port=dispy_port,
+            node_port=node_port,
             ssl=ssl_context,
             ipv4_udp_multicast=ipv4_udp_multicast,
             ping_interval=ping_interval,
@@ -193,6 +223,9 @@ class JobCluster:
             pulse_interval=float(pulse_interval or 0),
             recover=self._recover,
             reentrant=reentrant,
+            # dispy.config.MaxFileSize: the largest file this client takes from its jobs
+            # (dispy_send_file); the nodes refuse larger ones before sending them.
+            compute_options={"max_file_size": config.MaxFileSize} if config.MaxFileSize > 0 else {},
         )
         self._closed = False
         _live.add(self)
@@ -240,6 +273,20 @@ class JobCluster:
             return None
         return self._submit(runtime, key, args, kwargs)
 
+    def submit_job_id(self, job_id: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
+        """dispy 4.x: :meth:`submit` with the job's ``id`` set to ``job_id``."""
+        job = self.submit(*args, **kwargs)
+        if job is not None:
+            job.id = job_id
+        return job
+
+    def submit_job_id_node(self, job_id: Any, node: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
+        """dispy 4.x: :meth:`submit_node` with the job's ``id`` set to ``job_id``."""
+        job = self.submit_node(node, *args, **kwargs)
+        if job is not None:
+            job.id = job_id
+        return job
+
     def _submit(self, runtime: Runtime, pin: Any, args: tuple[Any, ...],
                 kwargs: dict[str, Any]) -> DispyJob | None:
         job_depends = kwargs.pop("dispy_job_depends", None)
@@ -277,10 +324,14 @@ class JobCluster:
             return -1
 
     def node_jobs(self, node: Any, from_node: bool = False) -> list[DispyJob]:
-        """The jobs running on ``node`` (a :class:`DispyNode`, IP address or host name):
-        sent there and not finished, in the order they were sent. ``from_node`` is
-        accepted for compatibility; the answer is always the client's own record (which
-        is what the node would report, give or take results in transit)."""
+        """The jobs running on ``node`` (a :class:`DispyNode`, IP address or host name).
+
+        By default from this client's records: the jobs sent there and not finished, in
+        the order they were sent (jobs waiting in the node's queue included). With
+        ``from_node=True`` the node is asked (a round trip, at most ``MsgTimeout``): the
+        jobs it is running right now, in the order they started, as this cluster's
+        DispyJob objects. If the node can't answer, the reason is logged and the
+        client's records are returned."""
         runtime = self._runtime
         if runtime is None or not runtime.thread.alive:
             return []
@@ -288,6 +339,12 @@ class JobCluster:
         if key is None:
             return []
         try:
+            if from_node:
+                jobs = runtime.thread.run(runtime.node_jobs_from_node(key), timeout=config.MsgTimeout * 3)
+                if jobs is not None:
+                    return list(jobs)
+                log.warning("node_jobs(%s, from_node=True): the node did not tell; the client's records "
+                            "follow", key[0])
             return list(runtime.call(runtime.node_jobs, key, timeout=config.MsgTimeout))
         except Exception as exc:
             log.warning("node_jobs(): %s: %s", type(exc).__name__, exc)
@@ -369,8 +426,9 @@ class JobCluster:
             log.warning("close_node(): %s: %s", type(exc).__name__, exc)
             return -1
 
-    def resetup_node(self, node: Any) -> int:
-        """Set ``node`` up afresh: no new jobs go there, its jobs finish, cleanup runs
+    def resetup_node(self, node: Any, terminate_pending: bool = False) -> int:
+        """Set ``node`` up afresh: no new jobs go there, its jobs finish (with
+        ``terminate_pending``, as dispy 4.x allowed, they are terminated), cleanup runs
         (with the arguments setup had; in-memory globals go), then ``allocate()`` of its
         NodeAllocate is called again and setup runs with the values it gives now (new
         ``setup_args`` and ``depends``). Blocks until the node has closed the computation;
@@ -382,7 +440,7 @@ class JobCluster:
             return -1
         runtime, key = found
         try:
-            return int(runtime.thread.run(runtime.resetup_node(key)))
+            return int(runtime.thread.run(runtime.resetup_node(key, bool(terminate_pending))))
         except Exception as exc:
             log.warning("resetup_node(): %s: %s", type(exc).__name__, exc)
             return -1
@@ -472,6 +530,12 @@ class JobCluster:
             return False
         self._shutdown(terminate)
         return True
+
+    def shutdown(self) -> None:
+        """dispy 4.x: close the cluster now, without waiting: jobs still queued are
+        cancelled and running ones terminated (what happens to clusters left open at
+        exit); :meth:`close` waits for them instead."""
+        self.close(timeout=0, terminate=True)
 
     def _end(self) -> Runtime | None:
         """Mark the cluster closed (once) and refuse later submits; its runtime, or None

@@ -146,6 +146,7 @@ class Runtime(Engine[DispyJob]):
         ipv4_udp_multicast: bool = False,
         ping_interval: float | None = None,
         compute_options: dict[str, Any] | None = None,
+        node_port: int | None = None,
     ) -> None:
         # Before Engine.__init__: the loop starts running at its end.
         self.recover = recover  # the RecoverFile (nodes are recorded as they get ready)
@@ -166,7 +167,7 @@ class Runtime(Engine[DispyJob]):
             software=f"dispy-client {__version__} / Python {platform.python_version()}",
             dispy_port=dispy_port, ssl=ssl, compute_id=compute_id, pulse_interval=pulse_interval,
             reentrant=reentrant, ipv4_udp_multicast=ipv4_udp_multicast, ping_interval=ping_interval,
-            compute_options=compute_options,
+            compute_options=compute_options, node_port=node_port,
         )
 
     # -- jobs in (any thread) -----------------------------------------------------------
@@ -293,6 +294,11 @@ class Runtime(Engine[DispyJob]):
         """Saved under the current directory (see save_job_file)."""
         file = msg.file
         name = job.id if job is not None and job.id is not None else msg.job_id
+        limit = self.compute_options.get("max_file_size") or 0
+        if limit and len(file.data) > limit:  # (nodes refuse these before sending: older ones may not)
+            log.error("job %s: refused file %r from node %s: %d bytes, more than dispy.config.MaxFileSize "
+                      "(%d bytes)", name, msg.path, session.label, len(file.data), limit)
+            return
         try:
             path = save_job_file(msg.path, file)
         except (OSError, ValueError) as exc:

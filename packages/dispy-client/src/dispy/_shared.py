@@ -235,13 +235,27 @@ class SharedRuntime(Runtime):
         jobs = self._jobs
         return [jobs[uid] for uid, where in self._where.items() if where == key and uid in jobs]
 
+    async def node_jobs_from_node(self, key: tuple[str, int]) -> list[DispyJob] | None:  # type: ignore[override]
+        """The scheduler asks the node which of this cluster's jobs run there now."""
+        reply = await self._ask("node_jobs", key[0])
+        if reply is None or reply.status < 0 or not isinstance(reply.job_ids, list):
+            return None
+        jobs = self._jobs
+        return [jobs[uid] for uid in reply.job_ids if isinstance(uid, int) and uid in jobs]
+
     # -- calls on one node, carried out by the scheduler ---------------------------------
     async def _request(self, op: str, node: str = "", arg: Any = None, spec: dict[str, Any] | None = None,
                        file: FileData | None = None) -> int:
+        reply = await self._ask(op, node, arg, spec, file)
+        return -1 if reply is None else int(reply.status)
+
+    async def _ask(self, op: str, node: str = "", arg: Any = None, spec: dict[str, Any] | None = None,
+                   file: FileData | None = None) -> NodeReply | None:
+        """Send a NodeRequest; its NodeReply (failures logged), or None if none came."""
         session = getattr(self, "scheduler_session", None)
         if session is None or not session.ready or self.closing:
             log.error("%s: not connected to dispyscheduler", op)
-            return -1
+            return None
         req_id = next(self._req_ids)
         fut: asyncio.Future[NodeReply] = asyncio.get_running_loop().create_future()
         self._requests[req_id] = fut
@@ -252,16 +266,16 @@ class SharedRuntime(Runtime):
                                timeout=None if op in ("close", "send_file") else config.MsgTimeout * 2)
         except Exception as exc:
             log.error("%s: %s", op, exc)
-            return -1
+            return None
         finally:
             self._requests.pop(req_id, None)
         if not fut.done():
             log.error("%s on node %s: dispyscheduler did not answer", op, node)
-            return -1
+            return None
         reply = fut.result()
         if reply.status < 0 and reply.error:
             log.error("%s on node %s: %s", op, node, reply.error)
-        return int(reply.status)
+        return reply
 
     def deallocate(self, key: tuple[str, int]) -> Any:  # type: ignore[override]
         return self._request("deallocate", key[0])
@@ -326,8 +340,13 @@ class SharedJobCluster(JobCluster):
       NodeAllocate objects (not subclasses: their ``allocate()`` can't run there);
     * ``exclusive=True``: the cluster waits until no other runs, then has the nodes alone
       (later clusters wait for it); it may ``set_node_cpus``, reset when it closes;
-    * ``client_port``: the local port the connection to the scheduler (and so its
-      replies) uses; 0 (default): any;
+    * ``client_port`` (dispy 4.x: ``port``): the local port the connection to the
+      scheduler (and so its replies) uses, e.g. one forwarded by ssh; 0: any free port;
+      None (default): ``dispy.config.SharedSchedulerClientPort`` (0 unless set);
+    * ``scheduler_port`` (dispy 4.x): the scheduler's port, as ``"host:port"`` in
+      ``scheduler_node`` would give it (default ``dispy_port`` + 2);
+    * ``poll_interval`` is checked (5-1000 s) and not needed: the client opens every
+      connection, so results reach it wherever it is;
     * ``pulse_interval`` is the scheduler's (``dispyscheduler --pulse_interval``), and
       ``resetup_node`` is not available.
     """
@@ -340,7 +359,7 @@ class SharedJobCluster(JobCluster):
         job_status: Callable[[DispyJob], Any] | None = None,
         cluster_status: Callable[[int, DispyNode | None, DispyJob | None], Any] | None = None,
         host: str | list[str] | None = None,
-        client_port: int = 0,
+        client_port: int | None = None,
         dispy_port: int | None = None,
         scheduler_node: str | None = None,
         ext_host: Any = None,
@@ -349,6 +368,7 @@ class SharedJobCluster(JobCluster):
         cleanup: bool | Callable[..., Any] = True,
         dest_path: str | None = None,
         reentrant: bool = False,
+        poll_interval: float | None = None,
         exclusive: bool = False,
         secret: str | bytes = "",
         keyfile: str | None = None,
@@ -356,16 +376,23 @@ class SharedJobCluster(JobCluster):
         recover_file: str | None = None,
         *,
         pulse_interval: float | None = None,
-        poll_interval: float | None = None,
         job_timeout: float | None = None,
         process_per_job: bool = False,
         scheduler_host: str | None = None,
         ip_addr: str | list[str] | None = None,
         ext_ip_addr: Any = None,
         callback: Callable[[DispyJob], Any] | None = None,
+        port: int | None = None,
+        scheduler_port: int | None = None,
     ) -> None:
         self._runtime = None
         self._closed = True
+        if port is not None:  # dispy 4.x's name (the documentation's SSH example uses it)
+            if client_port is not None:
+                raise ConfigError("give client_port or its old name port, not both")
+            client_port = port
+        if client_port is None:
+            client_port = config.SharedSchedulerClientPort
         if pulse_interval is not None:
             raise ConfigError("SharedJobCluster takes no pulse_interval: nodes pulse the scheduler, as "
                               "dispyscheduler --pulse_interval says")
@@ -378,6 +405,11 @@ class SharedJobCluster(JobCluster):
                 raise ConfigError("give scheduler_node or its other name scheduler_host, not both")
             scheduler_node = scheduler_host
         self._scheduler = self._scheduler_address(scheduler_node, dispy_port)
+        if scheduler_port is not None:
+            if isinstance(scheduler_port, bool) or not isinstance(scheduler_port, int) \
+                    or not 0 < scheduler_port < 65536:
+                raise ConfigError(f"scheduler_port must be a port number, not {scheduler_port!r}")
+            self._scheduler = (self._scheduler[0], scheduler_port)
         self._exclusive = exclusive
         self._client_port = client_port
         self._node_data = node_specs_data(nodes, dispy_port)  # ConfigError now, before anything starts
@@ -400,7 +432,8 @@ class SharedJobCluster(JobCluster):
     def _new_runtime(self, specs: list[Any], **kwargs: Any) -> Runtime:
         host, port = self._scheduler
         options = {"nodes": self._node_data, "exclusive": self._exclusive,
-                   "reentrant": bool(kwargs.get("reentrant")), "ships_code": self._computation.ships_code}
+                   "reentrant": bool(kwargs.get("reentrant")), "ships_code": self._computation.ships_code,
+                   **kwargs.pop("compute_options", {})}
         kwargs["reentrant"] = False  # the scheduler reruns jobs of lost nodes; a lost scheduler is resumed
         return SharedRuntime(self, self._computation, [NodeAllocate(host, port)], compute_options=options,
                              local_port=self._client_port, **kwargs)
@@ -415,7 +448,7 @@ class SharedJobCluster(JobCluster):
             return spec, None
         return dataclasses.replace(spec, node=f"{pin[0]}:{pin[1]}"), None  # the scheduler pins it
 
-    def resetup_node(self, node: Any) -> int:
+    def resetup_node(self, node: Any, terminate_pending: bool = False) -> int:
         """Not available with SharedJobCluster (the nodes are shared): returns -1."""
         log.error("resetup_node() is not available with SharedJobCluster: the scheduler shares the node "
                   "with other clusters; use close_node() and allocate_node()")

@@ -28,7 +28,7 @@ from .connection import Connection
 from .errors import ConnectionClosed, DispyError
 from .messages import Message, Welcome
 
-__all__ = ["Channel", "open_channel"]
+__all__ = ["Channel", "open_channel", "StallWatch"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class _Writer:
         self._channel = channel
         self._queue: deque[memoryview] = deque()
         self.size = 0
+        self.sent = 0  # bytes handed to the kernel so far
         self._watching = False
         self.close_when_done = False
 
@@ -83,6 +84,7 @@ class _Writer:
                 batch = [queue[i] for i in range(min(len(queue), _IOV_MAX))]
                 sent = self._sock.sendmsg(batch)
                 self.size -= sent
+                self.sent += sent
                 while sent:
                     head = queue[0]
                     if sent >= head.nbytes:
@@ -200,6 +202,11 @@ class Channel(asyncio.BufferedProtocol):
             return self._writer.size
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
+    def bytes_sent(self) -> int | None:
+        """Bytes handed to the kernel so far; None where that is not counted (TLS: there
+        only :meth:`write_buffer_size` tells whether sending moves on)."""
+        return self._writer.sent if self._writer is not None else None
+
     def pause_reading(self) -> None:
         """Stop reading from the peer (TCP flow control pushes back on it)."""
         if self.transport is not None and not self.closed:
@@ -311,3 +318,36 @@ async def open_channel(
         return channel
 
     return await asyncio.wait_for(connect(), timeout)
+
+
+class StallWatch:
+    """Finds connections whose peer takes none of the data waiting for it (the daemons'
+    ``--msg_timeout`` on socket I/O): call :meth:`stuck` every so often with the open
+    channels; a channel that had bytes waiting and sent none of them for ``timeout``
+    seconds is returned (the caller closes it). Progress is the count of bytes handed
+    to the kernel (:meth:`Channel.bytes_sent`), or, where that is not counted (TLS), a
+    shrinking write buffer. A channel with nothing waiting is never stuck: an idle
+    connection is not a dead one."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._marks: dict[Channel, tuple[int | None, int, float]] = {}  # sent, waiting, since
+
+    def stuck(self, channels: Any, now: float) -> list[tuple[Channel, int, float]]:
+        """(channel, bytes waiting, seconds without progress) for each stuck channel."""
+        marks: dict[Channel, tuple[int | None, int, float]] = {}
+        out = []
+        for ch in channels:
+            waiting = ch.write_buffer_size()
+            if ch.closed or waiting <= 0:
+                continue
+            sent = ch.bytes_sent()
+            last = self._marks.get(ch)
+            if last is None or (sent is not None and sent != last[0]) or (sent is None and waiting < last[1]):
+                marks[ch] = (sent, waiting, now)  # it moved on
+            elif now - last[2] < self.timeout:
+                marks[ch] = last
+            else:
+                out.append((ch, waiting, now - last[2]))
+        self._marks = marks
+        return out

@@ -4,6 +4,7 @@ setup arguments serialized, Python versions compared."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -11,9 +12,9 @@ from typing import Any
 
 from dispy_core import serialization
 from dispy_core.errors import ConfigError
-from dispy_core.messages import FileData
+from dispy_core.messages import FileData, FileDigest
 
-__all__ = ["Computation", "payload_size", "python_minor", "file_data", "setup_args_payload"]
+__all__ = ["Computation", "payload_size", "python_minor", "file_data", "file_digest", "setup_args_payload"]
 
 
 @dataclass
@@ -28,9 +29,21 @@ class Computation:
     #: node must run the same Python minor version to load it.
     ships_code: bool = True
 
+    #: Digests of ``files`` by name, made once (see :meth:`digest`).
+    _digests: dict[str, FileDigest] = field(default_factory=dict, repr=False, compare=False)
+
     @property
     def size(self) -> int:
         return payload_size(self.payload) + sum(len(f.data) for f in self.files)
+
+    def digest(self, f: FileData) -> FileDigest:
+        """``f``'s digest; those of the computation's own files are computed once."""
+        if not any(f is mine for mine in self.files):
+            return file_digest(f)
+        d = self._digests.get(f.name)
+        if d is None:
+            d = self._digests[f.name] = file_digest(f)
+        return d
 
 
 def payload_size(buffers: list[Any] | None) -> int:
@@ -59,6 +72,12 @@ def file_data(path: str | os.PathLike[str]) -> FileData:
     except OSError as exc:
         raise ConfigError(f"can't read {path!r}: {exc.strerror or exc}") from None
     return FileData(name=os.path.basename(path), data=data, mode=stat.S_IMODE(st.st_mode), mtime=st.st_mtime)
+
+
+def file_digest(f: FileData) -> FileDigest:
+    """What a node needs to tell whether it holds ``f`` already (SHA-256 of the bytes)."""
+    view = memoryview(f.data)
+    return FileDigest(f.name, view.nbytes, float(f.mtime), hashlib.sha256(view).hexdigest(), f.mode & 0o7777)
 
 
 def setup_args_payload(setup_args: tuple[Any, ...]) -> list[Any]:

@@ -37,6 +37,7 @@ counts as a reply (no nonce: the node speaks first).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import socket
@@ -285,5 +286,5 @@ class Discovery:
             return
         self.replies += 1
         if not reply.ip_addr:
-            reply = DiscoverReply(reply.nonce, reply.time, addr[0], reply.port, reply.name, reply.cpus)
+            reply = dataclasses.replace(reply, ip_addr=addr[0])
         self.on_reply(reply)

@@ -50,6 +50,7 @@ from .messages import (
     JobResults,
     JobSpec,
     NodeInfo,
+    NodeJobsRequest,
     NodeLeaving,
     Pulse,
     SendFile,
@@ -245,6 +246,7 @@ class Engine(Generic[J]):
         ipv4_udp_multicast: bool = False,
         ping_interval: float | None = None,
         compute_options: dict[str, Any] | None = None,
+        node_port: int | None = None,
         sched: Scheduler[J] | None = None,
         thread: LoopThread | None = None,
     ) -> None:
@@ -266,6 +268,7 @@ class Engine(Generic[J]):
         self.ping_interval = ping_interval
         self.client_port = client_port
         self.dispy_port = dispy_port  # for the node port of nodes given later
+        self.node_port = node_port  # JobCluster(node_port=): that port instead of dispy_port's
         self.python_version = platform.python_version()
         self.software = software  # what the handshake tells nodes this is
         self.compute_id = compute_id or uuid.uuid4().hex
@@ -298,6 +301,9 @@ class Engine(Generic[J]):
         self._stop: asyncio.Event | None = None
         self._discovery: Discovery | None = None
         self._discovered: set[tuple[str, int]] = set()
+        # node_id (DiscoverReply) -> where that node was found: discovery asks each of this
+        # host's addresses, and a node serving several of them answers at each; use it once
+        self._discovered_ids: dict[str, tuple[str, int]] = {}
         self._deallocated: set[tuple[str, int]] = set()  # loop only: no new jobs go there
         self._served: dict[tuple[str, int], NodeSession] = {}  # loop only: last session per node
         self._cpu_limits: dict[tuple[str, int], int] = {}  # loop only: set_node_cpus() below the node's
@@ -374,14 +380,23 @@ class Engine(Generic[J]):
                 # a discovered node that served and went away may be found again
                 # (ping_interval, discover_nodes) when it comes back
                 self._discovered.discard((session.host, session.port))
+                for node_id, where in list(self._discovered_ids.items()):
+                    if where == (session.host, session.port):
+                        del self._discovered_ids[node_id]
 
     def _on_discovered(self, reply: Any) -> None:
         key = (reply.ip_addr, reply.port)
         if self.closing or key in self._discovered or key in self._claims:
             return
+        node_id = getattr(reply, "node_id", "")  # "" from older nodes and announcements
+        if node_id and self._discovered_ids.get(node_id, key) != key:
+            log.debug("node %s:%s was found at %s:%s already", *key, *self._discovered_ids[node_id])
+            return
         for spec in sorted((s for s in self.specs if s.wildcard), key=lambda s: s.host, reverse=True):
             if spec.matches(reply.ip_addr):
                 self._discovered.add(key)
+                if node_id:
+                    self._discovered_ids[node_id] = key
                 log.debug("discovered node %s:%s (%s)", reply.ip_addr, reply.port, reply.name)
                 self._start_session(spec, reply.ip_addr, reply.port, retry=False)
                 return
@@ -917,6 +932,33 @@ class Engine(Generic[J]):
         """Jobs dispatched to a node and not finished (in the loop)."""
         return self.sched.in_flight(key)
 
+    async def node_jobs_from_node(self, key: tuple[str, int]) -> list[J] | None:
+        """The jobs the node says are running there now (NodeJobsRequest), in the order
+        they started; None (logged) if the node is not serving the computation or did not
+        answer within MsgTimeout."""
+        session = self._ready.get(key)
+        if session is None or self.closing:
+            log.error("node_jobs(): node %s:%s is not serving computation %s", key[0], key[1],
+                      self.computation.name)
+            return None
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        session.jobs_waiters.append(waiter)
+        try:
+            session.send(NodeJobsRequest(self.compute_id))
+            closed: asyncio.Future[Any] = session.closed_future()
+            await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED, timeout=config.MsgTimeout)
+        finally:
+            if waiter in session.jobs_waiters:
+                session.jobs_waiters.remove(waiter)
+        reply = waiter.result() if waiter.done() else None
+        if reply is None or reply.error or not isinstance(reply.job_ids, list):
+            why = reply.error if reply is not None and reply.error else (
+                "it did not answer" if not waiter.done() else "it can't tell (an older dispynode?)")
+            log.error("node_jobs(): asking node %s failed: %s", session.label, why)
+            return None
+        jobs = self._jobs
+        return [jobs[uid] for uid in reply.job_ids if isinstance(uid, int) and uid in jobs]
+
     # -- the pool (the subclass of a shared Scheduler keeps its cluster there) ----------
     def _pool_add(self, session: NodeSession, cpus: int, limited: bool) -> None:
         """A node is ready: ``cpus`` of it for this computation (``limited``: by set_node_cpus)."""
@@ -988,7 +1030,7 @@ class Engine(Generic[J]):
 
     def _add_spec(self, item: Any, *, discover: bool) -> int:
         try:
-            specs = parse_nodes([item], self.dispy_port)
+            specs = parse_nodes([item], self.dispy_port, node_port=self.node_port)
         except ConfigError as exc:
             log.error("node %r: %s", item, exc)
             return -1
@@ -1062,14 +1104,15 @@ class Engine(Generic[J]):
         await session.finished.wait()
         return 0
 
-    async def resetup_node(self, key: tuple[str, int]) -> int:
-        """Close the computation on a node (jobs there finish), then set it up again
-        through a new session: allocate() is asked again, setup runs again."""
+    async def resetup_node(self, key: tuple[str, int], terminate: bool = False) -> int:
+        """Close the computation on a node (jobs there finish, or with ``terminate`` are
+        terminated), then set it up again through a new session: allocate() is asked
+        again, setup runs again."""
         session = self._ready.get(key)
         if session is None or self.closing:
             return -1
         deallocated = key in self._deallocated
-        if await self.close_node(key, terminate=False) != 0 or self.closing:
+        if await self.close_node(key, terminate=terminate) != 0 or self.closing:
             return -1
         if deallocated:
             self._deallocated.add(key)

@@ -14,6 +14,10 @@ Client -> node (TCP, node port 9701)::
 
     InfoRequest            ->
                            <-  NodeInfo
+    [FilesQuery            ->                  (with a dest_path: which of the files Compute
+                           <-  FilesHeld]       would carry does the node already hold there,
+                                                identical? Those travel as Compute.kept,
+                                                without their bytes)
     Compute                ->                  (computation + depends + files + setup args)
                            <-  ComputeReady | ComputeFailed
     SubmitJobs (batches)   ->                  (pipelined: up to 2 x cpus jobs in flight)
@@ -23,6 +27,8 @@ Client -> node (TCP, node port 9701)::
                                                final result and do not end it)
                            <-  JobFile          (a file a job sent with dispy_send_file,
                                                 before that job's final result)
+    NodeJobsRequest        ->                  (node_jobs(node, from_node=True): which of
+                           <-  NodeJobs         the computation's jobs are running there now)
     CancelJob              ->                  (the job's result follows: Cancelled if it
                            <-  [ErrorReport]    had not started, else whatever the
                                                 interrupted job gave; an ErrorReport
@@ -51,7 +57,7 @@ SubmitJobs, JobResults, AckResults, CancelJob, Resume, Pulse, CloseComputation),
                            <-  JobsStarted      (jobs placed on nodes: where and when)
                            <-  ClusterNode      (a node's state for this cluster)
     NodeRequest            ->                  (allocate / deallocate / close / set_cpus /
-                           <-  NodeReply        send_file on one node)
+                           <-  NodeReply        send_file / node_jobs on one node)
 
 Final results reach the client through the scheduler, which acknowledges them to their
 node only when its client has. Provisional results and files of jobs come straight from
@@ -118,6 +124,9 @@ __all__ = [
     "ComputeReady",
     "ComputeFailed",
     "FileData",
+    "FileDigest",
+    "FilesQuery",
+    "FilesHeld",
     "JobSpec",
     "JobResult",
     "SubmitJobs",
@@ -134,6 +143,8 @@ __all__ = [
     "AckResults",
     "Pulse",
     "NodeLeaving",
+    "NodeJobsRequest",
+    "NodeJobs",
     # SharedJobCluster <-> dispyscheduler
     "JobsStarted",
     "ClusterNode",
@@ -284,6 +295,80 @@ class FileData:
     mtime: float = 0.0
 
 
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@_record
+class FileDigest:
+    """A file described without its bytes: base name, size in bytes, modification time
+    (seconds since the epoch), SHA-256 of the content (64 lowercase hex digits) and mode
+    bits. Two files are *identical* when name, size, mtime and SHA-256 agree (mtimes
+    within :data:`MTIME_SLACK`: a node stores them with its file system's precision).
+    The fields are checked when the record is made (a malformed one from a peer is a
+    ProtocolError); whether ``name`` is an acceptable base name is the node's to check."""
+
+    name: str
+    size: int
+    mtime: float
+    sha256: str
+    mode: int = 0o644
+
+    #: Seconds two mtimes may differ and still be the same (the SHA-256 decides anyway).
+    MTIME_SLACK: ClassVar[float] = 1e-3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError("FileDigest.name must be a non-empty string")
+        if not _is_int(self.size) or self.size < 0:
+            raise TypeError("FileDigest.size must be an integer >= 0")
+        if isinstance(self.mtime, bool) or not isinstance(self.mtime, (int, float)):
+            raise TypeError("FileDigest.mtime must be a number")
+        if not isinstance(self.sha256, str) or len(self.sha256) != 64 or not _SHA256_HEX.issuperset(self.sha256):
+            raise TypeError("FileDigest.sha256 must be 64 lowercase hex digits")
+        if not _is_int(self.mode) or not 0 <= self.mode <= 0o7777:
+            raise TypeError("FileDigest.mode must be permission bits (0..0o7777)")
+
+    def same_file(self, other: FileDigest) -> bool:
+        """Identical content and metadata (mode aside: a node can fix a mode in place)."""
+        return (self.name == other.name and self.size == other.size and self.sha256 == other.sha256
+                and abs(self.mtime - other.mtime) <= self.MTIME_SLACK)
+
+
+@_message(60)
+class FilesQuery(Message):
+    """Client -> node, before Compute when the computation has a ``dest_path``: which of
+    these files does the node hold, identical (see FileDigest), in that directory (as
+    left there by an earlier computation with ``cleanup=False``)? Answered FilesHeld."""
+
+    dest_path: str
+    files: list[FileDigest]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dest_path, str):
+            raise TypeError("FilesQuery.dest_path must be a string")
+        if not isinstance(self.files, list) or not all(isinstance(f, FileDigest) for f in self.files):
+            raise TypeError("FilesQuery.files must be a list of FileDigest")
+
+
+@_message(61)
+class FilesHeld(Message):
+    """Node -> client, reply to FilesQuery: the names of the files it holds identical
+    (they may go as Compute.kept); ``error`` when it could not look (then none)."""
+
+    names: list[str]
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.names, list) or not all(isinstance(n, str) for n in self.names):
+            raise TypeError("FilesHeld.names must be a list of strings")
+        if not isinstance(self.error, str):
+            raise TypeError("FilesHeld.error must be a string")
+
+
 @_message(12)
 class Compute(Message):
     compute_id: str
@@ -302,6 +387,13 @@ class Compute(Message):
     #: "files": [FileData], "setup_args": payload}), "exclusive", "reentrant",
     #: "ships_code". Nodes ignore it.
     options: dict[str, Any] = field(default_factory=dict)
+    #: Files of the computation that the node said it holds (FilesHeld) and that are not
+    #: in ``files``: it checks them again and refuses the computation, naming them in
+    #: ComputeFailed.missing, if they changed meanwhile.
+    kept: list[FileDigest] = field(default_factory=list)
+    #: Inside a node only (main -> host): where jobs with files of their own get their
+    #: directories. Whatever a client puts here is replaced by the node.
+    jobs_dir: str = ""
 
 
 @_message(13)
@@ -315,6 +407,9 @@ class ComputeReady(Message):
 class ComputeFailed(Message):
     compute_id: str
     error: str
+    #: Names from Compute.kept that the node no longer holds identical: the client may
+    #: send the computation again with these files in Compute.files.
+    missing: list[str] = field(default_factory=list)
 
 
 @_record
@@ -517,7 +612,8 @@ class NodeRequest(Message):
     """Client -> scheduler: a node-management call of a shared cluster. ``op``:
     "allocate" (``node`` as in the ``nodes`` argument, or ``spec``: a node spec dict as in
     Compute.options), "deallocate", "close" (``arg``: terminate), "set_cpus" (``arg``:
-    CPUs), "send_file" (``file``). ``node`` names a node by IP address or host name."""
+    CPUs), "send_file" (``file``), "node_jobs" (the scheduler asks the node, NodeJobsRequest;
+    NodeReply.job_ids). ``node`` names a node by IP address or host name."""
 
     compute_id: str
     req_id: int
@@ -537,6 +633,7 @@ class NodeReply(Message):
     req_id: int
     status: int
     error: str = ""
+    job_ids: list[int] | None = None  # node_jobs: the client's ids of the jobs running there
 
 
 @_message(50)
@@ -568,6 +665,25 @@ class Delivered(Message):
     job_ids: list[int]
 
 
+@_message(62)
+class NodeJobsRequest(Message):
+    """Client (or dispyscheduler) -> node: which jobs of this computation are running
+    there now (``cluster.node_jobs(node, from_node=True)``); answered with NodeJobs."""
+
+    compute_id: str
+
+
+@_message(63)
+class NodeJobs(Message):
+    """Node -> client: the ids (JobSpec.job_id) of the computation's jobs that are running
+    on the node now, in the order they started; ``error`` says why there are none to
+    tell (e.g. the computation is not this client's there)."""
+
+    compute_id: str
+    job_ids: list[int]
+    error: str = ""
+
+
 # -- discovery datagrams (sealed with auth.seal_datagram) ----------------------------
 @_message(30)
 class DiscoverRequest(Message):
@@ -585,6 +701,9 @@ class DiscoverReply(Message):
     port: int  # the node's TCP port
     name: str
     cpus: int
+    # Random, one per node process: a client that asks several of its own host's
+    # addresses may hear one node at each address it serves, and uses it once.
+    node_id: str = ""
 
 
 @_message(32)

@@ -190,13 +190,13 @@ def _from_item(item: Any) -> NodeAllocate:
     )
 
 
-def parse_nodes(nodes: Any, dispy_port: int | None = None) -> list[NodeAllocate]:
+def parse_nodes(nodes: Any, dispy_port: int | None = None, *, node_port: int | None = None) -> list[NodeAllocate]:
     """The ``nodes`` argument as NodeAllocate objects with ports filled in.
 
     None (or an empty list) means ``['*']``: every node that answers discovery. A single
-    string or NodeAllocate is taken as a list of one. Ports left out default to the node
-    port of ``dispy_port`` (``dispy.config.DispyPort + 1`` when that is None). Given
-    NodeAllocate objects are not modified: copies carry the filled-in port.
+    string or NodeAllocate is taken as a list of one. Ports left out are ``node_port``
+    if given, else the node port of ``dispy_port`` (``dispy.config.NodePort`` when that
+    is None). Given NodeAllocate objects are not modified: copies carry the filled-in port.
     """
     if nodes is None:
         items: Iterable[Any] = ["*"]
@@ -206,7 +206,7 @@ def parse_nodes(nodes: Any, dispy_port: int | None = None) -> list[NodeAllocate]
         items = list(nodes) or ["*"]
     else:
         raise ConfigError(f"nodes must be a list of nodes, not {type(nodes).__name__}")
-    port = config.node_port(dispy_port or None)
+    port = node_port or config.node_port(dispy_port or None)
     specs = []
     for item in items:
         spec = _from_item(item)

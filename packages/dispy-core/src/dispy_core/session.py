@@ -6,6 +6,7 @@ or dispyscheduler's engines, see docs/design/shared-scheduler.md)::
 
     connect (aio.open_channel: handshake, secret check)
     InfoRequest  -> NodeInfo        Python version check, duplicate check, allocate()
+    [FilesQuery  -> FilesHeld]      with a dest_path: files the node holds are not sent
     Compute      -> ComputeReady    the node is ready: the runtime starts sending jobs
                  -> ComputeFailed   the node refused or setup failed: don't use it
     ... JobResults go straight to the runtime ...
@@ -46,7 +47,11 @@ from dispy_core.messages import (
     ComputeFailed,
     ComputeReady,
     ErrorReport,
+    FileData,
+    FileDigest,
     FileSaved,
+    FilesHeld,
+    FilesQuery,
     Ping,
     Pong,
     Pulse,
@@ -58,12 +63,13 @@ from dispy_core.messages import (
     JobsStarted,
     Message,
     NodeInfo,
+    NodeJobs,
     NodeLeaving,
     NodeReply,
     Welcome,
 )
 
-from .computation import Computation, python_minor
+from .computation import Computation, payload_size, python_minor
 from .nodes import DispyNode, DispyNodeAvailInfo, NodeAllocate
 
 __all__ = ["NodeSession", "SessionOwner", "describe_error", "describe_connect_error", "RETRY_FIRST", "RETRY_MAX"]
@@ -191,6 +197,7 @@ class NodeSession:
         self.leaving = False  # the node said it is shutting down (NodeLeaving): no new jobs
         self.finished = asyncio.Event()  # run() has returned
         self.file_waiters: deque[asyncio.Future[str | None]] = deque()  # send_file replies, FIFO
+        self.jobs_waiters: deque[asyncio.Future[NodeJobs | None]] = deque()  # NodeJobs replies, FIFO
         self.acks: list[int] = []  # job ids whose results arrived, to acknowledge
         self.resumable = True  # a lost connection may be resumed (not after a failure there)
         self.resume_until = 0.0  # monotonic deadline of reconnecting to resume; 0: not resuming
@@ -329,33 +336,69 @@ class NodeSession:
             setup_args = self.spec._setup_payload()
         except ConfigError as exc:
             raise _Unusable(f"can't prepare the computation for it: {exc}", final=True) from None
-        compute = Compute(
-            compute_id=runtime.compute_id,
-            name=runtime.computation.name,
-            kind=runtime.computation.kind,
-            payload=runtime.computation.payload,
-            setup_args=setup_args,
-            files=files,
-            cpus=cpus,
-            dest_path=runtime.dest_path,
-            cleanup_files=runtime.cleanup_files,
-            process_per_job=runtime.process_per_job,
-            python_version=runtime.python_version,
-            pulse_interval=runtime.node_pulse_interval,
-            options=runtime.compute_options,
-        )
-        sent = runtime.computation.size + sum(len(f.data) for f in files[len(runtime.computation.files):])
-        # Setup runs the user's setup function on the node: no time limit, as always.
+        kept = await self._files_held(files)
         runtime.note_tried(self.label, "")  # it answered; the computation is being set up
-        reply = await self._request(compute, (ComputeReady, ComputeFailed), timeout=None)
-        if runtime.closing:
-            raise _Unusable("", final=True)
+        while True:
+            compute = Compute(
+                compute_id=runtime.compute_id,
+                name=runtime.computation.name,
+                kind=runtime.computation.kind,
+                payload=runtime.computation.payload,
+                setup_args=setup_args,
+                files=[f for f in files if f.name not in kept],
+                cpus=cpus,
+                dest_path=runtime.dest_path,
+                cleanup_files=runtime.cleanup_files,
+                process_per_job=runtime.process_per_job,
+                python_version=runtime.python_version,
+                pulse_interval=runtime.node_pulse_interval,
+                options=runtime.compute_options,
+                kept=list(kept.values()),
+            )
+            # Setup runs the user's setup function on the node: no time limit, as always.
+            reply = await self._request(compute, (ComputeReady, ComputeFailed), timeout=None)
+            if runtime.closing:
+                raise _Unusable("", final=True)
+            if isinstance(reply, ComputeFailed) and kept and reply.missing:
+                # A file it held changed there meanwhile (a computation sharing the
+                # dest_path): send those too; nothing was set up.
+                missing = reply.missing if isinstance(reply.missing, list) else list(kept)
+                still = {name: d for name, d in kept.items() if name not in missing}
+                if len(still) < len(kept):
+                    log.info("node %s: %s; sending them", self.label, reply.error)
+                    kept = still
+                    continue
+            break
         if isinstance(reply, ComputeFailed):
             raise _Unusable(f"node refused the computation: {reply.error}", final=True)
         assert isinstance(reply, ComputeReady)
+        if kept:
+            log.info("node %s already had %d of the computation's files in %s (%d bytes not sent): %s",
+                     self.label, len(kept), runtime.dest_path, sum(d.size for d in kept.values()),
+                     ", ".join(kept))
         self.cpus = reply.cpus if reply.cpus > 0 else cpus
         self.node = runtime.node_record(self, info, avail)
-        self.node.tx += sent
+        self.node.tx += payload_size(compute.payload) + sum(len(f.data) for f in compute.files)
+
+    async def _files_held(self, files: list[FileData]) -> dict[str, FileDigest]:
+        """Which of ``files`` the node already holds, identical, in the computation's
+        dest_path (left there by an earlier cluster with cleanup=False): those are not
+        sent again. Only asked with a dest_path (without one the node makes a fresh
+        directory) and never of dispyscheduler (``compute_options["nodes"]``: it is not
+        where the files end up, and forwards them to nodes that it asks itself)."""
+        runtime = self.runtime
+        if not files or not runtime.dest_path or "nodes" in runtime.compute_options:
+            return {}
+        # Hashing a large file takes a while: not in the event loop.
+        digests = await asyncio.to_thread(lambda: [runtime.computation.digest(f) for f in files])
+        # The node may have to hash large files itself (the first time): no time limit,
+        # as for setup; a node that goes away still ends the wait.
+        reply = await self._request(FilesQuery(runtime.dest_path, digests), (FilesHeld,), timeout=None)
+        assert isinstance(reply, FilesHeld)
+        if reply.error:
+            log.info("node %s could not tell which files it has: %s", self.label, reply.error)
+        held = set(reply.names)
+        return {d.name: d for d in digests if d.name in held}
 
     # -- messages ------------------------------------------------------------------------
     async def _request(self, msg: Message, expect: tuple[type[Message], ...],
@@ -401,6 +444,9 @@ class NodeSession:
         if isinstance(msg, FileSaved):
             self._file_reply(msg.error)
             return
+        if isinstance(msg, NodeJobs):
+            self._jobs_reply(msg)
+            return
         if isinstance(msg, ComputationClosed):
             if self.close_ack is not None and not self.close_ack.done():
                 self.close_ack.set_result(msg)
@@ -418,6 +464,13 @@ class NodeSession:
                 return
             if self.file_waiters and "SendFile" in msg.reason:  # a node that can't save files
                 self._file_reply(msg.reason)
+                return
+            if fut is not None and not fut.done() and self._expect == (FilesHeld,):
+                # A node that can't tell which files it has (an older one): it holds none.
+                fut.set_result(FilesHeld([], msg.reason))
+                return
+            if self.jobs_waiters and "NodeJobsRequest" in msg.reason:  # a node that can't tell
+                self._jobs_reply(None)
                 return
             if fut is not None and not fut.done():
                 fut.set_exception(_Unusable(f"node reported: {msg.reason}"))
@@ -444,6 +497,13 @@ class NodeSession:
             waiter = self.file_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(error)
+                return
+
+    def _jobs_reply(self, msg: NodeJobs | None) -> None:
+        while self.jobs_waiters:
+            waiter = self.jobs_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(msg)
                 return
 
     def _on_close(self, channel: aio.Channel, exc: BaseException | None) -> None:

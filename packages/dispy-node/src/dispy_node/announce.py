@@ -4,7 +4,7 @@ A client on another network never hears this node answer its broadcasts. Given
 ``--scheduler_node ADDR``, the node sends a sealed :class:`~dispy_core.messages.NodeAnnounce`
 datagram, by unicast only, to ``ADDR:--scheduler_port`` (the client port, 9700 by default):
 at start (twice, a moment apart, as UDP may drop one) and then every
-:data:`ANNOUNCE_INTERVAL` seconds, plus a little random jitter so that nodes started
+``--ping_interval`` (default :data:`ANNOUNCE_INTERVAL`) seconds, plus a little random jitter so that nodes started
 together don't stay in step, for as long as no client has a computation set up here. A
 JobCluster discovering nodes (wildcard ``nodes``) listens on its client port and connects
 to the announced address as if the node had answered its request.
@@ -66,6 +66,7 @@ class Announcer:
         self.port = port
         self.idle = idle
         self.target = (cfg.scheduler_node, cfg.scheduler_port)
+        self.interval = cfg.ping_interval or ANNOUNCE_INTERVAL
         self.sent = 0
 
     async def run(self) -> None:
@@ -82,13 +83,13 @@ class Announcer:
             sock.setblocking(False)
             sock.bind((local, 0))
             announced = cfg.announced_addr(local)
-            log.info("announcing %s:%s to %s:%s (--scheduler_node) while no client uses this node",
-                     announced, self.port, *self.target)
+            log.info("announcing %s:%s to %s:%s (--scheduler_node) every %g s while no client uses this node",
+                     announced, self.port, *self.target, self.interval)
             delays = [REPEAT_AFTER]
             while True:
                 if self.idle():
                     self._send(sock, announced)
-                delay = delays.pop() if delays else ANNOUNCE_INTERVAL + random.uniform(0, JITTER)
+                delay = delays.pop() if delays else self.interval + random.uniform(0, JITTER)
                 await asyncio.sleep(delay)
         finally:
             sock.close()

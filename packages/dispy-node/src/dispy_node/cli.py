@@ -26,8 +26,9 @@ from dispy_core import config, daemon_cli, inifile, netif, tls
 from dispy_core.errors import ConfigError
 
 from .__about__ import __version__
+from .announce import ANNOUNCE_INTERVAL
 from .console import Console
-from .options import NodeConfig, default_dest_path_prefix, default_ip_addr, machine_cpus, resolve_cpus
+from .options import NODE_PING_INTERVAL_MIN, NodeConfig, default_dest_path_prefix, default_ip_addr, machine_cpus, resolve_cpus
 from .server import Node
 
 __all__ = ["main", "build_parser", "config_from_args"]
@@ -44,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--cpus", type=int, default=None, metavar="N",
                    help="CPUs to use: N > 0 uses N (at most this machine's), N < 0 leaves -N unused; "
                         "default: all")
-    p.add_argument("-i", "--ip_addr", action="append", default=None, metavar="ADDR",
-                   help="address to serve on (repeatable); default: the address of the default route's "
-                        "interface, else of the first other interface that is up, else 127.0.0.1 (the "
-                        "choice is logged; a client on this host finds the node at any of them)")
+    p.add_argument("-i", "--ip_addr", "--host", dest="ip_addr", action="append", default=None, metavar="ADDR",
+                   help="address to serve on (repeatable; --host is another name); default: the address of "
+                        "the default route's interface, else of the first other interface that is up, else "
+                        "127.0.0.1 (the choice is logged; a client on this host finds the node at any of them)")
     p.add_argument("-p", "--node_port", type=int, default=None, metavar="N",
                    help=f"port for clients, TCP and UDP (default {config.node_port()}; 0 picks a free one)")
     p.add_argument("--ext_ip_addr", "--ext_host", dest="ext_ip_addr", action="append", default=None,
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler_port", type=int, default=None, metavar="N",
                    help=f"the client port --scheduler_node announcements go to (default {config.client_port()}, "
                         "or --dispy_port's)")
+    p.add_argument("--ping_interval", type=float, default=None, metavar="SEC",
+                   help=f"while no client uses the node, announce it to --scheduler_node every SEC seconds "
+                        f"(at least {NODE_PING_INTERVAL_MIN:g}; default {ANNOUNCE_INTERVAL:g}); without "
+                        "--scheduler_node the node announces itself nowhere (it never broadcasts)")
     p.add_argument("--name", default=None, help="name of this node (default: the host name)")
     p.add_argument("-s", "--secret", default="",
                    help="shared secret: only clients with the same secret may use this node")
@@ -77,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", action="store_true",
                    help="remove what earlier runs left under dest_path_prefix, at start")
     p.add_argument("--msg_timeout", type=float, default=config.MsgTimeout, metavar="SEC",
-                   help=f"seconds a peer has to complete the handshake (default {config.MsgTimeout:g})")
+                   help=f"timeout of socket I/O with clients: seconds a client has to complete the "
+                        f"handshake, and to take data the node is sending it before the connection is "
+                        f"closed as stuck (default {config.MsgTimeout:g})")
     p.add_argument("--max_file_size", default="0", metavar="N[k|m|g|t]",
                    help="largest file accepted from a client; 0 (default) means no limit")
     p.add_argument("--certfile", default=None, metavar="PATH",
@@ -89,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quit after serving computations from N clients (default -1: no limit)")
     p.add_argument("--client_shutdown", action="store_true",
                    help="let a computation's cleanup call dispynode_shutdown() to shut the node down")
+    p.add_argument("--force_cleanup", action="store_true",
+                   help="remove a computation's files when it closes even if its client asked to "
+                        "keep them (cleanup=False)")
     p.add_argument("--zombie_interval", type=float, default=60.0, metavar="MINUTES",
                    help="close the computations of a client that sent nothing for this long while "
                         "it has no jobs running (default 60)")
@@ -105,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe_setup", action="store_true",
                    help="accepted for compatibility with dispy 4.x; changes nothing here (setup "
                         "always runs in the computation's own process, whose globals jobs see)")
+    p.add_argument("--admin_secret", default=None, metavar="SECRET",
+                   help="(dispy's secret for dispyadmin, which is not built yet; refused with a message)")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="(dispy's module of node-wide globals: not supported yet; refused with a message)")
     daemon_cli.add_common_options(p, "dispynode", __version__, "node-specific ones: -i, -p, --name")
     return p
 
@@ -129,6 +143,12 @@ def _address(text: str, option: str = "--ip_addr") -> str:
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """Turn parsed arguments into a NodeConfig; raises ConfigError naming the bad option."""
+    if args.admin_secret is not None:
+        raise ConfigError("--admin_secret: dispyadmin (the web page that manages nodes) is not built yet; "
+                          "start dispynode without it (its terminal commands manage the node)")
+    if args.init is not None:
+        raise ConfigError("--init: node-wide globals from a module are not supported yet; give each "
+                          "computation what it needs with depends and setup")
     try:
         max_file_size = config.parse_size(args.max_file_size)
     except ValueError as exc:
@@ -153,6 +173,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         keyfile=args.keyfile,
         serve=args.serve,
         client_shutdown=args.client_shutdown,
+        force_cleanup=args.force_cleanup,
         zombie_interval=args.zombie_interval,
         service_start=args.service_start,
         service_stop=args.service_stop,
@@ -162,6 +183,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         ipv4_udp_multicast=args.ipv4_udp_multicast,
         scheduler_node=None if args.scheduler_node is None else _address(args.scheduler_node, "--scheduler_node"),
         scheduler_port=config.client_port(args.dispy_port) if args.scheduler_port is None else args.scheduler_port,
+        ping_interval=args.ping_interval,
         **kwargs,
     )
     if cfg.certfile is not None:
@@ -201,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))  # exits 2
     daemon_cli.start_logging("dispynode", cfg.debug)
+    if cfg.ping_interval is not None and cfg.scheduler_node is None:
+        log.warning("--ping_interval %g has no effect without --scheduler_node: this node announces "
+                    "itself only to that address (it never broadcasts); clients find it by asking",
+                    cfg.ping_interval)
     if not args.ip_addr:
         _log_chosen_address(cfg.ip_addrs[0])
     if args.unsafe_setup:
@@ -212,8 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _log_chosen_address(ip: str) -> None:
-    address, why = netif.choose_ip_addr()
-    log.info("no -i given: serving %s (%s)", ip, why if address == ip else "chosen at start")
+    address, why = netif.choose_ip_addr()  # asked again for the reason: the same answer
+    log.info("no -i given: serving %s%s", ip, f" ({why})" if address == ip else "")
 
 
 def _save(args: argparse.Namespace) -> int:

@@ -16,8 +16,10 @@ environment the original dispynode gives jobs:
 * per-job ``depends`` (functions, classes) injected into those globals for the job only;
   a per-job function also sees the computation's globals while the job runs, as it did
   in dispy 4.x, where it ran in the computation's namespace;
-* per-job files in a directory of their own (``dispy_job_path``), the job's working
-  directory while it runs, removed afterwards;
+* the job's working directory (``dispy_job_path``): the computation's directory, or for
+  a job with files of its own a directory of its own that shows the job's files and the
+  computation's by base name (:func:`dispy_node.paths.make_job_dir`), on ``sys.path``
+  (``PATH`` for programs) before the computation's directory, removed afterwards;
 * ``sys.stdout``/``sys.stderr`` captured as ``str`` for functions, the program's output
   as ``bytes`` for programs;
 * an exception (any ``BaseException``: ``SystemExit`` and ``KeyboardInterrupt`` too)
@@ -51,10 +53,10 @@ from dispy_core import config, serialization
 from dispy_core.messages import FileData, JobResult, JobSpec
 from dispy_core.status import JobStatus
 
-from .paths import make_job_dir, remove_tree, write_files
+from .paths import make_job_dir, remove_tree
 
 __all__ = ["Runtime", "run_job", "install_interrupt_handler", "set_interrupt_check",
-           "set_result_sender", "set_file_sender", "set_max_file_size", "send_file",
+           "set_result_sender", "set_file_sender", "set_max_file_size", "limit_file_size", "send_file",
            "format_user_exception", "NODE_MODULES", "provide_node_modules"]
 
 _MISSING = object()
@@ -86,6 +88,7 @@ _deferring = False  # a provisional result is being sent: SIGINT waits for the e
 _deferred = False  # a SIGINT arrived meanwhile
 _file_sender: Callable[[Any, str, FileData, float | None, bool], None] | None = None
 _max_file_size = 0  # dispynode --max_file_size (0: no limit)
+_limit_source = "this node's limit (dispynode --max_file_size)"  # what set _max_file_size
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -163,6 +166,16 @@ def set_max_file_size(size: int) -> None:
     _max_file_size = max(0, int(size))
 
 
+def limit_file_size(client_limit: Any) -> None:
+    """In a computation's host: the client's ``dispy.config.MaxFileSize`` (from
+    ``Compute.options``) lowers the limit of ``dispy_send_file`` for its jobs."""
+    global _max_file_size, _limit_source
+    if isinstance(client_limit, int) and not isinstance(client_limit, bool) and client_limit > 0 \
+            and (not _max_file_size or client_limit < _max_file_size):
+        _max_file_size = client_limit
+        _limit_source = "the client's limit (dispy.config.MaxFileSize)"
+
+
 def client_path(path: str) -> str:
     """Where the client saves a file sent from ``path``: the same relative path, or the
     base name for an absolute path or one that goes up (``..``); "" if there is none."""
@@ -192,9 +205,8 @@ def send_file(path: Any, relay: bool = False, timeout: float = config.MsgTimeout
             _JOB_LOGGER.warning("dispy_send_file: %r is not a regular file", path)
             return -1
         if _max_file_size and st.st_size > _max_file_size:
-            _JOB_LOGGER.warning("dispy_send_file: %r is %d bytes, more than this node's limit of %d "
-                                "bytes (dispynode --max_file_size); not sent", path, st.st_size,
-                                _max_file_size)
+            _JOB_LOGGER.warning("dispy_send_file: %r is %d bytes, more than %s of %d bytes; not sent",
+                                path, st.st_size, _limit_source, _max_file_size)
             return -1
         with open(path, "rb") as fh:
             data = fh.read()
@@ -256,6 +268,17 @@ class Runtime:
     comp_dir: str
     node_name: str
     ip_addr: str
+    jobs_root: str  # where jobs with files of their own get their directories
+
+
+def _forget_job_modules(job_dir: str) -> None:
+    """Modules a job imported from its own directory go with it: the next job may bring
+    a different file of the same name."""
+    inside = job_dir + os.sep
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path.startswith(inside):
+            del sys.modules[name]
 
 
 def run_job(rt: Runtime, spec: JobSpec) -> JobResult:
@@ -264,9 +287,9 @@ def run_job(rt: Runtime, spec: JobSpec) -> JobResult:
     start = time.time()
     try:
         if spec.files:
-            job_dir = make_job_dir(rt.comp_dir, spec.job_id)
-            write_files(job_dir, spec.files)
+            job_dir = make_job_dir(rt.jobs_root, rt.comp_dir, spec.job_id, spec.files)
             os.chdir(job_dir)
+            sys.path.insert(0, job_dir)
         if rt.kind == "program":
             return _run_program(rt, spec, job_dir)
         return _run_function(rt, spec, job_dir)
@@ -276,6 +299,9 @@ def run_job(rt: Runtime, spec: JobSpec) -> JobResult:
     finally:
         if job_dir != rt.comp_dir:
             os.chdir(rt.comp_dir)
+            while job_dir in sys.path:
+                sys.path.remove(job_dir)
+            _forget_job_modules(job_dir)
             remove_tree(job_dir)
 
 
@@ -350,8 +376,10 @@ def _run_program(rt: Runtime, spec: JobSpec, job_dir: str) -> JobResult:
     args, _kwargs = serialization.loads(spec.args)
     argv = [*rt.computation, *(str(a) for a in args)]
     env = dict(os.environ)
-    # Files shipped with the computation are runnable by name, as with the original node.
-    env["PATH"] = os.pathsep.join([rt.comp_dir, env.get("PATH", os.defpath)])
+    # Files shipped with the computation (and the job's own, first) are runnable by name,
+    # as with the original node.
+    path = [job_dir, rt.comp_dir] if job_dir != rt.comp_dir else [rt.comp_dir]
+    env["PATH"] = os.pathsep.join([*path, env.get("PATH", os.defpath)])
     env["DISPY_JOB_PATH"] = job_dir
     env["DISPY_NODE_NAME"] = rt.node_name
     env["DISPY_NODE_IP_ADDR"] = rt.ip_addr

@@ -3,14 +3,15 @@
 The zygote forks one host per computation. The host:
 
 1. connects to the main process (HostHello) and receives the client's Compute, with
-   ``dest_path`` replaced by the absolute directory the main process made for it;
-2. writes the computation's files there, makes it the working directory (and puts it on
-   ``sys.path``), unpickles ``{"computation", "depends", "setup", "cleanup"}``, injects
-   the depends objects under their ``__name__`` (and dispy 4.x's standard modules,
-   ``execute.NODE_MODULES``, where not defined) and runs ``setup(*setup_args)``;
-   it answers HostReady(error): setup must return 0, 1 or 2 (dispy's historical codes;
-   here every job is forked from this process, so setup's globals are always visible
-   and 1 and 2 mean the same as 0);
+   ``dest_path`` replaced by the absolute directory the main process made for it and
+   ``jobs_dir`` set to where its jobs' own directories go;
+2. writes the computation's files there (those in ``kept`` are there already), makes it
+   the working directory (and puts it on ``sys.path``), unpickles ``{"computation",
+   "depends", "setup", "cleanup"}``, injects the depends objects under their
+   ``__name__`` (and dispy 4.x's standard modules, ``execute.NODE_MODULES``, where not
+   defined) and runs ``setup(*setup_args)``; it answers HostReady(error): setup must
+   return 0, 1 or 2 (dispy's historical codes; here every job is forked from this
+   process, so setup's globals are always visible and 1 and 2 mean the same as 0);
 3. on SpawnWorker forks a worker (which inherits everything setup made) and reports
    WorkerStarted; reaps workers on SIGCHLD and reports WorkerExited with the exit code
    (negative: the signal that killed it);
@@ -45,9 +46,10 @@ from dispy_core.messages import (
 )
 
 from .__about__ import __version__
-from .execute import Runtime, format_user_exception, install_interrupt_handler, provide_node_modules
+from .execute import (Runtime, format_user_exception, install_interrupt_handler, limit_file_size,
+                      provide_node_modules)
 from .ipc import BlockingChannel
-from .paths import write_files
+from .paths import set_modes, write_files
 from .worker import worker_main
 
 __all__ = ["host_main", "STOP_WORKERS_TIMEOUT"]
@@ -103,21 +105,29 @@ class Host:
         os.chdir(comp_dir)
         sys.path.insert(0, comp_dir)
         self.process_per_job = compute.process_per_job
+        if isinstance(compute.options, dict):  # inherited by the workers forked from here
+            limit_file_size(compute.options.get("max_file_size"))
         payload = serialization.loads(compute.payload)
         computation = payload.get("computation")
         setup, self.cleanup = payload.get("setup"), payload.get("cleanup")
         self.setup_args = tuple(serialization.loads(compute.setup_args) or ())
+        jobs_root = compute.jobs_dir
+        assert jobs_root and os.path.isabs(jobs_root)
+        # Files the node already held (Compute.kept) are not written again; only their
+        # modes follow the client's copies.
+        executable = str(computation) if compute.kind == "program" else ""
+        write_files(comp_dir, compute.files, executable=executable)
+        set_modes(comp_dir, compute.kept, executable=executable)
         if compute.kind == "program":
-            write_files(comp_dir, compute.files, executable=str(computation))
-            argv = _program_argv(computation, comp_dir, [f.name for f in compute.files])
-            self.runtime = Runtime("program", argv, comp_dir, self.node_name, self.ip_addr)
+            shipped = [f.name for f in compute.files] + [f.name for f in compute.kept]
+            argv = _program_argv(computation, comp_dir, shipped)
+            self.runtime = Runtime("program", argv, comp_dir, self.node_name, self.ip_addr, jobs_root)
             namespaces: list[dict[str, Any]] = []
         else:
-            write_files(comp_dir, compute.files)
             if not callable(computation):
                 raise _SetupFailed(f"computation {compute.name!r} is not a function "
                                    f"(got {type(computation).__name__})")
-            self.runtime = Runtime("function", computation, comp_dir, self.node_name, self.ip_addr)
+            self.runtime = Runtime("function", computation, comp_dir, self.node_name, self.ip_addr, jobs_root)
             namespaces = _namespaces(computation, setup, self.cleanup)
             for ns in namespaces:
                 ns["dispynode_shutdown"] = self._make_shutdown()

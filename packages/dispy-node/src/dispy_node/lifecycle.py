@@ -65,7 +65,7 @@ from dispy_core.messages import (
 )
 from dispy_core.status import JobStatus
 
-from .paths import remove_tree
+from .paths import remove_job_dirs, remove_tree
 from .scheduler import Computation, Scheduler, Worker
 from .undelivered import ResultStore
 
@@ -109,6 +109,7 @@ class Comp(Computation):
     owner: Any = None  # that channel's Client record (kept while the client is gone)
     kind: str = "function"
     directory: str = ""
+    jobs_dir: str = ""  # its jobs' own directories (paths.make_jobs_root); always removed
     cleanup_files: bool = True
     ip_addr: str = ""
     setup_msg: Compute | None = None  # forwarded to the host once it connects
@@ -547,6 +548,8 @@ class Lifecycle:
                 log.warning("computation %s: %s", comp.compute_id, text)
         comp.jobs_done += 1
         self._job_failed(comp, spec, text)
+        if spec.files and comp.jobs_dir:  # the worker had no chance to remove its directory
+            self._background(asyncio.to_thread(remove_job_dirs, comp.jobs_dir, spec.job_id))
 
     # == hosts and the end of computations ===============================================
     def _setup_failed(self, comp: Comp, error: str) -> None:
@@ -638,6 +641,9 @@ class Lifecycle:
         """Hook: ``comp``'s setup or cleanup called ``dispynode_shutdown()``."""
 
     async def _remove_directory(self, comp: Comp) -> None:
+        if comp.jobs_dir:  # what killed jobs left: job files never outlive their computation
+            jobs_dir, comp.jobs_dir = comp.jobs_dir, ""
+            await asyncio.to_thread(remove_tree, jobs_dir)
         if not comp.cleanup_files or not comp.directory:
             return
         if any(c is not comp and c.directory == comp.directory for c in self.comps.values()):

@@ -19,7 +19,11 @@ from dispy_core.netif import announced_addr, check_ext_addrs, default_ip_addr
 
 from .service import ServiceWindow
 
-__all__ = ["NodeConfig", "machine_cpus", "resolve_cpus", "default_dest_path_prefix", "default_ip_addr"]
+__all__ = ["NodeConfig", "NODE_PING_INTERVAL_MIN", "machine_cpus", "resolve_cpus", "default_dest_path_prefix", "default_ip_addr"]
+
+
+#: Least --ping_interval (seconds), as in dispy.
+NODE_PING_INTERVAL_MIN = 10.0
 
 
 def machine_cpus() -> int:
@@ -67,6 +71,7 @@ class NodeConfig:
     keyfile: str | None = None
     serve: int = -1  # clients to serve before quitting; -1: no limit
     client_shutdown: bool = False
+    force_cleanup: bool = False  # remove computations' files at close even with cleanup=False
     zombie_interval: float = 60.0  # minutes
     # --service_start/--service_stop/--service_end as given (HH:MM); see service.py.
     service_start: str | None = None
@@ -77,6 +82,9 @@ class NodeConfig:
     ipv4_udp_multicast: bool = False  # join config.IPv4MulticastGroup for discovery
     scheduler_node: str | None = None  # announce this node there (NodeAnnounce datagrams)
     scheduler_port: int = field(default_factory=config.client_port)
+    # --ping_interval: seconds between announcements to scheduler_node while idle (None:
+    # announce.ANNOUNCE_INTERVAL).
+    ping_interval: float | None = None
 
     def __post_init__(self) -> None:
         if not self.ip_addrs:
@@ -103,6 +111,9 @@ class NodeConfig:
             raise ConfigError(f"invalid --scheduler_port {self.scheduler_port}: must be in 1..65535")
         if self.keyfile is not None and self.certfile is None:
             raise ConfigError("--keyfile needs --certfile (the certificate that goes with the key)")
+        if self.ping_interval is not None and not NODE_PING_INTERVAL_MIN <= self.ping_interval <= 1e6:
+            raise ConfigError(f"invalid --ping_interval {self.ping_interval:g}: must be at least "
+                              f"{NODE_PING_INTERVAL_MIN:g} seconds")
 
     @property
     def service_window(self) -> ServiceWindow | None:

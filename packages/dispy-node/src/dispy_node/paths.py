@@ -9,6 +9,18 @@ symbolic links may not lead out of the prefix), and files are created with
 
 The main process uses the checks and creates/removes directories; the host and worker
 processes write the files (they are the processes that work for the computation).
+
+Job directories (SPEC-NOTES, Execution): a job that brings files of its own
+(``dispy_job_depends``) runs in a directory of its own, so that no other job (of this
+computation or another, on another CPU or later) ever sees them. That directory holds
+the job's files and a symbolic link to every entry of the computation's directory made
+when the job starts (files of ``depends``, of ``cluster.send_file``, whatever setup
+wrote there, subdirectories), so both are visible by base name; a job
+file of the same name as a computation file hides it. Job directories live under
+``<prefix>/.jobs/<computation>-XXXX/``, outside every computation's directory: a
+computation's own listing (or another computation sharing its ``dest_path``) never shows
+them, and links made from the computation's directory can't lead into one. They are
+removed after the job, and what a killed job left with its computation.
 """
 
 from __future__ import annotations
@@ -24,6 +36,8 @@ from typing import Any
 
 from dispy_core.messages import FileData
 
+from .undelivered import DIRECTORY as UNDELIVERED_DIRECTORY
+
 __all__ = [
     "FileRefused",
     "check_file_name",
@@ -31,9 +45,15 @@ __all__ = [
     "prepare_prefix",
     "clean_prefix",
     "computation_dir",
+    "existing_dest_dir",
+    "set_modes",
     "write_files",
+    "make_jobs_root",
     "make_job_dir",
+    "JOBS_DIRECTORY",
     "remove_tree",
+    "remove_job_dirs",
+    "link_into_job_dirs",
     "PREFIX_MARKER",
 ]
 
@@ -42,6 +62,12 @@ log = logging.getLogger(__name__)
 #: Created in every prefix a node uses; ``--clean`` only empties prefixes that have it,
 #: so a mistyped ``--dest_path_prefix`` can't wipe an unrelated directory.
 PREFIX_MARKER = ".dispynode-prefix"
+
+#: Under the prefix: one directory per computation, holding its jobs' own directories.
+JOBS_DIRECTORY = ".jobs"
+
+#: Entries of the prefix that belong to the node, never a computation's dest_path.
+_RESERVED = frozenset({JOBS_DIRECTORY, UNDELIVERED_DIRECTORY, PREFIX_MARKER})
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -130,31 +156,54 @@ def _safe_label(text: str) -> str:
     return _UNSAFE_CHARS.sub("_", text)[:40].strip("._") or "computation"
 
 
-def computation_dir(prefix: str, dest_path: Any, name: str) -> str:
-    """Create (or reuse) a computation's directory under ``prefix``; returns its path.
-
-    ``dest_path`` from the client is made relative to the prefix; without one, a fresh
-    unique directory named after the computation is made.
-    """
+def _dest_parts(dest_path: Any) -> list[str]:
+    """A client's ``dest_path`` as path components under the prefix ([] for none)."""
     if dest_path is not None and not isinstance(dest_path, str):
         raise FileRefused(f"malformed dest_path {dest_path!r}: expected a string")
     rel = (dest_path or "").replace("\\", "/").lstrip("/")
-    if not rel:
-        return tempfile.mkdtemp(prefix=f"{_safe_label(name)}-", dir=prefix)
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if "\0" in rel or ".." in parts:
         raise FileRefused(
             f"refused dest_path {dest_path!r}: it must stay inside the node's "
             "dest_path_prefix (no '..')"
         )
-    if not parts:
-        return tempfile.mkdtemp(prefix=f"{_safe_label(name)}-", dir=prefix)
-    path = os.path.join(prefix, *parts)
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    if parts and parts[0] in _RESERVED:
+        raise FileRefused(f"refused dest_path {dest_path!r}: {parts[0]!r} is the node's own")
+    return parts
+
+
+def _inside(prefix: str, path: str, dest_path: Any) -> str:
     real = os.path.realpath(path)
     if os.path.commonpath([real, prefix]) != prefix or real == prefix:
         raise FileRefused(f"refused dest_path {dest_path!r}: it leads out of the node's dest_path_prefix")
     return real
+
+
+def computation_dir(prefix: str, dest_path: Any, name: str) -> str:
+    """Create (or reuse) a computation's directory under ``prefix``; returns its path.
+
+    ``dest_path`` from the client is made relative to the prefix; without one, a fresh
+    unique directory named after the computation is made.
+    """
+    parts = _dest_parts(dest_path)
+    if not parts:
+        return tempfile.mkdtemp(prefix=f"{_safe_label(name)}-", dir=prefix)
+    path = os.path.join(prefix, *parts)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return _inside(prefix, path, dest_path)
+
+
+def existing_dest_dir(prefix: str, dest_path: Any) -> str | None:
+    """The directory a computation with ``dest_path`` would reuse, if it exists (None
+    when it does not, or without a dest_path); creates nothing. Raises FileRefused as
+    :func:`computation_dir` does."""
+    parts = _dest_parts(dest_path)
+    if not parts:
+        return None
+    path = os.path.join(prefix, *parts)
+    if not os.path.isdir(path):
+        return None
+    return _inside(prefix, path, dest_path)
 
 
 def write_files(directory: str, files: Iterable[FileData], *, executable: str = "") -> None:
@@ -182,9 +231,87 @@ def write_files(directory: str, files: Iterable[FileData], *, executable: str = 
             os.utime(path, (f.mtime, f.mtime))
 
 
-def make_job_dir(comp_dir: str, job_id: Any) -> str:
-    """A fresh directory for one job's own files, inside the computation's directory."""
-    return tempfile.mkdtemp(prefix=f"job-{_safe_label(str(job_id))}-", dir=comp_dir)
+def set_modes(directory: str, files: Iterable[Any], *, executable: str = "") -> None:
+    """Give files already in ``directory`` (``Compute.kept``: not written again) the
+    modes the client's copies have, as :func:`write_files` would. A name that is not a
+    regular file there (a link planted meanwhile, say) is left alone."""
+    for f in files:
+        mode = f.mode & 0o777 or 0o644
+        if f.name == executable:
+            mode |= 0o700
+        try:
+            fd = os.open(os.path.join(directory, f.name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("could not set the mode of %s in %s: %s", f.name, directory, exc)
+            continue
+        try:
+            os.fchmod(fd, mode | 0o600)
+        finally:
+            os.close(fd)
+
+
+def make_jobs_root(prefix: str, name: str) -> str:
+    """A fresh directory under ``<prefix>/.jobs`` for one computation's job directories
+    (see the module docstring); the main process makes it and removes it at close."""
+    root = os.path.join(prefix, JOBS_DIRECTORY)
+    if not os.path.isdir(root):
+        os.makedirs(root, mode=0o711, exist_ok=True)
+        os.chmod(root, 0o711)  # like the prefix: computations can't list each other's
+    return tempfile.mkdtemp(prefix=f"{_safe_label(name)}-", dir=root)
+
+
+def make_job_dir(jobs_root: str, comp_dir: str, job_id: Any, files: Iterable[FileData]) -> str:
+    """A fresh directory for one job: its own ``files`` (already checked) plus a link to
+    each entry of ``comp_dir`` that the job's files don't hide; returns its path.
+
+    The links are made now: an entry added to the computation's directory while the job
+    runs is seen by the jobs that start after it (the node links files that
+    ``cluster.send_file`` delivers into running jobs' directories too, see
+    :func:`link_into_job_dirs`). Writing through a link writes the
+    computation's file (as a job running in that directory would); creating a file
+    creates it in the job's directory, removed with it.
+    """
+    path = tempfile.mkdtemp(prefix=f"job-{_safe_label(str(job_id))}-", dir=jobs_root)
+    try:
+        files = list(files)
+        write_files(path, files)
+        own = {f.name for f in files}
+        with os.scandir(comp_dir) as entries:
+            for entry in entries:
+                if entry.name not in own:
+                    try:
+                        os.symlink(entry.path, os.path.join(path, entry.name))
+                    except FileExistsError:
+                        pass  # linked meanwhile by link_into_job_dirs
+    except BaseException:
+        remove_tree(path)
+        raise
+    return path
+
+
+def link_into_job_dirs(jobs_root: str, comp_dir: str, name: str) -> None:
+    """A file just saved in ``comp_dir`` (``cluster.send_file``) shows in the directories of
+    the jobs running now too, except where the job has a file of that name."""
+    try:
+        job_dirs = [e.path for e in os.scandir(jobs_root) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for job_dir in job_dirs:
+        try:
+            os.symlink(os.path.join(comp_dir, name), os.path.join(job_dir, name))
+        except OSError:
+            pass  # the job has that name already, or just ended
+
+
+def remove_job_dirs(jobs_root: str, job_id: Any) -> None:
+    """Remove what a job whose worker died left in ``jobs_root`` (see make_job_dir)."""
+    start = f"job-{_safe_label(str(job_id))}-"
+    try:
+        entries = [e.path for e in os.scandir(jobs_root) if e.name.startswith(start)]
+    except OSError:
+        return
+    for path in entries:
+        remove_tree(path)
 
 
 def remove_tree(path: str) -> None:

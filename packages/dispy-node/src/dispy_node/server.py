@@ -17,6 +17,12 @@ edges: the listeners, the zygote process, and what clients and internal peers se
 
 One peer's failure (garbage, wrong secret, a crash of its processes) closes that peer's
 connection or fails that computation, never the node.
+
+``--msg_timeout`` bounds socket I/O with clients: a client has that long to complete
+the handshake, and a connection whose client has taken none of the data the node is
+sending it for that long is closed as stuck (:meth:`Node._io_check`), like a dropped
+one: its jobs go on and their results wait for it to come back (Resume) or for
+``recover_jobs``. An idle connection (nothing to send) is never timed out.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -36,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispy_core import config, tls
-from dispy_core.aio import Channel
+from dispy_core.aio import Channel, StallWatch
 from dispy_core.listen import ChannelServer
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
@@ -66,8 +73,12 @@ from dispy_core.messages import (
     JobResults,
     JobSpec,
     Message,
+    NodeJobs,
+    NodeJobsRequest,
     NodeLeaving,
     SendFile,
+    FilesHeld,
+    FilesQuery,
     SubmitJobs,
     Welcome,
     WorkerHello,
@@ -88,7 +99,18 @@ from .discovery import (
 from .ipc import internal_connection, new_address, new_token, peer_is_same_user
 from .lifecycle import CANCEL_GRACE, CLOSED, CLOSING, FAILED, READY, SETUP, Client, Comp, Lifecycle, kill_group, kill_process
 from .options import NodeConfig, machine_cpus, resolve_cpus
-from .paths import FileRefused, check_files, clean_prefix, computation_dir, prepare_prefix, write_files
+from .held import DigestCache, check_digests
+from .paths import (
+    FileRefused,
+    check_files,
+    clean_prefix,
+    computation_dir,
+    existing_dest_dir,
+    link_into_job_dirs,
+    make_jobs_root,
+    prepare_prefix,
+    write_files,
+)
 from .scheduler import Scheduler, Worker
 from .service import Action, ServiceClock
 from .sysinfo import SOFTWARE, avail_info, node_info, prime_cpu_percent, python_version_error
@@ -125,6 +147,7 @@ class Node(Lifecycle):
         self.clients: set[Channel] = set()
         self._listener: ChannelServer | None = None
         self._udp: list[asyncio.DatagramTransport] = []
+        self.node_id = secrets.token_hex(8)  # in discovery replies (see messages.DiscoverReply)
         self._internal: asyncio.AbstractServer | None = None
         self._zygote_proc: subprocess.Popen[bytes] | None = None
         self._zygote: Channel | None = None
@@ -138,6 +161,8 @@ class Node(Lifecycle):
             self._ssl = tls.server_context(cfg.certfile, cfg.keyfile)  # ConfigError if unusable
         self.served = 0  # clients whose computations all closed (--serve)
         self._zombie_timer: asyncio.TimerHandle | None = None
+        self._io_timer: asyncio.TimerHandle | None = None
+        self._stalls = StallWatch(cfg.msg_timeout)
         # Why jobs are held (none start): "operator" (console stop), "service"
         # (--service_stop/--service_end). See the operator section at the end.
         self.holds: set[str] = set()
@@ -145,6 +170,7 @@ class Node(Lifecycle):
         window = cfg.service_window
         self.service: ServiceClock | None = ServiceClock(window) if window is not None else None
         self._announcer: asyncio.Task[None] | None = None  # --scheduler_node
+        self.digests = DigestCache()  # files already here, for FilesQuery and Compute.kept
 
     # == life of the node ================================================================
     async def run(self, on_started: Callable[[Node], None] | None = None) -> None:
@@ -178,6 +204,7 @@ class Node(Lifecycle):
             announcer = Announcer(cfg, self.listening[0][1], lambda: not self.comps and self.accepting)
             self._announcer = self._loop.create_task(announcer.run())
         self._zombie_timer = self._loop.call_later(self._zombie_period(), self._zombie_check)
+        self._io_timer = self._loop.call_later(self._io_period(), self._io_check)
         if self.service is not None:
             log.info("service window: %s", self.service.window.describe())
             self._service_tick()
@@ -245,6 +272,8 @@ class Node(Lifecycle):
         log.info("dispynode %s shutting down", self.cfg.name)
         if self._zombie_timer is not None:
             self._zombie_timer.cancel()
+        if self._io_timer is not None:
+            self._io_timer.cancel()
         if self._announcer is not None:
             self._announcer.cancel()
         self._close_listeners()
@@ -395,12 +424,16 @@ class Node(Lifecycle):
                 pass  # it is alive: last_seen is refreshed above
             elif t is Compute:
                 self._compute(ch, msg)  # type: ignore[arg-type]
+            elif t is FilesQuery:
+                self._background(self._files_query(ch, msg))  # type: ignore[arg-type]
             elif t is CancelJob:
                 self._cancel(ch, msg)  # type: ignore[arg-type]
             elif t is CloseComputation:
                 self._close_request(ch, msg)  # type: ignore[arg-type]
             elif t is SendFile:
                 self._send_file(ch, msg, self._owned(ch, msg.compute_id))  # type: ignore[arg-type, attr-defined]
+            elif t is NodeJobsRequest:
+                self._node_jobs(ch, msg)  # type: ignore[arg-type]
             else:
                 ch.send(ErrorReport(f"{t.__name__} is not a request dispynode serves"))
         except Exception as exc:
@@ -465,17 +498,79 @@ class Node(Lifecycle):
                                 compute_id))
             ch.close()
 
+    def _node_jobs(self, ch: Channel, msg: NodeJobsRequest) -> None:
+        """node_jobs(from_node=True): the computation's jobs running here now (each
+        worker runs the first job of its queue; the others wait behind it)."""
+        cid = msg.compute_id if isinstance(msg.compute_id, str) else ""
+        comp = self._owned(ch, cid)
+        if comp is None:
+            ch.send(NodeJobs(cid, [], f"computation {cid} is not this client's on node {self.cfg.name}"))
+            return
+        running = [w.queue[0] for w in comp.workers.values() if w.queue and not w.gone]
+        ch.send(NodeJobs(cid, [spec.job_id for spec in running]))
+
     def _owned(self, ch: Channel, compute_id: Any) -> Comp | None:
         comp = self.comps.get(compute_id) if isinstance(compute_id, str) else None
         return comp if comp is not None and comp.client is ch else None
 
-    def _compute(self, ch: Channel, msg: Compute) -> None:
+    async def _files_query(self, ch: Channel, msg: FilesQuery) -> None:
+        """Which of the client's files this node holds identical in its dest_path (see
+        held.py); hashing runs in a thread."""
+        try:
+            wanted = check_digests(msg.files, "FilesQuery")
+            directory = existing_dest_dir(self.prefix, msg.dest_path)
+            names = await asyncio.to_thread(self.digests.held, directory, wanted)
+            error = ""
+        except (FileRefused, OSError) as exc:
+            names, error = [], str(exc)
+            log.info("file query from %s: %s", ch.peer, error)
+        log.debug("file query from %s for %r: %d of %d files held", ch.peer, msg.dest_path,
+                  len(names), len(msg.files) if isinstance(msg.files, list) else 0)
+        if not ch.closed:
+            ch.send(FilesHeld(names, error))
+
+    async def _check_kept(self, ch: Channel, msg: Compute) -> None:
+        """A Compute with files the client did not send (Compute.kept): they must still
+        be here, identical, before the computation is set up (hashing runs in a thread,
+        and usually hits the cache that the FilesQuery just filled)."""
+        cid = msg.compute_id if isinstance(msg.compute_id, str) else ""
+        try:
+            kept = check_digests(msg.kept, "Compute.kept")
+            sent = {getattr(f, "name", "") for f in msg.files} if isinstance(msg.files, list) else set()
+            twice = sorted(k.name for k in kept if k.name in sent)
+            if twice:
+                raise FileRefused(f"malformed Compute: {twice} both sent and kept")
+            directory = existing_dest_dir(self.prefix, msg.dest_path)
+            if directory is None:
+                raise FileRefused("malformed Compute: files kept without a dest_path that exists here")
+            missing = await asyncio.to_thread(self.digests.missing, directory, kept)
+        except (FileRefused, OSError) as exc:
+            log.info("refused computation %r from %s: %s", msg.name, ch.peer, exc)
+            if not ch.closed:
+                ch.send(ComputeFailed(cid, str(exc)))
+            return
+        if ch.closed:
+            return
+        if missing:
+            log.info("computation %r from %s: files %s changed here since the client asked; "
+                     "it has to send them", msg.name, ch.peer, missing)
+            ch.send(ComputeFailed(cid, f"files {missing} changed on node {self.cfg.name} since the "
+                                       "client checked them", missing))
+            return
+        log.info("computation %r from %s: kept %d file(s) already in %s (not sent again): %s", msg.name,
+                 ch.peer, len(kept), directory, ", ".join(k.name for k in kept))
+        self._compute(ch, msg, kept_checked=True)
+
+    def _compute(self, ch: Channel, msg: Compute, kept_checked: bool = False) -> None:
         cid = msg.compute_id
 
         def refuse(error: str) -> None:
             log.info("refused computation %r from %s: %s", msg.name, ch.peer, error)
             ch.send(ComputeFailed(cid if isinstance(cid, str) else "", error))
 
+        if msg.kept and not kept_checked:
+            self._background(self._check_kept(ch, msg))  # then here again
+            return
         if not isinstance(cid, str) or not cid or not isinstance(msg.name, str):
             return refuse("malformed Compute: compute_id and name must be strings")
         if msg.kind not in ("function", "program"):
@@ -500,6 +595,7 @@ class Node(Lifecycle):
         try:
             check_files(msg.files, self.cfg.max_file_size)
             directory = computation_dir(self.prefix, msg.dest_path, msg.name)
+            jobs_dir = make_jobs_root(self.prefix, msg.name)
         except (FileRefused, OSError) as exc:
             return refuse(str(exc))
         want = msg.cpus if isinstance(msg.cpus, int) and msg.cpus > 0 else self.cfg.cpus
@@ -507,8 +603,11 @@ class Node(Lifecycle):
         comp = Comp(cid, msg.name, min(want, self.cfg.cpus), bool(msg.process_per_job),
                     client=ch, owner=ch.user, kind=msg.kind, directory=directory,
                     pulse_interval=max(0.0, min(float(pulse), 3600.0)),
-                    cleanup_files=msg.cleanup_files is not False, ip_addr=ch.user.ip_addr,
-                    setup_msg=dataclasses.replace(msg, dest_path=directory))
+                    # --force_cleanup overrides a client's cleanup=False
+                    cleanup_files=msg.cleanup_files is not False or self.cfg.force_cleanup,
+                    ip_addr=ch.user.ip_addr,
+                    jobs_dir=jobs_dir,
+                    setup_msg=dataclasses.replace(msg, dest_path=directory, jobs_dir=jobs_dir))
         options = msg.options if isinstance(msg.options, dict) else {}
         key = options.get("attach_key")
         if isinstance(key, str) and len(key) >= 32:  # from dispyscheduler: its client may Attach
@@ -702,6 +801,9 @@ class Node(Lifecycle):
                 raise FileRefused(f"computation {comp.compute_id} is closing")
             await asyncio.to_thread(write_files, directory, [msg.file])
             log.debug("saved %s for computation %s", msg.file.name, comp.compute_id)
+            for c in list(self.comps.values()):  # running jobs see it too (paths.make_job_dir)
+                if c.directory == directory and c.jobs_dir:
+                    await asyncio.to_thread(link_into_job_dirs, c.jobs_dir, directory, msg.file.name)
         except (OSError, FileRefused) as exc:
             error = f"could not save {msg.file.name!r}: {exc}"
             log.warning("computation %s: %s", comp.compute_id, error)
@@ -727,6 +829,20 @@ class Node(Lifecycle):
         log.info("computation %s (%r) called dispynode_shutdown(): shutting down after its cleanup",
                  comp.compute_id, comp.name)
         self.stop()  # the close in progress finishes first (shutdown waits for it)
+
+    def _io_period(self) -> float:
+        return max(0.25, self.cfg.msg_timeout / 4)
+
+    def _io_check(self) -> None:
+        """--msg_timeout: close client connections whose peer took none of the data
+        waiting for it for that long (a frozen or vanished client, a dead path); see the
+        module docstring."""
+        self._io_timer = self._loop.call_later(self._io_period(), self._io_check)
+        for ch, waiting, idle in self._stalls.stuck(self.clients, time.monotonic()):
+            log.warning("closing connection from %s: it took none of the %d bytes waiting for it in "
+                        "%.1f s (--msg_timeout); its jobs go on and their results are kept for it",
+                        ch.peer, waiting, idle)
+            ch.abort()
 
     def _zombie_period(self) -> float:
         return min(60.0, self.cfg.zombie_interval * 60 / 4)
@@ -837,7 +953,7 @@ class Node(Lifecycle):
             if ip is None or not self.accepting:  # no point finding a node that refuses
                 return None
             return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
-                                 self.cfg.cpus)
+                                 self.cfg.cpus, self.node_id)
 
         return make
 
@@ -849,7 +965,7 @@ class Node(Lifecycle):
             if not self.accepting:
                 return None
             return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
-                                 self.cfg.cpus)
+                                 self.cfg.cpus, self.node_id)
 
         return make
 

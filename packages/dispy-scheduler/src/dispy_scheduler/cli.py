@@ -63,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Share dispy nodes between several clients (SharedJobCluster) at once.",
     )
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages (a trace of execution)")
-    p.add_argument("-i", "--ip_addr", action="append", default=None, metavar="ADDR",
+    p.add_argument("-i", "--ip_addr", "--host", dest="ip_addr", action="append", default=None, metavar="ADDR",
                    help="address to serve on (repeatable; the first is the one used toward nodes and "
                         "clients); default: the address of the default route's interface, else of the "
                         "first other interface that is up, else 127.0.0.1 (the choice is logged)")
-    p.add_argument("--ext_ip_addr", action="append", default=None, metavar="ADDR",
+    p.add_argument("--ext_ip_addr", "--ext_host", dest="ext_ip_addr", action="append", default=None, metavar="ADDR",
                    help="address to announce instead of the -i address, e.g. a NAT gateway's that "
                         "forwards the scheduler's ports here (repeatable: one per -i address, in order)")
     p.add_argument("-p", "--port", type=int, default=None, metavar="N",
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dispy_port", type=int, default=None, metavar="N",
                    help=f"base of the port family (default {config.DispyPort}): -p defaults to N, "
                         "--node_port to N + 1 and --scheduler_port to N + 2")
-    p.add_argument("-n", "--nodes", action="append", default=None, metavar="HOST[:PORT]",
+    p.add_argument("-n", "--nodes", "--node", dest="nodes", action="append", default=None, metavar="HOST[:PORT]",
                    help="a node to use (repeatable): host name or IP address, optionally with its port; "
                         "when given, the scheduler contacts exactly these and never broadcasts")
     p.add_argument("--node_secret", default="",
@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", action="store_true",
                    help="remove what earlier runs left under dest_path_prefix, at start")
     p.add_argument("--msg_timeout", type=float, default=config.MsgTimeout, metavar="SEC",
-                   help=f"seconds a peer has to answer (default {config.MsgTimeout:g})")
+                   help=f"timeout of socket I/O (default {config.MsgTimeout:g}): seconds a peer has to answer "
+                        "or complete the handshake, and a client connection whose client takes none of "
+                        "the data waiting for it for that long is closed as stuck (it may resume)")
     p.add_argument("--dest_path_prefix", default=None, metavar="PATH",
                    help="directory where results that could not be delivered are kept "
                         f"(default {default_dest_path_prefix()})")
@@ -128,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipv4_udp_multicast", action="store_true",
                    help=f"send IPv4 discovery to multicast group {config.IPv4MulticastGroup} instead of "
                         "broadcasting it")
+    p.add_argument("--httpd", action="store_true",
+                   help="(dispy's web monitor of the shared clusters: not built yet; refused with a message)")
     daemon_cli.add_common_options(p, "dispyscheduler", __version__, "host-specific ones: -i, --ext_ip_addr")
     return p
 
@@ -142,6 +146,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
     """Turn parsed arguments into a SchedulerConfig; raises ConfigError naming the bad
     option. The TLS files are loaded, so that a bad one is reported before starting."""
+    if args.httpd:
+        raise ConfigError("--httpd: the web monitor (dispy.httpd) is not built yet; start dispyscheduler "
+                          "without it (the terminal's 'status' command shows the nodes and clusters)")
     try:
         max_file_size = config.parse_size(args.max_file_size)
     except ValueError as exc:
@@ -224,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))  # exits 2
     daemon_cli.start_logging("dispyscheduler", cfg.debug)
     if not args.ip_addr:
-        address, why = netif.choose_ip_addr()
-        log.info("no -i given: serving %s (%s)", cfg.ip_addrs[0], why if address == cfg.ip_addrs[0] else "chosen at start")
+        address, why = netif.choose_ip_addr()  # asked again for the reason: the same answer
+        log.info("no -i given: serving %s%s", cfg.ip_addrs[0], f" ({why})" if address == cfg.ip_addrs[0] else "")
     return daemon_cli.run_daemon("dispyscheduler", args, lambda interactive: _serve(cfg, interactive), log)
 
 

@@ -115,7 +115,9 @@ class ClusterEngine(Engine[SchedJob]):
             pulse_interval=daemon.node_pulse_interval, reentrant=cluster.reentrant,
             ipv4_udp_multicast=cfg.ipv4_udp_multicast, ping_interval=cfg.ping_interval,
             sched=daemon.sched, thread=daemon.loop_ref,
-            compute_options={"attach_key": cluster.attach_key, "attach_macs": daemon.attach_macs},
+            compute_options={"attach_key": cluster.attach_key, "attach_macs": daemon.attach_macs,
+                             # the client's dispy.config.MaxFileSize, for its jobs' dispy_send_file
+                             "max_file_size": cluster.max_file_size},
         )
         self.auto_ack = False  # results are acknowledged to nodes once the client has them
         if compute.python_version:
@@ -220,6 +222,8 @@ class SharedCluster:
         self.exclusive = bool(options.get("exclusive", False))
         self.reentrant = bool(options.get("reentrant", False))
         self.ships_code = bool(options.get("ships_code", True))
+        limit = options.get("max_file_size")
+        self.max_file_size = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 0
         self.node_data = options.get("nodes")
         self.state = "waiting"  # -> "running" -> "closed"
         self.engine: ClusterEngine | None = None
@@ -323,8 +327,23 @@ class SharedCluster:
         self.engine.cancel(job)
 
     async def node_request(self, msg: NodeRequest) -> None:
+        if msg.op == "node_jobs":
+            self.send(await self._node_jobs(msg))
+            return
         status, error = await self._node_request(msg)
         self.send(NodeReply(self.compute_id, msg.req_id, status, error))
+
+    async def _node_jobs(self, msg: NodeRequest) -> NodeReply:
+        """node_jobs(from_node=True) of the client: ask the node, answer with the client's
+        ids of the jobs it runs for this cluster."""
+        engine = self.engine
+        key = engine.node_key(msg.node) if engine is not None and isinstance(msg.node, str) and msg.node else None
+        if engine is None or self.closing or key is None:
+            return NodeReply(self.compute_id, msg.req_id, -1, f"node {msg.node!r} does not serve this cluster")
+        jobs = await engine.node_jobs_from_node(key)
+        if jobs is None:
+            return NodeReply(self.compute_id, msg.req_id, -1, f"node {msg.node} did not tell its jobs")
+        return NodeReply(self.compute_id, msg.req_id, len(jobs), "", [job.cid for job in jobs])
 
     async def _node_request(self, msg: NodeRequest) -> tuple[int, str]:
         engine = self.engine

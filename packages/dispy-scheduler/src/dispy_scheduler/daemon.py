@@ -37,7 +37,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from dispy_core import config, messages, tls
-from dispy_core.aio import Channel
+from dispy_core.aio import Channel, StallWatch
 from dispy_core.connection import Connection
 from dispy_core.discovery import Discovery
 from dispy_core.engine import RESUME_WINDOW, LoopThread
@@ -88,10 +88,10 @@ SOFTWARE = f"dispyscheduler {__version__} / Python {platform.python_version()}"
 class _Known:
     """A node the scheduler knows of (from discovery): what Engine._on_discovered reads."""
 
-    __slots__ = ("ip_addr", "port", "name")
+    __slots__ = ("ip_addr", "port", "name", "node_id")
 
-    def __init__(self, ip_addr: str, port: int, name: str) -> None:
-        self.ip_addr, self.port, self.name = ip_addr, port, name
+    def __init__(self, ip_addr: str, port: int, name: str, node_id: str = "") -> None:
+        self.ip_addr, self.port, self.name, self.node_id = ip_addr, port, name, node_id
 
 
 def attach_tls(node_certfile: str | None, cluster_certfile: str | None) -> bool | None:
@@ -151,6 +151,7 @@ class Daemon:
         self._server: ChannelServer | None = None
         self._discovery: Discovery | None = None
         self.results_dir = os.path.join(cfg.dest_path_prefix, "results")
+        self._stalls = StallWatch(cfg.msg_timeout)  # --msg_timeout on I/O with clients
 
     # == life ==============================================================================
     async def run(self, started: Callable[[Daemon], None] | None = None) -> None:
@@ -458,6 +459,13 @@ class Daemon:
                     cluster.next_pulse = now + cluster.pulse_interval
                     queued, running = cluster.counts()
                     cluster.send(Pulse(cluster.compute_id, running))
+            channels = [c.channel for c in self.clusters.values() if c.channel is not None]
+            for ch, waiting, idle in self._stalls.stuck(channels, now):
+                # a client that takes nothing (frozen, cut off): closed as a dropped one, so
+                # that it can come back and resume, or is given up after the window
+                log.warning("closing connection from client %s: it took none of the %d bytes waiting for it "
+                            "in %.1f s (--msg_timeout)", peer_text(ch.peer), waiting, idle)
+                ch.abort()
             if now - last_sweep > 60.0:
                 last_sweep = now
                 _Orphan.expire(self.results_dir, zombie)
@@ -503,7 +511,7 @@ class Daemon:
             engine._on_discovered(rec)
 
     def _found(self, reply: Any) -> None:
-        rec = _Known(reply.ip_addr, reply.port, reply.name)
+        rec = _Known(reply.ip_addr, reply.port, reply.name, reply.node_id)
         self.known[(rec.ip_addr, rec.port)] = rec
         for engine in list(self.watchers):
             engine._on_discovered(rec)
