@@ -375,3 +375,35 @@ def test_shared_cluster_node_specs_travel_as_data(tmp_path) -> None:
     assert [(d["host"], d["port"], d["cpus"]) for d in data] == [("127.0.0.5", 9000, 2), ("127.0.0.*", 9701, 0)]
     assert data[0]["files"][0].name == "dep.txt" and bytes(data[0]["files"][0].data) == b"x"
     assert data[0]["setup_args"] and not data[1]["files"]
+
+
+_LOG_PROGRAM = """
+import logging, sys, dispy
+from dispy_core.testing import unused_port
+if sys.argv[1] == "configured":
+    logging.basicConfig(format="app: %(message)s")
+level = dispy.logger.WARNING if sys.argv[1] == "warning" else dispy.logger.DEBUG
+cluster = dispy.JobCluster(abs, nodes=[f"127.0.0.1:{unused_port()}"], loglevel=level)
+dispy.logger.info("message-from-the-cluster")
+cluster.close(timeout=5, terminate=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["unconfigured", "configured", "warning"])
+def test_loglevel_is_seen_on_stderr_like_dispy4_without_doubling(mode: str) -> None:
+    # dispy 4.x printed its log to stderr: a program that sets loglevel and configures no
+    # logging sees dispy's messages there; one that configures logging sees them once,
+    # through its own handler; and the level still filters.
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _LOG_PROGRAM, mode], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    count = proc.stderr.count("message-from-the-cluster")
+    if mode == "warning":
+        assert count == 0, proc.stderr
+    else:
+        assert count == 1, proc.stderr
+        prefix = "app: " if mode == "configured" else " dispy INFO: "
+        assert prefix + "message-from-the-cluster" in proc.stderr, proc.stderr

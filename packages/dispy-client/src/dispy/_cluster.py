@@ -28,7 +28,7 @@ from dispy_core.status import JobStatus
 from ._callbacks import CallbackThread
 from ._computation import build_computation, check_timeout, file_data, job_spec
 from ._job import DispyJob
-from ._log import set_level
+from ._log import set_level, show_if_unconfigured
 from ._recover import RecoverFile, default_recover_path
 from ._runtime import Runtime
 from ._status import ClusterStatus, format_status
@@ -170,6 +170,7 @@ class JobCluster:
         if depends is not None and not isinstance(depends, (list, tuple)):
             raise ConfigError(f"depends must be a list, not {type(depends).__name__}")
         set_level(loglevel)
+        show_if_unconfigured()
         if keyfile is not None and certfile is None:
             raise ConfigError("keyfile needs certfile (the certificate that goes with the key)")
         ssl_context = tls.client_context(certfile, keyfile) if certfile is not None else None

@@ -1,15 +1,21 @@
 """``dispy.logger``: the "dispy" logger, with the level names the documentation uses.
 
 Users write ``loglevel=dispy.logger.DEBUG``; a plain :class:`logging.Logger` has no such
-attributes, so the "dispy" logger gets them from a subclass that adds nothing else (no
-state, no handlers: configuring handlers is the application's business).
+attributes, so the "dispy" logger gets them from a subclass that adds nothing else.
+
+Where the messages go is the application's business, with one exception for dispy 4.x
+programs: dispy 4.x printed its log to stderr by itself, so a program that passes
+``loglevel=dispy.logger.DEBUG`` and configures no logging expects to see the messages.
+:func:`show_if_unconfigured` (called when a cluster is created) gives such programs a
+stderr handler on the "dispy" logger, which stays silent as soon as the application
+configures logging itself (a handler on the root logger), so nothing is printed twice.
 """
 
 from __future__ import annotations
 
 import logging
 
-__all__ = ["logger", "DispyLogger", "set_level"]
+__all__ = ["logger", "DispyLogger", "set_level", "show_if_unconfigured"]
 
 
 class DispyLogger(logging.Logger):
@@ -47,3 +53,26 @@ def set_level(level: int | str) -> None:
             raise ConfigError(f"unknown log level {level!r}: use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         level = number
     logger.setLevel(level)
+
+
+class _FallbackHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr, for programs that configured no logging; silent once the root logger has a
+    handler (the application's configuration then takes the messages)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
+_fallback: _FallbackHandler | None = None
+
+
+def show_if_unconfigured() -> None:
+    """Print the "dispy" logger's messages to stderr if nothing else would show them: no
+    handler on the root logger nor on the "dispy" logger (see the module docstring)."""
+    global _fallback
+    if _fallback is not None or logger.handlers or logging.getLogger().handlers:
+        return
+    _fallback = _FallbackHandler()  # sys.stderr
+    _fallback.setFormatter(logging.Formatter("%(asctime)s dispy %(levelname)s: %(message)s"))
+    logger.addHandler(_fallback)
