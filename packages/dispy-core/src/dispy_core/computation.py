@@ -27,10 +27,14 @@ class Computation:
     #: Python code travels (a function, setup/cleanup functions or depends objects): the
     #: node must run the same Python minor version to load it.
     ships_code: bool = True
+    #: {file name: text} of the files the payload's by-value code comes from
+    #: (Compute.sources; see dispy_core.sources).
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
-        return payload_size(self.payload) + sum(len(f.data) for f in self.files)
+        return (payload_size(self.payload) + sum(len(f.data) for f in self.files)
+                + sum(len(text) for text in self.sources.values()))
 
 
 def payload_size(buffers: list[Any] | None) -> int:

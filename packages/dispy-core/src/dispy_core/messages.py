@@ -302,6 +302,9 @@ class Compute(Message):
     #: "files": [FileData], "setup_args": payload}), "exclusive", "reentrant",
     #: "ships_code". Nodes ignore it.
     options: dict[str, Any] = field(default_factory=dict)
+    #: {file name: text} of the files the payload's by-value code comes from, so that
+    #: tracebacks on the node show source lines (see dispy_core.sources).
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 @_message(13)
@@ -325,6 +328,8 @@ class JobSpec:
     depends: Payload | None = None  # cloudpickled list of per-job functions/classes
     timeout: float | None = None  # seconds it may run (from its start on the node); None: no bound
     node: str | None = None  # SharedJobCluster -> dispyscheduler only: the node it must run on (IP)
+    #: As Compute.sources, for files only this job's depends or arguments use.
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 @_record

@@ -343,6 +343,7 @@ class NodeSession:
             python_version=runtime.python_version,
             pulse_interval=runtime.node_pulse_interval,
             options=runtime.compute_options,
+            sources=runtime.computation.sources,
         )
         sent = runtime.computation.size + sum(len(f.data) for f in files[len(runtime.computation.files):])
         # Setup runs the user's setup function on the node: no time limit, as always.

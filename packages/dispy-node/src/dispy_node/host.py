@@ -5,7 +5,8 @@ The zygote forks one host per computation. The host:
 1. connects to the main process (HostHello) and receives the client's Compute, with
    ``dest_path`` replaced by the absolute directory the main process made for it;
 2. writes the computation's files there, makes it the working directory (and puts it on
-   ``sys.path``), unpickles ``{"computation", "depends", "setup", "cleanup"}``, injects
+   ``sys.path``), registers the source text the client sent (``Compute.sources``, so
+   that tracebacks of setup, jobs and cleanup show the user's lines), unpickles ``{"computation", "depends", "setup", "cleanup"}``, injects
    the depends objects under their ``__name__`` and runs ``setup(*setup_args)``;
    it answers HostReady(error): setup must return 0, 1 or 2 (dispy's historical codes;
    here every job is forked from this process, so setup's globals are always visible
@@ -42,6 +43,7 @@ from dispy_core.messages import (
     WorkerExited,
     WorkerStarted,
 )
+from dispy_core.sources import install_sources
 
 from .__about__ import __version__
 from .execute import Runtime, format_user_exception, install_interrupt_handler
@@ -102,6 +104,9 @@ class Host:
         os.chdir(comp_dir)
         sys.path.insert(0, comp_dir)
         self.process_per_job = compute.process_per_job
+        # Before any user code runs, in this process: workers fork from it and inherit
+        # the sources (the main process checked the field).
+        install_sources(compute.sources)
         payload = serialization.loads(compute.payload)
         computation = payload.get("computation")
         setup, self.cleanup = payload.get("setup"), payload.get("cleanup")
