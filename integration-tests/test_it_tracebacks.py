@@ -5,7 +5,8 @@ methods, whatever cloudpickle version is installed (3.1.3 and later name every c
 object they pickle ``<dynamic-code>``); and for code from ``python -c``, which has no
 file, its ``<string>`` name and line numbers, as Python's own tracebacks.
 
-The client programs run as real subprocesses against a real dispynode on 127.0.0.1. The
+The client programs run as real subprocesses against a real dispynode on 127.0.0.1 (and
+through a real dispyscheduler, which is given its node with ``-n``). The
 program moves its files away once its jobs are submitted (and before they may run), so
 the node can't read them from the client's disk: what the tracebacks show came with the
 computation and the jobs.
@@ -13,12 +14,15 @@ computation and the jobs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import textwrap
 
-from dispy_core.testing import NodeProcess
+import pytest
+
+from dispy_core.testing import NodeProcess, SchedulerProcess
 
 PROGRAM = textwrap.dedent('''
     import json, os, sys, time
@@ -60,9 +64,14 @@ PROGRAM = textwrap.dedent('''
             return Thing().explode()  # <<call_method>>
         raise ValueError(f"compute fails for {n}")  # <<compute>>
 
-    node, gate, moved = sys.argv[1], sys.argv[2], sys.argv[3]
-    cluster = dispy.JobCluster(compute, nodes=[node], depends=[dep_fail, tbhelpers, Thing],
-                               loglevel=dispy.logger.WARNING)
+    node, gate, moved, scheduler = sys.argv[1:5]
+    depends = [dep_fail, tbhelpers, Thing]
+    if scheduler:  # through dispyscheduler, which passes the sources on to its nodes
+        cluster = dispy.SharedJobCluster(compute, scheduler_node=scheduler, host="127.0.0.1",
+                                         depends=depends, loglevel=dispy.logger.WARNING)
+    else:
+        cluster = dispy.JobCluster(compute, nodes=[node], depends=depends,
+                                   loglevel=dispy.logger.WARNING)
     jobs = {n: cluster.submit(n, gate) for n in (0, 1, 2, 5, 6, 7)}
     jobs[3] = cluster.submit(3, gate, dispy_job_depends=[job_fail])
     jobs[4] = cluster.submit(4, gate, dispy_job_depends=[jobhelpers.job_helper_fail])
@@ -100,16 +109,24 @@ def assert_frame(exception: str, path: str, text: str, mark: str, function: str)
     assert frame in exception, f"expected\n{frame}in\n{exception}"
 
 
-def test_tracebacks_show_the_program_s_files_and_source_lines(tmp_path):
+@pytest.mark.parametrize("through", ["JobCluster", "SharedJobCluster"])
+def test_tracebacks_show_the_program_s_files_and_source_lines(tmp_path, through):
+    if through == "SharedJobCluster":
+        pytest.importorskip("dispy_scheduler")  # the client-only suite has no scheduler
     src = tmp_path / "src"
     src.mkdir()
     program, tbhelpers, jobhelpers = src / "client_prog.py", src / "tbhelpers.py", src / "jobhelpers.py"
     program.write_text(PROGRAM)
     tbhelpers.write_text(TBHELPERS)
     jobhelpers.write_text(JOBHELPERS)
-    with NodeProcess("127.0.0.1", "-c", "2") as node:
+    with contextlib.ExitStack() as stack:
+        node = stack.enter_context(NodeProcess("127.0.0.1", "-c", "2"))
+        scheduler = ""
+        if through == "SharedJobCluster":
+            sched = stack.enter_context(SchedulerProcess("127.0.0.1", [node.addr]))
+            scheduler = f"127.0.0.1:{sched.port}"
         proc = subprocess.run([sys.executable, str(program), f"{node.ip}:{node.port}",
-                               str(tmp_path / "gate"), str(tmp_path / "moved")],
+                               str(tmp_path / "gate"), str(tmp_path / "moved"), scheduler],
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not src.exists()  # the node could not have read them from here
