@@ -34,10 +34,10 @@ from collections.abc import Container
 from typing import Any
 
 from dispy_core import config, serialization
-from dispy_core.sources import read_sources
 from dispy_core.computation import Computation, file_data, payload_size, python_minor
 from dispy_core.errors import ConfigError
 from dispy_core.messages import FileData, JobSpec
+from dispy_core.sources import read_sources
 
 __all__ = [
     "Computation",

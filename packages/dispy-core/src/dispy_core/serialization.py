@@ -59,8 +59,8 @@ class _Pickler(cloudpickle.Pickler):
         """Code objects travel whole, as ``marshal`` writes them (the form of ``.pyc``
         files), with their real ``co_filename``; everything else as cloudpickle does.
 
-        cloudpickle 3.1.3 (and later) writes every code object's file name as
-        ``<dynamic-code>``, so tracebacks on the node could not say which file a frame
+        cloudpickle 3.1.3 writes every code object's file name as ``<dynamic-code>``
+        (3.0 to 3.1.2 kept it), so tracebacks on the node could not say which file a frame
         is in, nor find its source line. Keeping the name as the code is pickled is the
         robust fix: fixing names up after unpickling would need a map from each code
         object to its file (functions reach code through closures, class dicts,
