@@ -6,14 +6,22 @@ their recover files (``_dispy_YYYYMMDDHHMMSS``) into the working directory, and
 ``./dev test`` runs several suites of the same checkout at once, whose clusters must not
 pick the same name. Tests that care about the working directory set their own
 (``monkeypatch.chdir(tmp_path)``).
+
+The header of every run names the versions of the dependencies whose ranges the packages
+declare, and the environment that tests the lowest ones checks that it has them (below).
 """
 
 from __future__ import annotations
 
+import glob
+import importlib.metadata
 import os
+import tomllib
 from collections.abc import Iterator
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,3 +32,67 @@ def _own_working_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield
     finally:
         os.chdir(before)
+
+
+# -- the dependency versions under test --------------------------------------------------
+#: Dependencies whose version ranges the packages declare (packages/*/pyproject.toml) and
+#: the test matrix tests at both ends: the environment with DISPY_LOWEST_DEPS=1 in its
+#: environment (hatch.toml) must have exactly the lowest allowed versions, the others get
+#: the newest ones their environments were built with.
+_RANGED = ("cloudpickle", "cryptography", "psutil")
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _lowest_allowed() -> dict[str, Version]:
+    """The lowest version of each ranged dependency that every package allows."""
+    lowest: dict[str, Version] = {}
+    for pyproject in sorted(glob.glob(os.path.join(_ROOT, "packages", "*", "pyproject.toml"))):
+        with open(pyproject, "rb") as fh:
+            requirements = tomllib.load(fh)["project"].get("dependencies", [])
+        for text in requirements:
+            req = Requirement(text)
+            if req.name not in _RANGED:
+                continue
+            bounds = [Version(s.version) for s in req.specifier if s.operator in (">=", "==", "~=")]
+            if not bounds:
+                raise pytest.UsageError(f"{pyproject}: {text!r} declares no lower bound")
+            lowest[req.name] = max([*bounds, lowest.get(req.name, bounds[0])])
+    return lowest
+
+
+def _versions_line() -> str:
+    versions = ", ".join(f"{name} {_installed(name) or '(not installed)'}" for name in _RANGED)
+    which = "the lowest allowed" if os.environ.get("DISPY_LOWEST_DEPS") else "as installed"
+    return f"dispy dependencies ({which}): {versions}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _versions_line()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # pytest.ini's -q hides the header; the versions tested are worth a line anyway.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and session.config.get_verbosity() < 0:
+        reporter.write_line(_versions_line())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("DISPY_LOWEST_DEPS"):
+        return
+    # The environment meant to test the lowest versions must really have them: a pin in
+    # hatch.toml that the installer overrode, or a lower bound raised in a pyproject.toml
+    # but not in hatch.toml, would otherwise test something else unseen.
+    wrong = [f"{name} {_installed(name)} (lowest allowed: {version})"
+             for name, version in _lowest_allowed().items()
+             if _installed(name) is not None and Version(_installed(name) or "0") != version]
+    if wrong:
+        raise pytest.UsageError("DISPY_LOWEST_DEPS is set but this environment has " + ", ".join(wrong)
+                                + ": fix the pins in hatch.toml")

@@ -31,6 +31,7 @@ from dispy_core.messages import (
     SubmitJobs,
     Welcome,
 )
+from dispy_core.sources import read_sources
 from dispy_core.testing import NodeProcess
 
 SECRET = "node-test-secret"
@@ -112,8 +113,11 @@ class TestClient:
                       **kwargs: Any) -> ComputeReady | ComputeFailed:
         cid = uuid.uuid4().hex
         payload = {"computation": computation, "depends": list(depends), "setup": setup, "cleanup": cleanup}
+        code_files: set[str] = set()  # as a client does: the source text of by-value code goes along
+        buffers = serialization.dumps(payload, code_files)
+        kwargs.setdefault("sources", read_sources(code_files))
         msg = Compute(cid, getattr(computation, "__name__", str(computation)), kind,
-                      serialization.dumps(payload), serialization.dumps(tuple(setup_args)),
+                      buffers, serialization.dumps(tuple(setup_args)),
                       files=list(files), python_version=python_version or platform.python_version(),
                       **kwargs)
         reply = await self.request(msg, timeout=20)
@@ -132,8 +136,11 @@ class TestClient:
         specs = []
         for args in argss:
             job_id = next(self._ids)
-            specs.append(JobSpec(job_id, serialization.dumps((tuple(args), kwargs or {})), list(files or []),
-                                 serialization.dumps(depends) if depends is not None else None, timeout))
+            code_files: set[str] = set()
+            specs.append(JobSpec(job_id, serialization.dumps((tuple(args), kwargs or {}), code_files),
+                                 list(files or []),
+                                 serialization.dumps(depends, code_files) if depends is not None else None,
+                                 timeout, sources=read_sources(code_files)))
         self.send(SubmitJobs(cid, specs))
         return [s.job_id for s in specs]
 

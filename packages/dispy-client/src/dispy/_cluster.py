@@ -296,7 +296,8 @@ class JobCluster:
         job = DispyJob(uid, args, kwargs, time.time())
         try:
             timeout = check_timeout("dispy_job_timeout", timeout)
-            job._spec, job._tx = job_spec(uid, self._kind, args, kwargs, job_depends, timeout)
+            job._spec, job._tx = job_spec(uid, self._kind, args, kwargs, job_depends, timeout,
+                                             self._computation.sources)
         except Exception as exc:
             log.error("creating job %d for %s failed: %s: %s", uid, self.name, type(exc).__name__, exc)
             return None

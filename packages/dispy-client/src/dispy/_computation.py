@@ -10,6 +10,12 @@ rule lives in :func:`ships_by_value`.
 ``depends`` items are classified by :func:`classify_depends`: file paths become
 :class:`~dispy_core.messages.FileData`, Python objects (functions, classes, modules;
 instances give their class, ``functools.partial`` its function) go in the payload.
+
+The text of the files that code shipped by value comes from (the ``__main__`` script,
+the user's modules, notebook cells) travels too, as ``sources`` (see
+:mod:`dispy_core.sources`): the computation's with it, and a job's with the job when its
+``dispy_job_depends`` or arguments bring code from other files. Nodes show it in job
+tracebacks.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ import site
 import sys
 import sysconfig
 import types
+from collections.abc import Container
 from typing import Any
 
 from dispy_core import config, serialization
 from dispy_core.computation import Computation, file_data, payload_size, python_minor
 from dispy_core.errors import ConfigError
 from dispy_core.messages import FileData, JobSpec
+from dispy_core.sources import read_sources
 
 __all__ = [
     "Computation",
@@ -198,15 +206,18 @@ def build_computation(computation: Any, depends: Any = None, setup: Any = None, 
     for obj in (computation if kind == "function" else None, setup, cleanup):
         if obj is not None and not isinstance(obj, bool):
             _register_for(_code_object(obj))
+    code_files: set[str] = set()
     try:
         payload = serialization.dumps(
-            {"computation": target, "depends": objects, "setup": setup, "cleanup": cleanup}
+            {"computation": target, "depends": objects, "setup": setup, "cleanup": cleanup},
+            code_files,
         )
     except Exception as exc:
         raise ConfigError(f"computation {name!r} can't be serialized: {type(exc).__name__}: {exc}") from exc
     ships_code = kind == "function" or bool(objects) or callable(setup) or (
         not isinstance(cleanup, bool) and callable(cleanup))
-    return Computation(name=name, kind=kind, payload=payload, files=files, ships_code=ships_code)
+    return Computation(name=name, kind=kind, payload=payload, files=files, ships_code=ships_code,
+                       sources=read_sources(code_files))
 
 
 def client_python() -> str:
@@ -227,10 +238,10 @@ def _plain(value: Any) -> bool:
     return t in _PLAIN or (t is bytes and len(value) < _OOB)
 
 
-def _dumps_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+def _dumps_args(args: tuple[Any, ...], kwargs: dict[str, Any], code_files: set[str]) -> list[Any]:
     if all(map(_plain, args)) and (not kwargs or all(map(_plain, kwargs.values()))):
         return [_pickle_dumps((args, kwargs), protocol=5)]
-    return serialization.dumps((args, kwargs))
+    return serialization.dumps((args, kwargs), code_files)
 
 
 def check_timeout(name: str, value: Any) -> float | None:
@@ -244,8 +255,14 @@ def check_timeout(name: str, value: Any) -> float | None:
 
 
 def job_spec(uid: int, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-             job_depends: Any = None, timeout: float | None = None) -> tuple[JobSpec, int]:
-    """The wire form of one job and its size in bytes (arguments, files, depends).
+             job_depends: Any = None, timeout: float | None = None,
+             sent_sources: Container[str] = ()) -> tuple[JobSpec, int]:
+    """The wire form of one job and its size in bytes (arguments, files, depends,
+    sources).
+
+    The job carries the text of the files its by-value code (in ``dispy_job_depends``
+    or the arguments: a lambda, say) comes from, except those in ``sent_sources``: the
+    files whose text went with the computation (:attr:`Computation.sources`).
 
     Raises ConfigError for a bad ``dispy_job_depends`` or program arguments, and the
     pickling error for arguments that can't be serialized.
@@ -257,11 +274,15 @@ def job_spec(uid: int, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     files: list[FileData] = []
     dep_buffers = None
     size = 0
+    code_files: set[str] = set()
     if job_depends is not None:
         # First: it registers the modules to ship by value, which the arguments may use.
         objects, files = classify_depends(job_depends, kind, "dispy_job_depends")
         if objects:
-            dep_buffers = serialization.dumps(objects)
+            dep_buffers = serialization.dumps(objects, code_files)
         size = payload_size(dep_buffers) + sum(len(f.data) for f in files)
-    buffers = _dumps_args(args, kwargs)
-    return JobSpec(uid, buffers, files, dep_buffers, timeout), size + payload_size(buffers)
+    buffers = _dumps_args(args, kwargs, code_files)
+    sources = read_sources(code_files, sent_sources) if code_files else {}
+    size += sum(len(text) for text in sources.values())
+    return (JobSpec(uid, buffers, files, dep_buffers, timeout, sources=sources),
+            size + payload_size(buffers))

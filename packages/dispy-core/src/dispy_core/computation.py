@@ -28,13 +28,17 @@ class Computation:
     #: Python code travels (a function, setup/cleanup functions or depends objects): the
     #: node must run the same Python minor version to load it.
     ships_code: bool = True
+    #: {file name: text} of the files the payload's by-value code comes from
+    #: (Compute.sources; see dispy_core.sources).
+    sources: dict[str, str] = field(default_factory=dict)
 
     #: Digests of ``files`` by name, made once (see :meth:`digest`).
     _digests: dict[str, FileDigest] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def size(self) -> int:
-        return payload_size(self.payload) + sum(len(f.data) for f in self.files)
+        return (payload_size(self.payload) + sum(len(f.data) for f in self.files)
+                + sum(len(text) for text in self.sources.values()))
 
     def digest(self, f: FileData) -> FileDigest:
         """``f``'s digest; those of the computation's own files are computed once."""

@@ -394,6 +394,9 @@ class Compute(Message):
     #: Inside a node only (main -> host): where jobs with files of their own get their
     #: directories. Whatever a client puts here is replaced by the node.
     jobs_dir: str = ""
+    #: {file name: text} of the files the payload's by-value code comes from, so that
+    #: tracebacks on the node show source lines (see dispy_core.sources).
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 @_message(13)
@@ -420,6 +423,8 @@ class JobSpec:
     depends: Payload | None = None  # cloudpickled list of per-job functions/classes
     timeout: float | None = None  # seconds it may run (from its start on the node); None: no bound
     node: str | None = None  # SharedJobCluster -> dispyscheduler only: the node it must run on (IP)
+    #: As Compute.sources, for files only this job's depends or arguments use.
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 @_record

@@ -11,6 +11,12 @@ cloudpickle pickles functions and classes defined in ``__main__``, lambdas and c
 by value, so they run on nodes that never saw the client's source. Modules can be shipped
 by value with :func:`register_by_value` (used for modules listed in ``depends``).
 
+Code objects travel with their own file name (``co_filename``), whatever cloudpickle
+version is installed: see :meth:`_Pickler.reducer_override`. :func:`dumps` can report
+which files the code it pickled by value came from (``code_files``), so that the client
+can send their text along (:mod:`dispy_core.sources`) and job tracebacks on nodes show
+the user's file names and source lines.
+
 Only processes that run user code call :func:`loads`, and only after the peer has been
 authenticated: a node's main process never unpickles anything.
 """
@@ -18,7 +24,9 @@ authenticated: a node's main process never unpickles anything.
 from __future__ import annotations
 
 import io
+import marshal
 import pickle
+import types
 from typing import Any
 
 import cloudpickle
@@ -40,10 +48,43 @@ class _Pickler(cloudpickle.Pickler):
     every object first.
     """
 
-    def __init__(self, stream: Any, buffers: list[Any], kinds: bytearray) -> None:
+    def __init__(self, stream: Any, buffers: list[Any], kinds: bytearray,
+                 code_files: set[str] | None = None) -> None:
         super().__init__(stream, protocol=5, buffer_callback=self._out_of_band)
         self._buffers = buffers
         self._kinds = kinds
+        self._code_files = code_files
+
+    def reducer_override(self, obj: Any) -> Any:
+        """Code objects travel whole, as ``marshal`` writes them (the form of ``.pyc``
+        files), with their real ``co_filename``; everything else as cloudpickle does.
+
+        cloudpickle 3.1.3 writes every code object's file name as ``<dynamic-code>``
+        (3.0 to 3.1.2 kept it), so tracebacks on the node could not say which file a frame
+        is in, nor find its source line. Keeping the name as the code is pickled is the
+        robust fix: fixing names up after unpickling would need a map from each code
+        object to its file (functions reach code through closures, class dicts,
+        methods, defaults and nested constants), and one shared name can't stand for
+        several files. marshal keeps every field of the code object (nested code
+        objects too) exactly; its format is fixed within a Python minor version, and
+        code only ever runs on a node of the client's minor version (bytecode differs
+        between versions anyway). The names reported in ``code_files`` are those of the
+        code pickled here by value: code imported by reference on the node is never a
+        code object in the pickle.
+        """
+        if type(obj) is types.CodeType:
+            try:
+                data = marshal.dumps(obj)
+            except ValueError:
+                # A code object made by hand with constants marshal can't write:
+                # cloudpickle's reducer (in its dispatch_table) takes it.
+                return NotImplemented
+            if self._code_files is not None:
+                # Nested code objects (inner functions, lambdas, comprehensions) come
+                # from the same compilation, so they have the same file name.
+                self._code_files.add(obj.co_filename)
+            return marshal.loads, (data,)
+        return super().reducer_override(obj)
 
     def _out_of_band(self, buf: pickle.PickleBuffer) -> None:
         self._buffers.append(buf.raw())
@@ -86,12 +127,16 @@ class _Unpickler(pickle.Unpickler):
 _OOB, _BYTES, _ARRAY, _VIEW = ord("o"), ord("b"), ord("a"), ord("m")
 
 
-def dumps(obj: Any) -> list[Any]:
-    """Serialize ``obj``; returns ``[stream]`` or ``[stream, kinds, buffer, ...]``."""
+def dumps(obj: Any, code_files: set[str] | None = None) -> list[Any]:
+    """Serialize ``obj``; returns ``[stream]`` or ``[stream, kinds, buffer, ...]``.
+
+    If ``code_files`` is given, the file names (``co_filename``) of the code pickled by
+    value are added to it (see :func:`dispy_core.sources.read_sources`).
+    """
     buffers: list[Any] = []
     kinds = bytearray()
     stream = io.BytesIO()
-    pickler = _Pickler(stream, buffers, kinds)
+    pickler = _Pickler(stream, buffers, kinds, code_files)
     pickler.dump(obj)
     # getvalue() copies the stream (small: large buffers are out of band). A getbuffer()
     # view would be cheaper but crashes CPython 3.12.1: the pickler/stream reference

@@ -354,6 +354,7 @@ class NodeSession:
                 pulse_interval=runtime.node_pulse_interval,
                 options=runtime.compute_options,
                 kept=list(kept.values()),
+                sources=runtime.computation.sources,
             )
             # Setup runs the user's setup function on the node: no time limit, as always.
             reply = await self._request(compute, (ComputeReady, ComputeFailed), timeout=None)

@@ -23,7 +23,9 @@ environment the original dispynode gives jobs:
 * ``sys.stdout``/``sys.stderr`` captured as ``str`` for functions, the program's output
   as ``bytes`` for programs;
 * an exception (any ``BaseException``: ``SystemExit`` and ``KeyboardInterrupt`` too)
-  gives status Terminated and the traceback text, without this module's own frames.
+  gives status Terminated and the traceback text, without this module's own frames,
+  with the user's source lines: the host registered the computation's sources, and
+  a job's own (``JobSpec.sources``) are registered before its code is loaded.
 
 SIGINT is how the node cancels a running job: the main process first sends the worker
 a CancelJob naming the job, then SIGINT. The handler raises KeyboardInterrupt only while
@@ -51,6 +53,7 @@ from typing import Any
 
 from dispy_core import config, serialization
 from dispy_core.messages import FileData, JobResult, JobSpec
+from dispy_core.sources import install_sources
 from dispy_core.status import JobStatus
 
 from .paths import make_job_dir, remove_tree
@@ -286,6 +289,8 @@ def run_job(rt: Runtime, spec: JobSpec) -> JobResult:
     job_dir = rt.comp_dir
     start = time.time()
     try:
+        if spec.sources:
+            install_sources(spec.sources)
         if spec.files:
             job_dir = make_job_dir(rt.jobs_root, rt.comp_dir, spec.job_id, spec.files)
             os.chdir(job_dir)

@@ -6,12 +6,14 @@ The zygote forks one host per computation. The host:
    ``dest_path`` replaced by the absolute directory the main process made for it and
    ``jobs_dir`` set to where its jobs' own directories go;
 2. writes the computation's files there (those in ``kept`` are there already), makes it
-   the working directory (and puts it on ``sys.path``), unpickles ``{"computation",
-   "depends", "setup", "cleanup"}``, injects the depends objects under their
-   ``__name__`` (and dispy 4.x's standard modules, ``execute.NODE_MODULES``, where not
-   defined) and runs ``setup(*setup_args)``; it answers HostReady(error): setup must
-   return 0, 1 or 2 (dispy's historical codes; here every job is forked from this
-   process, so setup's globals are always visible and 1 and 2 mean the same as 0);
+   the working directory (and puts it on ``sys.path``), registers the source text the
+   client sent (``Compute.sources``, so that tracebacks of setup, jobs and cleanup show
+   the user's lines), unpickles ``{"computation", "depends", "setup", "cleanup"}``,
+   injects the depends objects under their ``__name__`` (and dispy 4.x's standard
+   modules, ``execute.NODE_MODULES``, where not defined) and runs ``setup(*setup_args)``;
+   it answers HostReady(error): setup must return 0, 1 or 2 (dispy's historical codes;
+   here every job is forked from this process, so setup's globals are always visible
+   and 1 and 2 mean the same as 0);
 3. on SpawnWorker forks a worker (which inherits everything setup made) and reports
    WorkerStarted; reaps workers on SIGCHLD and reports WorkerExited with the exit code
    (negative: the signal that killed it);
@@ -44,6 +46,7 @@ from dispy_core.messages import (
     WorkerExited,
     WorkerStarted,
 )
+from dispy_core.sources import install_sources
 
 from .__about__ import __version__
 from .execute import (Runtime, format_user_exception, install_interrupt_handler, limit_file_size,
@@ -107,6 +110,9 @@ class Host:
         self.process_per_job = compute.process_per_job
         if isinstance(compute.options, dict):  # inherited by the workers forked from here
             limit_file_size(compute.options.get("max_file_size"))
+        # Before any user code runs, in this process: workers fork from it and inherit
+        # the sources (the main process checked the field).
+        install_sources(compute.sources)
         payload = serialization.loads(compute.payload)
         computation = payload.get("computation")
         setup, self.cleanup = payload.get("setup"), payload.get("cleanup")

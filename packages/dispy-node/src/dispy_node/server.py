@@ -84,6 +84,7 @@ from dispy_core.messages import (
     WorkerHello,
     ZygoteHello,
 )
+from dispy_core.sources import check_sources
 from dispy_core.status import JobStatus
 
 from .announce import Announcer
@@ -577,6 +578,10 @@ class Node(Lifecycle):
             return refuse(f"unknown computation kind {msg.kind!r}: expected 'function' or 'program'")
         if not isinstance(msg.payload, list) or not isinstance(msg.setup_args, list):
             return refuse("malformed Compute: payload and setup_args must be serialized buffers")
+        try:
+            check_sources(msg.sources)
+        except ValueError as exc:
+            return refuse(f"malformed Compute: {exc}")
         if self.closing:
             return refuse(f"node {self.cfg.name} is shutting down")
         if not self.accepting:
@@ -654,6 +659,11 @@ class Node(Lifecycle):
                 except FileRefused as exc:
                     self._job_failed(comp, spec, f"job {spec.job_id}: {exc}")
                     continue
+            try:
+                check_sources(spec.sources)
+            except ValueError as exc:
+                self._job_failed(comp, spec, f"job {spec.job_id}: malformed job: {exc}")
+                continue
             if spec.timeout is not None and not config.valid_timeout(spec.timeout):
                 self._job_failed(comp, spec, f"job {spec.job_id}: its timeout must be a positive "
                                              f"number of seconds, not {spec.timeout!r}")

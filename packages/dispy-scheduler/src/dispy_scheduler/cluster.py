@@ -258,7 +258,7 @@ class SharedCluster:
         """Admitted: start the engine (nodes are contacted, jobs may run)."""
         compute = self.compute
         computation = Computation(compute.name, compute.kind, list(compute.payload), list(compute.files),
-                                  ships_code=self.ships_code)
+                                  ships_code=self.ships_code, sources=compute.sources)
         self.engine = ClusterEngine(self.daemon, self, computation, self.specs(), compute)
         self.state = "running"
         self.daemon.spawn(self.engine._main())

@@ -68,6 +68,7 @@ from dispy_core.messages import (
 from dispy_core.nodes import DispyNode, is_wildcard
 from dispy_core.scheduling import Scheduler
 from dispy_core.session import NodeSession
+from dispy_core.sources import check_sources
 
 from .__about__ import __version__
 from .cluster import ClusterEngine, SchedJob, SharedCluster, SharedSpec
@@ -317,6 +318,11 @@ class Daemon:
             return
         if self.draining or self.closing:
             ch.send(ComputeFailed(msg.compute_id, "dispyscheduler is shutting down"))
+            return
+        try:
+            check_sources(msg.sources)  # passed on to the nodes as they are
+        except ValueError as exc:
+            ch.send(ComputeFailed(msg.compute_id, f"malformed Compute: {exc}"))
             return
         cluster = SharedCluster(self, ch, msg, peer_text(ch.peer))
         try:
