@@ -157,7 +157,8 @@ def test_poll_interval_is_checked_and_needs_no_polling(start_node, caplog) -> No
 # -- dispynode --host ------------------------------------------------------------------
 def test_dispynode_host_is_ip_addr(start_node) -> None:
     node = start_node("127.0.0.1", "-c", "2", "--host", "127.0.0.3")
-    assert "127.0.0.3:" in node.log
+    # start_node returns at the first "serving" line; the second address's comes after it
+    assert wait_until(lambda: "127.0.0.3:" in node.log), node.log
     cluster = dispy.JobCluster(where, nodes=[f"127.0.0.3:{node.port}"], host="127.0.0.1",
                                loglevel=logging.WARNING)
     try:

@@ -1222,6 +1222,7 @@ class Engine(Generic[J]):
             self._jobs_done(len(cancelled))
         loop = asyncio.get_running_loop()
         acks = []
+        closing = []
         for session in list(self._ready.values()):
             session.close_ack = loop.create_future()
             try:
@@ -1230,12 +1231,20 @@ class Engine(Generic[J]):
                 log.debug("closing computation on %s: %s", session.label, exc)
                 session.close_ack.set_result(None)
             acks.append(session.close_ack)
+            closing.append(session)
         if acks:
             log.debug("closing computation %s on %d nodes", self.computation.name, len(acks))
             done, waiting = await asyncio.wait(acks, timeout=config.MsgTimeout)
             if waiting:
                 log.warning("%d nodes did not confirm closing the computation within %g s",
                             len(waiting), config.MsgTimeout)
+            for session, ack in zip(closing, acks):
+                # the node's confirmation carries what went wrong there (a cleanup that
+                # raised: its traceback), as close_node reports it
+                msg = ack.result() if ack.done() and not ack.cancelled() else None
+                if msg is not None and getattr(msg, "error", None):
+                    log.warning("node %s: closing computation %s: %s", session.label, self.computation.name,
+                                msg.error)
         now = time.time()
         left = 0
         for key, session in list(self._ready.items()):

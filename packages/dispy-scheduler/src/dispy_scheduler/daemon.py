@@ -225,9 +225,12 @@ class Daemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _prepare_dir(self) -> None:
-        if self.cfg.clean and os.path.isdir(self.cfg.dest_path_prefix):
-            log.info("--clean: removing %s", self.cfg.dest_path_prefix)
-            shutil.rmtree(self.cfg.dest_path_prefix, ignore_errors=True)
+        # Only results_dir is the scheduler's under the prefix (the results dead clients
+        # did not get): --clean removes that, never the prefix itself, which may be a
+        # directory shared with anything else.
+        if self.cfg.clean and os.path.isdir(self.results_dir):
+            log.info("--clean: removing %s", self.results_dir)
+            shutil.rmtree(self.results_dir, ignore_errors=True)
         os.makedirs(self.results_dir, mode=0o700, exist_ok=True)
 
     # == clients ===========================================================================
