@@ -130,6 +130,38 @@ def setup_raises():
     raise RuntimeError("no database here")
 
 
+def setup_logs(marker):
+    global where
+    where = (dispy_node_name, dispy_node_ip_addr)  # noqa: F821 - globals the node gives
+    dispynode_logger.info("setup on %s at %s", *where)  # noqa: F821
+    return 0
+
+
+def cleanup_logs(marker):
+    dispynode_logger.info("cleanup on %s", dispy_node_name)  # noqa: F821
+    with open(marker, "w") as fh:
+        fh.write(" ".join(where))
+
+
+def where_set_up(_):
+    return where
+
+
+def test_setup_and_cleanup_see_the_node_globals(node, tmp_path):
+    marker = str(tmp_path / "cleanup-ran")
+
+    async def body(c: TestClient):
+        cid = await c.ready(where_set_up, setup=setup_logs, cleanup=cleanup_logs, setup_args=(marker,))
+        assert [value(r) for r in await c.run_jobs(cid, (0,))] == [("test-node", "127.0.0.1")]
+        closed = await c.close_computation(cid)
+        assert closed.error is None
+
+    client_test(node, body)
+    assert open(marker).read() == "test-node 127.0.0.1"
+    assert wait_until(lambda: "setup on test-node at 127.0.0.1" in node.log
+                      and "cleanup on test-node" in node.log, 5), node.log
+
+
 def test_setup_failures_are_reported(node):
     async def body(c: TestClient):
         reply = await c.compute(square, setup=setup_returns_5)

@@ -137,6 +137,11 @@ class Host:
             namespaces = _namespaces(computation, setup, self.cleanup)
             for ns in namespaces:
                 ns["dispynode_shutdown"] = self._make_shutdown()
+                # What jobs see of the node, setup and cleanup see too (dispy 4.x
+                # programs log from cleanup and key setup's data by node name).
+                ns["dispy_node_name"] = self.node_name
+                ns["dispy_node_ip_addr"] = self.ip_addr
+                ns["dispynode_logger"] = logging.getLogger("dispynode.job")
                 provide_node_modules(ns)
         for obj in payload.get("depends") or ():
             name = getattr(obj, "__name__", None)
