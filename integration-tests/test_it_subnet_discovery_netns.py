@@ -67,6 +67,21 @@ SHARED_CLIENT = textwrap.dedent("""
     cluster.close(timeout=10, terminate=True)
 """)
 
+# A wildcard that fits none of the client's networks: the request can only try
+# 255.255.255.255, which has no route here.
+STRANDED_CLIENT = textwrap.dedent("""
+    import json, dispy
+
+    def compute(n):
+        return n
+
+    cluster = dispy.JobCluster(compute, nodes=["10.77.*"])
+    job = cluster.submit(1)
+    ok = cluster.wait(timeout=12)
+    print(json.dumps({"ok": not ok, "results": []}))
+    cluster.close(timeout=5, terminate=True)
+""")
+
 EXPECTED = [[NODE_IP, i * i] for i in range(6)]
 
 
@@ -164,6 +179,7 @@ def run(ns: tuple[str, ...], program: str, *args: str, logs: str = "") -> dict:
     assert out.returncode == 0, out.stderr + logs
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ok"], out.stderr + logs
+    report["stderr"] = out.stderr
     return report
 
 
@@ -174,6 +190,8 @@ def test_client_finds_a_node_on_another_machine_of_its_lan(lan, daemons, node_ar
     node = start(daemons, node_ns, "dispy_node.cli", node_args, f"at {NODE_IP}:9701")
     report = run(client_ns, CLIENT, json.dumps(nodes), "0", logs=node.log())
     assert report["results"] == EXPECTED
+    # 255.255.255.255 has no route, the directed broadcast went: nothing to tell the user
+    assert "could not leave this host" not in report["stderr"], report["stderr"]
 
 
 def test_multicast_discovery_without_a_default_route(lan, daemons):
@@ -190,3 +208,12 @@ def test_dispyscheduler_without_n_finds_a_node_on_another_machine(lan, daemons):
     assert f"at {CLIENT_IP}:" in scheduler.line
     report = run(client_ns, SHARED_CLIENT, logs=scheduler.log() + node.log())
     assert report["results"] == EXPECTED
+
+
+def test_a_request_that_can_leave_the_host_nowhere_is_explained(lan, daemons):
+    client_ns, node_ns = lan
+    start(daemons, node_ns, "dispy_node.cli", [], f"at {NODE_IP}:9701")  # there, but 10.77.* doesn't fit
+    report = run(client_ns, STRANDED_CLIENT)
+    # the warning that no node serves the computation says why
+    assert ("no node answered discovery: the request could not leave this host (broadcast from 0.0.0.0: "
+            "Network is unreachable)" in report["stderr"]), report["stderr"]

@@ -129,7 +129,7 @@ def test_no_route_to_one_target_does_not_stop_the_others(monkeypatch: pytest.Mon
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_a_request_that_can_go_nowhere_off_this_host_is_warned_about_once(
+def test_a_request_that_can_go_nowhere_off_this_host_is_told_once_and_kept(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(discovery, "local_addresses", lambda: ["127.0.0.1"])
     d = Discovery("s", 9701, lambda r: None)
@@ -139,10 +139,14 @@ def test_a_request_that_can_go_nowhere_off_this_host_is_warned_about_once(
     with caplog.at_level(logging.DEBUG, logger="dispy.discovery"):
         d._send()
         d._send()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "no discovery request could leave this host" in warnings[0] and "Network is unreachable" in warnings[0]
-    assert wildcard.sent == [("127.0.0.1", 9701)] * 2  # a node on this host can still answer
+    told = [r.getMessage() for r in caplog.records if "could leave this host" in r.getMessage()]
+    assert len(told) == 1 and "Network is unreachable" in told[0]
+    # kept for the cluster's warning that no node serves it (a node here may still answer)
+    assert d.stranded == "broadcast from 0.0.0.0: Network is unreachable"
+    assert wildcard.sent == [("127.0.0.1", 9701)] * 2
+    wildcard.unreachable.clear()  # a route appeared
+    d._send()
+    assert d.stranded == ""
 
 
 def test_one_socket_per_matched_network_bound_to_its_address(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,8 @@ network's directed broadcast address, or to the multicast group through that int
 leaves through it and the node's reply comes back to it. With ``host=`` only the given
 addresses' networks are used, from their own sockets. A send that fails (no route to
 one target) is logged at DEBUG level and the others go on; when no request could leave
-this host at all, a warning says so once.
+this host at all, an INFO line says so once, and :attr:`Discovery.stranded` tells why
+(the cluster's warning that no node serves it repeats that).
 
 Each request also goes, unicast, to the node port at each of this host's own addresses
 (:func:`dispy_core.netif.local_addresses`: loopback and every interface's) that some
@@ -266,7 +267,9 @@ class Discovery:
         # (source, destination) -> the socket bound to source sending there (no host=)
         self._interfaces: dict[tuple[str, str], _Sender] = {}
         self._wake = asyncio.Event()  # refresh(): send again now
-        self._warned = False
+        #: Why the last round's request could go nowhere off this host ("": it could).
+        self.stranded = ""
+        self._told = False
 
     async def _open(self, bind: str, port: int, ipv4_multicast: bool) -> _Sender | None:
         loop = asyncio.get_running_loop()
@@ -373,11 +376,13 @@ class Discovery:
             if sender.asks_host:
                 for ip in host_targets(bind, addresses, self.match):
                     _sendto(sender.sock, datagram, (ip, self.node_port))
-        if failed and not left and not self._warned:
-            self._warned = True  # once: the stall warning repeats why no node serves
-            log.warning("no discovery request could leave this host (%s): only nodes on this host can "
-                        "answer; name the nodes (nodes=[...]), or give host= an address on their network",
-                        "; ".join(failed))
+        self.stranded = "; ".join(failed) if failed and not left else ""
+        if self.stranded and not self._told:
+            # INFO, once: on a machine offline the node found on this host is all there is;
+            # when no node answers, the cluster's stall warning says it (why_no_node)
+            self._told = True
+            log.info("no discovery request could leave this host (%s): only nodes on this host can answer",
+                     self.stranded)
         self.rounds += 1
 
     def refresh(self) -> None:
