@@ -194,6 +194,15 @@ def test_client_finds_a_node_on_another_machine_of_its_lan(lan, daemons, node_ar
     assert "could not leave this host" not in report["stderr"], report["stderr"]
 
 
+def test_a_client_without_psutil_finds_it_too(lan, daemons):
+    # psutil is not a dependency of dispy-client: the networks come from ioctl then
+    client_ns, node_ns = lan
+    node = start(daemons, node_ns, "dispy_node.cli", [], f"at {NODE_IP}:9701")
+    program = "import sys\nsys.modules['psutil'] = None  # import psutil: ImportError\n" + CLIENT
+    report = run(client_ns, program, "null", "0", logs=node.log())
+    assert report["results"] == EXPECTED
+
+
 def test_multicast_discovery_without_a_default_route(lan, daemons):
     client_ns, node_ns = lan
     node = start(daemons, node_ns, "dispy_node.cli", ["--ipv4_udp_multicast"], f"at {NODE_IP}:9701")
