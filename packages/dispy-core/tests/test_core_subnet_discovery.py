@@ -66,7 +66,8 @@ def test_ipv4_networks_without_psutil_on_linux(monkeypatch: pytest.MonkeyPatch) 
 
 
 NETS = [Network("eth0", "10.1.2.5", "10.1.2.255"), Network("eth1", "192.168.7.3", "192.168.7.255"),
-        Network("wg0", "10.99.0.1", None)]
+        Network("wg0", "10.99.0.1", None),
+        Network("eth0", "10.1.2.6", "10.1.2.255")]  # a second address on the same network
 
 
 def matcher(nodes: Any) -> Any:
@@ -82,8 +83,11 @@ def matcher(nodes: Any) -> Any:
     (["10.1.2.*", "192.168.7.9"], [], False, [("10.1.2.5", "10.1.2.255")]),  # explicit ones add none
     (None, ["192.168.7.3"], False, [("192.168.7.3", "192.168.7.255")]),  # host= restricts
     (["10.1.2.*"], ["192.168.7.3"], False, []),
+    (["10.1.2.6"], [], False, []),  # not a wildcard
+    (["10.1.2.?*"], [], False, [("10.1.2.5", "10.1.2.255")]),  # each broadcast address once
+    (None, ["10.1.2.6"], False, [("10.1.2.6", "10.1.2.255")]),
     (None, [], True, [("10.1.2.5", config.IPv4MulticastGroup), ("192.168.7.3", config.IPv4MulticastGroup),
-                      ("10.99.0.1", config.IPv4MulticastGroup)]),
+                      ("10.99.0.1", config.IPv4MulticastGroup)]),  # the group once per interface
 ])
 def test_interface_targets(nodes: Any, hosts: list[str], multicast: bool, targets: list[tuple[str, str]]) -> None:
     match = None if nodes is None else matcher(nodes)

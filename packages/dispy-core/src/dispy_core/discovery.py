@@ -164,16 +164,24 @@ def interface_targets(networks: Iterable[Network], hosts: list[str], match: Call
     IPv4 network (``networks``) whose interface address ``match`` (a wildcard spec's
     pattern; None: any) accepts and, if ``hosts`` are given, is one of them: its
     directed broadcast address, or the IPv4 multicast group with ``ipv4_multicast``.
-    Networks without a broadcast address (point-to-point links) get only the multicast."""
+    Networks without a broadcast address (point-to-point links) get only the multicast.
+    Each broadcast address, and the group on each interface, is sent to once (from the
+    first address that has it): a node there would answer each copy."""
     targets = []
+    seen: set[str] = set()
     for net in networks:
         if (hosts and net.address not in hosts) or (match is not None and not match(net.address)):
             continue
         if ipv4_multicast:
-            targets.append((net.address, config.IPv4MulticastGroup))
+            dest, key = config.IPv4MulticastGroup, f"interface {net.interface}"
         elif net.broadcast is not None:
-            targets.append((net.address, net.broadcast))
-    return list(dict.fromkeys(targets))
+            dest, key = net.broadcast, net.broadcast
+        else:
+            continue
+        if key not in seen:
+            seen.add(key)
+            targets.append((net.address, dest))
+    return targets
 
 
 def _socket(bind: str, port: int, ipv4_multicast: bool) -> socket.socket:
