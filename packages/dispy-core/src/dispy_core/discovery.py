@@ -13,12 +13,25 @@ unpickled, and replies with another nonce, a bad seal or a stale time are droppe
 
 Where requests go: one UDP socket per local address (``JobCluster(host=...)``, else the
 IPv4 wildcard address, plus the IPv6 one when a wildcard spec is an IPv6 pattern), bound
-to the client port when it is free. IPv4 sockets broadcast, or send to
+to the client port when it is free. IPv4 sockets broadcast to 255.255.255.255, or send to
 :data:`dispy_core.config.IPv4MulticastGroup` with ``ipv4_udp_multicast=True``; IPv6
 sockets always send to :data:`dispy_core.config.IPv6MulticastGroup`. Multicasts leave
 through the interface of the socket's address, with a hop limit of 1. With a
 ``ping_interval`` the request is repeated every that many seconds, for nodes started
 later or that missed it.
+
+255.255.255.255 (and a multicast from the wildcard address) follows the default route:
+on a LAN without one (an isolated cluster network) it can't be sent at all, and with
+one it reaches the default route's network only. So the request also goes to each local
+IPv4 network whose interface address a wildcard spec matches
+(:func:`interface_targets`, from :func:`dispy_core.netif.ipv4_networks`): to the
+network's directed broadcast address, or to the multicast group through that interface
+(``IP_MULTICAST_IF``), from a socket bound to the interface's address so the request
+leaves through it and the node's reply comes back to it. With ``host=`` only the given
+addresses' networks are used, from their own sockets. A send that fails (no route to
+one target) is logged at DEBUG level and the others go on; when no request could leave
+this host at all, an INFO line says so once, and :attr:`Discovery.stranded` tells why
+(the cluster's warning that no node serves it repeats that).
 
 Each request also goes, unicast, to the node port at each of this host's own addresses
 (:func:`dispy_core.netif.local_addresses`: loopback and every interface's) that some
@@ -49,11 +62,11 @@ from dispy_core import auth, config, messages
 from dispy_core.errors import DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest, NodeAnnounce
 
-from .netif import interface_index, is_ipv6, local_addresses
+from .netif import Network, interface_index, ipv4_networks, is_ipv6, local_addresses
 from .nodes import NodeAllocate
 
 __all__ = ["needs_discovery", "build_request", "parse_reply", "parse_announce", "Discovery",
-           "BROADCAST_ADDR", "bind_addresses", "destination", "host_targets"]
+           "BROADCAST_ADDR", "bind_addresses", "destination", "host_targets", "interface_targets"]
 
 # Under "dispy": what a cluster does with nodes is the cluster's to log (its loglevel).
 log = logging.getLogger("dispy.discovery")
@@ -144,6 +157,33 @@ def host_targets(bind: str, addresses: Iterable[str], match: Callable[[str], boo
     return [ip for ip in addresses if is_ipv6(ip) == is_ipv6(bind) and (match is None or match(ip))]
 
 
+def interface_targets(networks: Iterable[Network], hosts: list[str], match: Callable[[str], bool] | None,
+                      ipv4_multicast: bool) -> list[tuple[str, str]]:
+    """Where requests go besides 255.255.255.255 (or the multicast group from the
+    wildcard address), as (source address, destination address) pairs: for each local
+    IPv4 network (``networks``) whose interface address ``match`` (a wildcard spec's
+    pattern; None: any) accepts and, if ``hosts`` are given, is one of them: its
+    directed broadcast address, or the IPv4 multicast group with ``ipv4_multicast``.
+    Networks without a broadcast address (point-to-point links) get only the multicast.
+    Each broadcast address, and the group on each interface, is sent to once (from the
+    first address that has it): a node there would answer each copy."""
+    targets = []
+    seen: set[str] = set()
+    for net in networks:
+        if (hosts and net.address not in hosts) or (match is not None and not match(net.address)):
+            continue
+        if ipv4_multicast:
+            dest, key = config.IPv4MulticastGroup, f"interface {net.interface}"
+        elif net.broadcast is not None:
+            dest, key = net.broadcast, net.broadcast
+        else:
+            continue
+        if key not in seen:
+            seen.add(key)
+            targets.append((net.address, dest))
+    return targets
+
+
 def _socket(bind: str, port: int, ipv4_multicast: bool) -> socket.socket:
     """A UDP socket bound to ``bind:port`` and set up to send discovery requests."""
     v6 = is_ipv6(bind)
@@ -168,6 +208,26 @@ def _socket(bind: str, port: int, ipv4_multicast: bool) -> socket.socket:
     return sock
 
 
+def _describe(dest: tuple[str, int]) -> str:
+    if dest[0] == BROADCAST_ADDR:
+        return "broadcast"
+    if dest[0] in (config.IPv4MulticastGroup, config.IPv6MulticastGroup):
+        return f"multicast {dest[0]}"
+    return f"broadcast {dest[0]}"
+
+
+def _sendto(sock: socket.socket, datagram: bytes, dest: tuple[str, int]) -> str | None:
+    """Send one datagram (the socket is non-blocking); None, or why it could not be
+    sent (logged at DEBUG level: no route to one target does not stop the others)."""
+    try:
+        sock.sendto(datagram, dest)
+    except OSError as exc:  # ENETUNREACH: no route there; EAGAIN: a full buffer, sent again later
+        reason = exc.strerror or str(exc)
+        log.debug("discovery request to %s:%s from %s not sent: %s", *dest, sock.getsockname()[0], reason)
+        return reason
+    return None
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Any], None]) -> None:
         self.on_datagram = on_datagram
@@ -179,10 +239,21 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("discovery socket error: %s", exc)
 
 
+@dataclasses.dataclass
+class _Sender:
+    """One discovery socket and where its requests go off this host (broadcast,
+    multicast); ``asks_host``: it also asks this host's own addresses."""
+    sock: socket.socket
+    transport: asyncio.DatagramTransport
+    dests: list[tuple[str, int]]
+    asks_host: bool
+
+
 class Discovery:
     """One cluster's discovery: send requests (again every ``ping_interval`` seconds if
     given), hand valid replies and node announcements to ``on_reply``. ``match`` picks
-    which of this host's addresses are asked directly (None: all of them)."""
+    which of this host's addresses are asked directly, and which local networks get a
+    directed broadcast (None: all of them)."""
 
     def __init__(self, secret: str | bytes, node_port: int, on_reply: Callable[[DiscoverReply], None],
                  hosts: list[str] | None = None, client_port: int = 0, *,
@@ -191,7 +262,8 @@ class Discovery:
         self.secret = secret
         self.node_port = node_port
         self.on_reply = on_reply
-        self.binds = bind_addresses(list(hosts or ()), ipv6)
+        self.hosts = list(dict.fromkeys(hosts or ()))
+        self.binds = bind_addresses(self.hosts, ipv6)
         self.client_port = client_port
         self.ipv4_multicast = ipv4_multicast
         self.ping_interval = ping_interval
@@ -199,76 +271,132 @@ class Discovery:
         self.nonce = ""
         self.replies = 0
         self.rounds = 0  # requests sent (per socket)
-        self._transports: list[tuple[asyncio.DatagramTransport, tuple[str, int]]] = []
+        self._senders: list[_Sender] = []
+        # (source, destination) -> the socket bound to source sending there (no host=)
+        self._interfaces: dict[tuple[str, str], _Sender] = {}
+        self._wake = asyncio.Event()  # refresh(): send again now
+        #: Why the last round's request could go nowhere off this host ("": it could).
+        self.stranded = ""
+        self._told = False
 
-    async def _open(self, bind: str) -> asyncio.DatagramTransport | None:
+    async def _open(self, bind: str, port: int, ipv4_multicast: bool) -> _Sender | None:
         loop = asyncio.get_running_loop()
         try:
             try:
-                sock = _socket(bind, self.client_port, self.ipv4_multicast)
+                sock = _socket(bind, port, ipv4_multicast)
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or not self.client_port:
+                if exc.errno != errno.EADDRINUSE or not port:
                     raise
                 # The client port is taken (another client here): replies still come back,
                 # announcements (--scheduler_node) to that port go to the other client.
-                log.debug("client port %s on %s is in use; discovering from another port", self.client_port, bind)
-                sock = _socket(bind, 0, self.ipv4_multicast)
+                log.debug("client port %s on %s is in use; discovering from another port", port, bind)
+                sock = _socket(bind, 0, ipv4_multicast)
             transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self._datagram), sock=sock)
         except OSError as exc:
             log.warning("can't discover nodes from %s: no UDP socket on port %s: %s",
-                        bind, self.client_port, exc.strerror or exc)
+                        bind, port, exc.strerror or exc)
             return None
-        return transport
+        return _Sender(sock, transport, [], asks_host=False)
 
     async def run(self) -> None:
-        """Send requests (and resend a couple of times, then every ping_interval), and
-        listen for replies and announcements until cancelled."""
+        """Send requests (and resend a couple of times, then every ping_interval or when
+        refreshed), and listen for replies and announcements until cancelled."""
         loop = asyncio.get_running_loop()
         try:
+            targets = self._targets()
             for bind in self.binds:
-                transport = await self._open(bind)
-                if transport is not None:
-                    self._transports.append((transport, destination(bind, self.node_port, self.ipv4_multicast)))
-            if not self._transports:
+                sender = await self._open(bind, self.client_port, self.ipv4_multicast)
+                if sender is None:
+                    continue
+                sender.dests.append(destination(bind, self.node_port, self.ipv4_multicast))
+                if bind != "0.0.0.0" and not self.ipv4_multicast:  # host=: its own network too
+                    sender.dests += [(dest, self.node_port) for src, dest in targets if src == bind]
+                sender.asks_host = True
+                self._senders.append(sender)
+            if not self._senders:
                 return
+            await self._update_interfaces(targets)
             self.nonce, _ = build_request(self.secret)
-            how = ", ".join(f"{'broadcast' if dest[0] == BROADCAST_ADDR else 'multicast ' + dest[0]}"
-                            for _, dest in self._transports)
+            how = ", ".join(dict.fromkeys(_describe(dest) for sender in self._senders for dest in sender.dests))
+            via = ", ".join(f"{_describe((dest, 0))} from {src}" for src, dest in self._interfaces)
             here = ", ".join(dict.fromkeys(ip for bind in self.binds
                                            for ip in host_targets(bind, local_addresses(), self.match)))
-            log.info("looking for nodes on UDP port %s (%s; on this host at %s)", self.node_port, how,
-                     here or "no address that a node spec matches")
+            log.info("looking for nodes on UDP port %s (%s%s; on this host at %s)", self.node_port, how,
+                     f"; {via}" if via else "", here or "no address that a node spec matches")
             started = loop.time()
             for delay in (0.0, *RESEND_AFTER):
                 await asyncio.sleep(max(0.0, started + delay - loop.time()))
                 self._send()
-            if self.ping_interval:
-                while True:
-                    await asyncio.sleep(self.ping_interval)
+            while True:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.ping_interval)
+                    log.info("looking for nodes again on UDP port %s", self.node_port)
+                except TimeoutError:
                     log.debug("looking for nodes again (ping_interval %g s)", self.ping_interval)
-                    self._send()
-            await asyncio.Future()  # listen until cancelled
+                self._wake.clear()
+                # an interface may have come up (or gone) since, a spec been added
+                await self._update_interfaces(self._targets())
+                self._send()
         finally:
-            for transport, _ in self._transports:
-                transport.close()
-            self._transports = []
+            for sender in self._senders:
+                sender.transport.close()
+            self._senders = []
+            self._interfaces = {}
+
+    def _targets(self) -> list[tuple[str, str]]:
+        if not any(not is_ipv6(bind) for bind in self.binds):
+            return []
+        return interface_targets(ipv4_networks(), self.hosts, self.match, self.ipv4_multicast)
+
+    async def _update_interfaces(self, targets: list[tuple[str, str]]) -> None:
+        """Without host=: one socket per (interface address, destination) of ``targets``,
+        bound to that address (the request leaves through its interface, the reply comes
+        back to it); sockets of targets gone are closed."""
+        if "0.0.0.0" not in self.binds:
+            return  # host=: its sockets send to their networks' broadcast addresses
+        for key in [key for key in self._interfaces if key not in targets]:
+            gone = self._interfaces.pop(key)
+            self._senders.remove(gone)
+            gone.transport.close()
+        for src, dest in targets:
+            if (src, dest) in self._interfaces:
+                continue
+            sender = await self._open(src, 0, self.ipv4_multicast)
+            if sender is None:
+                continue
+            sender.dests.append((dest, self.node_port))
+            self._interfaces[(src, dest)] = sender
+            self._senders.append(sender)
 
     def _send(self) -> None:
         _, datagram = build_request(self.secret, self.nonce)  # same nonce, current time
         # looked up each round: an interface may have come up (or gone) since
         addresses = local_addresses()
-        for transport, dest in self._transports:
-            transport.sendto(datagram, dest)  # an unroutable broadcast: error_received, logged
-            bind = transport.get_extra_info("sockname")[0]
-            for ip in host_targets(bind, addresses, self.match):
-                transport.sendto(datagram, (ip, self.node_port))
+        left, failed = 0, []
+        for sender in self._senders:
+            bind = sender.sock.getsockname()[0]
+            for dest in sender.dests:
+                error = _sendto(sender.sock, datagram, dest)
+                if error is None:
+                    left += 1
+                else:
+                    failed.append(f"{_describe(dest)} from {bind}: {error}")
+            if sender.asks_host:
+                for ip in host_targets(bind, addresses, self.match):
+                    _sendto(sender.sock, datagram, (ip, self.node_port))
+        self.stranded = "; ".join(failed) if failed and not left else ""
+        if self.stranded and not self._told:
+            # INFO, once: on a machine offline the node found on this host is all there is;
+            # when no node answers, the cluster's stall warning says it (why_no_node)
+            self._told = True
+            log.info("no discovery request could leave this host (%s): only nodes on this host can answer",
+                     self.stranded)
         self.rounds += 1
 
     def refresh(self) -> None:
         """Send the request once more (nodes started since answer it)."""
-        if self._transports and self.nonce:
-            log.info("looking for nodes again on UDP port %s", self.node_port)
-            self._send()
+        if self._senders and self.nonce:
+            self._wake.set()
 
     def _datagram(self, data: bytes, addr: Any) -> None:
         msg = _open(self.secret, data)

@@ -432,6 +432,11 @@ class Engine(Generic[J]):
                             for label, reason in tried.items())
             return f"nodes tried: {why}"
         if any(spec.wildcard for spec in self.specs):
+            stranded = self._discovery.stranded if self._discovery is not None else ""
+            if stranded:  # no route anywhere: only this host's nodes could have answered
+                return (f"no node answered discovery: the request could not leave this host ({stranded}), "
+                        "and no node answered at this host's own addresses; name the nodes, or give "
+                        "host= an address on their network")
             return ("no node answered discovery (the broadcast, nor the node port at this host's own "
                     "addresses): are nodes running, with the same secret and node port?")
         return "no node has answered yet"

@@ -7,8 +7,10 @@ given ones, else the first given address of the node's family (IPv4 or IPv6). As
 routing table means ``connect()``ing a UDP socket, which sends nothing.
 
 Also this host's own addresses (:func:`local_addresses`, which discovery asks directly:
-a broadcast does not reach a node on the same host in every network setup), and the
-address dispynode and dispyscheduler serve when started without ``-i``
+a broadcast does not reach a node on the same host in every network setup), its IPv4
+networks with their broadcast addresses (:func:`ipv4_networks`, where discovery sends a
+directed broadcast: 255.255.255.255 has no route on a LAN without a default route), and
+the address dispynode and dispyscheduler serve when started without ``-i``
 (:func:`default_ip_addr`).
 """
 
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
+import struct
+import sys
+from typing import Any, NamedTuple
 
 from dispy_core.errors import ConfigError
 
 __all__ = ["canonical", "local_address", "interface_index", "is_ipv6", "host_list", "check_ping_interval",
            "PING_INTERVAL_RANGE", "default_ip_addr", "choose_ip_addr", "local_addresses", "check_ext_addrs",
-           "announced_addr"]
+           "announced_addr", "Network", "ipv4_networks"]
 
 
 def canonical(host: str) -> str:
@@ -175,6 +179,96 @@ def local_addresses() -> list[str]:
             pass
     return [ip for ip in dict.fromkeys(canonical(ip) for ip in found)
             if not (is_ipv6(ip) and _is_link_local(ip))]
+
+
+class Network(NamedTuple):
+    """One IPv4 address of an interface that is up and not loopback."""
+    interface: str
+    address: str
+    #: The network's directed broadcast address; None where it has none (a /31 or /32
+    #: network, a point-to-point link).
+    broadcast: str | None
+
+
+def _broadcast(address: str, netmask: str | None, given: str | None, ptp: bool) -> str | None:
+    """The directed broadcast address of ``address``'s network: the one the interface
+    has, else the last address of the network ``netmask`` makes (the kernel treats it as
+    a broadcast address whether or not one was configured); None for point-to-point
+    links and networks too small for one."""
+    if ptp:
+        return None
+    try:
+        net = ipaddress.IPv4Network(f"{address}/{netmask}", strict=False) if netmask else None
+        if net is not None and net.prefixlen >= 31:
+            return None
+        if given and given not in ("0.0.0.0", "255.255.255.255", address):
+            return str(ipaddress.IPv4Address(given))
+        return str(net.broadcast_address) if net is not None else None
+    except ValueError:
+        return None
+
+
+def ipv4_networks() -> list[Network]:
+    """This host's IPv4 addresses on interfaces that are up, loopback left out, each with
+    its network's broadcast address. From psutil; without it (a client host need not
+    have it) from the interfaces' primary addresses by ioctl on Linux; else none."""
+    try:
+        import psutil
+    except ImportError:
+        return _ipv4_networks_ioctl() if sys.platform.startswith("linux") else []
+    stats = psutil.net_if_stats()
+    found = []
+    for name, addrs in psutil.net_if_addrs().items():
+        if name not in stats or not stats[name].isup:
+            continue
+        for a in addrs:
+            if a.family != socket.AF_INET or ipaddress.IPv4Address(a.address).is_loopback:
+                continue
+            found.append(Network(name, str(a.address), _broadcast(str(a.address), a.netmask, a.broadcast,
+                                                                 bool(a.ptp))))
+    return found
+
+
+# Linux <linux/sockios.h> and <net/if.h>: the requests and flags the fallback needs.
+_SIOCGIFFLAGS, _SIOCGIFADDR, _SIOCGIFBRDADDR, _SIOCGIFNETMASK = 0x8913, 0x8915, 0x8919, 0x891B
+_IFF_UP, _IFF_BROADCAST, _IFF_LOOPBACK, _IFF_POINTOPOINT, _IFF_RUNNING = 0x1, 0x2, 0x8, 0x10, 0x40
+
+
+def _ipv4_networks_ioctl() -> list[Network]:
+    """:func:`ipv4_networks` without psutil, on Linux: each interface's primary IPv4
+    address (secondary ones are not told by these requests)."""
+    import fcntl
+
+    def ask(sock: socket.socket, request: int, name: str) -> bytes:
+        # struct ifreq: the name in 16 bytes, then a 16-byte union (a sockaddr, or flags)
+        return fcntl.ioctl(sock.fileno(), request, struct.pack("16s16s", name.encode()[:15], b""))
+
+    def addr(sock: socket.socket, request: int, name: str) -> str | None:
+        try:
+            return socket.inet_ntoa(ask(sock, request, name)[20:24])  # sockaddr_in's sin_addr
+        except OSError:  # no such address (or no IPv4 address at all)
+            return None
+
+    found = []
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for name in names:
+                try:
+                    flags = struct.unpack_from("@H", ask(sock, _SIOCGIFFLAGS, name), 16)[0]
+                except OSError:
+                    continue
+                address = addr(sock, _SIOCGIFADDR, name)
+                # "up" as psutil tells it: administratively up, and a carrier
+                if address is None or flags & (_IFF_UP | _IFF_RUNNING) != _IFF_UP | _IFF_RUNNING \
+                        or flags & _IFF_LOOPBACK:
+                    continue
+                given = addr(sock, _SIOCGIFBRDADDR, name) if flags & _IFF_BROADCAST else None
+                found.append(Network(name, address, _broadcast(address, addr(sock, _SIOCGIFNETMASK, name),
+                                                               given, bool(flags & _IFF_POINTOPOINT))))
+    except OSError:
+        return found
+    return found
 
 
 # -- the daemons' addresses (dispynode, dispyscheduler) --------------------------------
