@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,6 +82,16 @@ def sh(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
 
 
+def wait_up(ns: tuple[str, ...], dev: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = subprocess.run([*ns, "cat", f"/sys/class/net/{dev}/operstate"], capture_output=True, text=True)
+        if out.stdout.strip() == "up":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{dev} never came up")
+
+
 def make_netns(tag: str, veth: bool) -> tuple[str, tuple[str, ...]]:
     name = f"dispy-ld{tag}-{os.getpid()}"
     sh("ip", "netns", "add", name)
@@ -92,6 +103,11 @@ def make_netns(tag: str, veth: bool) -> tuple[str, tuple[str, ...]]:
             sh(*ns, "ip", "addr", "add", f"{LAN}/24", "dev", "dv0")
             sh(*ns, "ip", "link", "set", "dv0", "up")
             sh(*ns, "ip", "link", "set", "dv1", "up")  # and no route out: no default route
+            # The kernel reports the carrier (what "up" means to psutil, which picks the
+            # default address) a moment after the link is set up: a dispynode started
+            # before then would serve 127.0.0.1 instead of the LAN address.
+            for dev in ("dv0", "dv1"):
+                wait_up(ns, dev)
     except BaseException:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
         raise
