@@ -211,6 +211,7 @@ def test_multicast_discovery_without_a_default_route(lan, daemons):
 
 
 def test_dispyscheduler_without_n_finds_a_node_on_another_machine(lan, daemons):
+    pytest.importorskip("dispy_scheduler")  # the client-only suite has no scheduler
     client_ns, node_ns = lan
     node = start(daemons, node_ns, "dispy_node.cli", [], f"at {NODE_IP}:9701")
     scheduler = start(daemons, client_ns, "dispy_scheduler.cli", [], "dispyscheduler serving clients")
