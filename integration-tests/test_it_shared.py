@@ -521,7 +521,11 @@ def test_files_over_max_file_size_are_refused(start_node, start_scheduler, tmp_p
     up = threading.Event()
     with shared(ident, sched, cluster_status=lambda s, n, j: up.set() if s == dispy.DispyNode.Initialized else None) as c:
         assert up.wait(20)
+        # The scheduler's limit holds for files sent straight to the node (the client
+        # attached to it) as for those sent through the scheduler.
+        assert wait_until(lambda: any(link.attached for link in c._runtime._links.values()), 15)
         assert c.send_file(str(big), "127.0.0.2") == -1
+        assert c.send_file(str(big), "127.0.0.2", relay=True) == -1
         job = c.submit(5, dispy_job_depends=[str(big)])
         assert job() is None and job.status == dispy.DispyJob.Cancelled and "max_file_size" in job.exception
         assert c.submit(6)() == (6, "127.0.0.2")

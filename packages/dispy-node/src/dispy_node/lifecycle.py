@@ -131,6 +131,9 @@ class Comp(Computation):
     # results waiting for those items (a job's result must not overtake its files).
     attach_key: str = ""
     attach_macs: bool = True
+    # dispyscheduler's --max_file_size (0: none): the scheduler checks the files clients
+    # send through it, and this node checks those they send it on the attached connection.
+    attach_file_limit: int = 0
     attached: Any = None
     in_transit: dict[int, int] = field(default_factory=dict)
     parked: dict[int, list[JobResult]] = field(default_factory=dict)

@@ -490,7 +490,8 @@ class Node(Lifecycle):
                 ch.send(Attached(compute_id))
         elif t is SendFile:
             owned = comp is not None and comp.attached is ch and msg.compute_id == compute_id  # type: ignore[attr-defined]
-            self._send_file(ch, msg, comp if owned else None)  # type: ignore[arg-type]
+            self._send_file(ch, msg, comp if owned else None,  # type: ignore[arg-type]
+                            comp.attach_file_limit if owned and comp is not None else 0)
         elif t is Pong:
             pass
         else:
@@ -618,6 +619,9 @@ class Node(Lifecycle):
         if isinstance(key, str) and len(key) >= 32:  # from dispyscheduler: its client may Attach
             comp.attach_key = key
             comp.attach_macs = options.get("attach_macs") is not False
+            limit = options.get("attach_file_limit")
+            if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+                comp.attach_file_limit = limit
         self.comps[cid] = comp
         self.sched.add(comp)
         ch.user.comps.add(comp)
@@ -765,7 +769,7 @@ class Node(Lifecycle):
             return
         self._background(self._close(comp, terminate=bool(msg.terminate), reply=True))
 
-    def _send_file(self, ch: Channel, msg: SendFile, comp: Comp | None) -> None:
+    def _send_file(self, ch: Channel, msg: SendFile, comp: Comp | None, limit: int = 0) -> None:
         """Save a client's file in its computation's directory (cluster.send_file; ``comp``
         is the computation if ``ch`` may send it files); always answers FileSaved, with
         ``error`` when the file was refused."""
@@ -777,6 +781,11 @@ class Node(Lifecycle):
             return
         try:
             check_files([msg.file], self.cfg.max_file_size)
+            size = memoryview(msg.file.data).nbytes  # (check_files checked it is bytes)
+            if limit and size > limit:
+                # an attached client of dispyscheduler: the scheduler's limit holds here too
+                raise FileRefused(f"refused file {name!r}: it is {size} bytes, more than the limit of "
+                                  f"{limit} bytes (dispyscheduler --max_file_size)")
         except FileRefused as exc:
             log.info("refused file from %s for %s: %s", ch.peer, cid, exc)
             ch.send(FileSaved(cid, name, str(exc)))

@@ -117,7 +117,9 @@ class ClusterEngine(Engine[SchedJob]):
             sched=daemon.sched, thread=daemon.loop_ref,
             compute_options={"attach_key": cluster.attach_key, "attach_macs": daemon.attach_macs,
                              # the client's dispy.config.MaxFileSize, for its jobs' dispy_send_file
-                             "max_file_size": cluster.max_file_size},
+                             "max_file_size": cluster.max_file_size,
+                             # --max_file_size, for files the client sends the node itself
+                             "attach_file_limit": cfg.max_file_size},
         )
         self.auto_ack = False  # results are acknowledged to nodes once the client has them
         if compute.python_version:
