@@ -674,7 +674,10 @@ def test_killed_client_results_survive_a_node_crash_and_restart(lan, nodes, clie
     again on the same address and dest_path_prefix: recover_jobs still gets every result,
     those of the crashed node from the restarted process."""
     victim, *_ = nodes(cpus=2)
-    c = client([{"count": 6, "dur": 1.5}], recover_file="recover.db")
+    # Every job must still be running when the client dies (a result it got before is
+    # rightly not recovered): the six start within a moment of each other, but on a loaded
+    # machine that moment can exceed a second or two, so the jobs last well beyond it.
+    c = client([{"count": 6, "dur": 6.0}], recover_file="recover.db")
     c.expect("PHASE 0")
     c.wait_started(None, 6)
     c.proc.kill()
