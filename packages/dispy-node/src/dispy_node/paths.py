@@ -17,7 +17,7 @@ the job's files and a symbolic link to every entry of the computation's director
 when the job starts (files of ``depends``, of ``cluster.send_file``, whatever setup
 wrote there, subdirectories), so both are visible by base name; a job
 file of the same name as a computation file hides it. Job directories live under
-``<prefix>/.jobs/<computation>-XXXX/``, outside every computation's directory: a
+``<prefix>/.jobs/<computation>-<random suffix>/``, outside every computation's directory: a
 computation's own listing (or another computation sharing its ``dest_path``) never shows
 them, and links made from the computation's directory can't lead into one. They are
 removed after the job, and what a killed job left with its computation.
