@@ -51,7 +51,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dispy
-from dispy_core import auth, codec, config, discovery, messages
+from dispy_core import auth, config, discovery, messages
 from dispy_core.connection import HANDSHAKE_FRAME_LIMIT
 from dispy_core.framing import FLAG_MAC, HEADER, MAC_SIZE, MAGIC, PROTOCOL_VERSION, FrameDecoder, pack_header
 from dispy_core.testing import DaemonProcess, NodeProcess, wait_until
@@ -71,8 +71,6 @@ _RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \S+ (?P<level>[A-Z]+)
 _RELAYED = re.compile(r"setup of computation .* failed")
 #: The last line of a traceback ("RecursionError: maximum recursion depth ..."): what broke.
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
-
-log = logging.getLogger(__name__)
 
 
 def scaled(n: int) -> int:
@@ -411,6 +409,7 @@ class Target:
             self.problems.append(f"{self.name} logged {bad[:2]} after one of {[w for w, _, _ in recent[-2:]]}")
             return
         self.quiet_log()
+        self.bad_log_lines()  # the rest of what was blamed, so that it is not blamed again
         culprit = "not reproduced by sending the recent inputs again: " + "; ".join(
             f"{w}: {hexed(d)}" for w, d, _ in recent)
         for w, d, again_ in reversed(recent):
@@ -429,10 +428,10 @@ class Target:
         if bad:
             self.problems.append(f"{self.name} logged {bad[:4]} after {what}")
 
-    def quiet_log(self) -> None:
-        """Wait until the daemon's log has had no new line for a moment."""
-        count = -1
-        while count != len(self.proc.output):
+    def quiet_log(self, timeout: float = 10.0) -> None:
+        """Wait until the daemon's log has had no new line for a moment (at most ``timeout``)."""
+        count, deadline = -1, time.monotonic() + timeout
+        while count != len(self.proc.output) and time.monotonic() < deadline:
             count = len(self.proc.output)
             time.sleep(0.3)
 
