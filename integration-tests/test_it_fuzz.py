@@ -322,7 +322,7 @@ def recordings() -> Iterator[Callable[[str], Recording]]:
                     proxy.close()
             c2s = [f for s in proxy.sessions for f in split_frames(bytes(s["c2s"]))]
             s2c = [f for s in proxy.sessions for f in split_frames(bytes(s["s2c"]))]
-            assert {frame_parts(f)[0] for f in c2s} >= {messages.Hello.TYPE, messages.Proof.TYPE,
+            assert {frame_parts(f)[0] for f in c2s} >= {messages.Hello.TYPE, messages.Proof.TYPE, messages.InfoRequest.TYPE,
                                                          messages.Compute.TYPE, messages.SubmitJobs.TYPE}
             made[secret] = Recording(c2s, s2c)
         return made[secret]
