@@ -14,11 +14,16 @@ The targets, each a test of its own, with no secret (the default) and with a sec
 * a client program (a JobCluster in a subprocess) facing the same fake nodes next to a
   real one.
 
+Against the listening ports, a peer that knows the secret then sends recorded messages
+with mutated fields (what an authenticated but buggy or hostile program can do).
+
 Each run checks that the program still serves (a real cluster's jobs complete after the
-flood), logs no ERROR line and no traceback, returns to near its starting RSS once the
-connections close (daemons), and writes nothing outside its ``--dest_path_prefix`` (a
-sentinel directory next to the prefix must stay as it was). A failure names the input
-that broke what, with the offending bytes in hex.
+flood), logs no ERROR line and no traceback (and not a line for every refused
+connection), returns to within a few MiB of its starting RSS once the connections close
+(daemons), and writes nothing outside its ``--dest_path_prefix`` (a sentinel directory
+next to the prefix must stay as it was). A failure names the input that broke what, with
+the offending bytes in hex: a log line is blamed by sending the last inputs again one at
+a time. Each phase's time and the RSS are printed (``-s``, or with a failure).
 
 Everything runs on 127.0.0.1. The counts are small by default (a few seconds per
 target); ``DISPY_FUZZ_SCALE`` (a float, default 1) multiplies them for a long run.
