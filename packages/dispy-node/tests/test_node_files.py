@@ -97,7 +97,7 @@ def test_job_dirs_of_a_killed_job_are_found_by_job_id(tmp_path):
 def test_dest_path_lookups_create_nothing_and_node_dirs_are_reserved(tmp_path):
     prefix = prepare_prefix(str(tmp_path / "prefix"))
     assert existing_dest_dir(prefix, "not/yet") is None
-    assert not os.path.exists(os.path.join(prefix, "not"))
+    assert not os.path.exists(os.path.join(prefix.path, "not"))
     assert existing_dest_dir(prefix, None) is None and existing_dest_dir(prefix, "") is None
     made = computation_dir(prefix, "/x/y", "c")
     assert existing_dest_dir(prefix, "x/y") == made
