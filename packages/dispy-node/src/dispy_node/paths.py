@@ -49,6 +49,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
+from dispy_core.errors import ConfigError
 from dispy_core.messages import FileData
 from dispy_core.prefix import DaemonPrefix, remove_tree
 
@@ -141,7 +142,11 @@ def open_prefix(path: str, clean: bool = False) -> DaemonPrefix:
         log.info("--clean: removed %d entries earlier runs left in %s", n, prefix.path)
     prefix.open()
     for name in (JOBS_DIRECTORY, UNDELIVERED_DIRECTORY):
-        prefix.mkdir(name, 0o711 if name == JOBS_DIRECTORY else 0o700)
+        path = prefix.mkdir(name, 0o711 if name == JOBS_DIRECTORY else 0o700)
+        if os.path.islink(path) or not os.path.isdir(path):
+            # the node writes there: never through a link to elsewhere
+            raise ConfigError(f"--dest_path_prefix: {path} must be a directory, not a link or a file; "
+                              "remove it or use another prefix")
     return prefix
 
 
@@ -184,7 +189,9 @@ def _checked(prefix: DaemonPrefix, path: str, dest_path: Any) -> str:
     prefix that a computation may use; FileRefused otherwise."""
     real = os.path.realpath(path)
     root = prefix.path
-    if real == root or os.path.commonpath([real, root]) != root:
+    if real == root:  # a link to the prefix: a computation's directory is never the prefix
+        raise FileRefused(f"refused dest_path {dest_path!r}: it leads to the node's dest_path_prefix itself")
+    if os.path.commonpath([real, root]) != root:
         raise FileRefused(f"refused dest_path {dest_path!r}: it leads out of the node's dest_path_prefix")
     top = os.path.relpath(real, root).split(os.sep, 1)[0]
     if top.startswith("."):
@@ -305,7 +312,7 @@ def make_jobs_root(prefix: DaemonPrefix, name: str) -> str:
     (see the module docstring); the main process makes it and removes it at close."""
     # mode 0711 like the prefix: computations can't list each other's
     root = prefix.mkdir(JOBS_DIRECTORY, 0o711)
-    if not os.path.isdir(root) or os.path.islink(root):
+    if os.path.islink(root) or not os.path.isdir(root):  # replaced since the node started
         raise FileRefused(f"{root} is not a directory of the node's")
     return tempfile.mkdtemp(prefix=f"{_safe_label(name)}-", dir=root)
 
