@@ -113,3 +113,21 @@ def test_record_lines_that_are_not_paths_are_ignored(tmp_path):
     p = DaemonPrefix(str(tmp_path), "testd")
     p.open()
     assert p.created("ok") and p.foreign() == []
+
+
+def test_daemons_sharing_a_prefix_keep_each_other_s_records(tmp_path):
+    # two nodes on one host with the same (default) prefix: each change is merged into
+    # the record on disk, never written over the other's
+    a, b = DaemonPrefix(str(tmp_path), "testd"), DaemonPrefix(str(tmp_path), "testd")
+    a.open()
+    b.open()
+    a.mkdir("from-a")
+    b.mkdir("from-b")
+    a.mkdir("from-a-2")
+    assert a.created("from-b") and b.created("from-a-2")
+    b.forget("from-b")
+    os.rmdir(tmp_path / "from-b")
+    assert a.foreign() == [] and a.created("from-a") and not a.created("from-b")
+    (tmp_path / ".testd-prefix.1234.tmp").write_text("left by a crash")  # the daemon's too
+    assert a.foreign() == [] and a.clean() == 2
+    assert sorted(os.listdir(tmp_path)) == [".testd-prefix"]

@@ -9,8 +9,8 @@ Each daemon keeps a *record* in the prefix, the file ``.<daemon>-prefix`` (for e
 (relative to the prefix, ``/``-separated) of a directory the daemon created there, when
 the daemon did not create its parent too (so ``a`` stands for ``a/b/c`` made at once).
 A directory the daemon created is written to the record before anything is put in it, and
-the record is replaced atomically (written to ``.<daemon>-prefix.tmp``, then renamed), so a
-crash leaves an old or a new record, never a torn one.
+the record is replaced atomically (written to ``.<daemon>-prefix.<pid>.tmp``, then renamed),
+so a crash leaves an old or a new record, never a torn one.
 
 ``--clean`` looks before it writes anything: it lists the prefix, and if any top-level entry
 is neither the record (nor its temporary) nor the first part of a recorded path, it refuses
@@ -24,6 +24,8 @@ This module is shared by dispynode and dispyscheduler (neither depends on the ot
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ import shutil
 import stat
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import ConfigError
@@ -89,22 +92,48 @@ class DaemonPrefix:
     ``"dispyscheduler"``). Create it, then :meth:`clean` (if asked) and :meth:`open`;
     directories made with :meth:`mkdir` or announced with :meth:`record` are the daemon's.
 
-    Thread safe: every method takes :attr:`lock` (reentrant), which a caller may hold to
-    make a name and record it in one step."""
+    Several daemons may share a prefix (nodes on one host with the default prefix): the
+    record on disk is the truth, and every change to it is read, changed and written back
+    under an exclusive ``flock`` of the prefix directory (and :attr:`lock` in this
+    process, reentrant, which a caller may hold to make a name and record it in one step).
+    """
 
     def __init__(self, path: str, daemon: str) -> None:
         self.path = os.path.realpath(path)
         self.daemon = daemon
         self.record_name = f".{daemon}-prefix"
-        self._tmp_name = self.record_name + ".tmp"
-        self._recorded: set[str] = set()
         self.lock = threading.RLock()
+        self._depth = 0  # nesting of _locked() in this process (flock is taken once)
 
     @property
     def record_path(self) -> str:
         return os.path.join(self.path, self.record_name)
 
     # -- the record ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self.lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                fd: int | None = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = None  # nothing to guard yet (clean() of a missing prefix)
+            try:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                self._depth = 1
+                yield
+            finally:
+                self._depth = 0
+                if fd is not None:
+                    os.close(fd)  # releases the flock
+
     def _read(self) -> set[str]:
         try:
             with open(self.record_path, encoding="utf-8", errors="surrogateescape") as fh:
@@ -123,31 +152,34 @@ class DaemonPrefix:
                 out.add(rel)
         return out
 
-    def _write(self) -> None:
+    def _write(self, recorded: set[str]) -> None:
         header = (f"# {self.daemon} created the entries of this directory listed below (one JSON "
                   f"string a line); '{self.daemon} --clean' removes only these, and refuses while "
                   "anything else is here.\n")
-        tmp = os.path.join(self.path, self._tmp_name)
+        tmp = os.path.join(self.path, f"{self.record_name}.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(header)
-            for rel in sorted(self._recorded):
+            for rel in sorted(recorded):
                 fh.write(json.dumps(rel) + "\n")
         os.replace(tmp, self.record_path)
 
-    def _own_top(self, recorded: set[str]) -> set[str]:
-        return {self.record_name, self._tmp_name} | {rel.split("/", 1)[0] for rel in recorded}
+    def _own(self, name: str, recorded: set[str]) -> bool:
+        """Whether top-level entry ``name`` is the daemon's."""
+        if name == self.record_name or (name.startswith(self.record_name + ".") and name.endswith(".tmp")):
+            return True  # the record, or a temporary of it a crash left
+        return any(rel == name or rel.startswith(name + "/") for rel in recorded)
 
     def foreign(self) -> list[str]:
         """Top-level entries of the prefix the daemon did not create (directories with a
         trailing '/'), sorted; [] when the prefix does not exist."""
-        with self.lock:
+        with self._locked():
             try:
                 entries = list(os.scandir(self.path))
             except FileNotFoundError:
                 return []
-            own = self._own_top(self._read() | self._recorded)
+            recorded = self._read()
             return sorted(e.name + ("/" if e.is_dir(follow_symlinks=False) else "")
-                          for e in entries if e.name not in own)
+                          for e in entries if not self._own(e.name, recorded))
 
     # -- start ----------------------------------------------------------------------------
     def clean(self) -> int:
@@ -156,11 +188,11 @@ class DaemonPrefix:
         Raises :class:`CleanRefused` (before anything is removed or written) if the prefix
         holds anything else. A prefix that does not exist is clean already.
         """
-        with self.lock:
-            if not os.path.lexists(self.path):
-                return 0
-            if not os.path.isdir(self.path):
-                raise CleanRefused(f"--clean: refusing to clean {self.path}: it is not a directory")
+        if not os.path.lexists(self.path):
+            return 0
+        if not os.path.isdir(self.path):
+            raise CleanRefused(f"--clean: refusing to clean {self.path}: it is not a directory")
+        with self._locked():
             foreign = self.foreign()
             if foreign:
                 shown = ", ".join(foreign[:_LISTED])
@@ -171,8 +203,6 @@ class DaemonPrefix:
                     "directory of its own (a new or empty one)")
             recorded = self._read()
             removed = 0
-            # whole top-level entries: a recorded 'a/b' lies in 'a', which is the daemon's
-            # whenever 'a' is recorded too; otherwise only 'a/b' goes
             for rel in sorted(recorded):
                 if any(rel.startswith(other + "/") for other in recorded):
                     continue  # inside another recorded entry: removed with it
@@ -180,53 +210,58 @@ class DaemonPrefix:
                 if os.path.lexists(path):
                     remove_tree(path)
                     removed += 1
-            self._recorded = set()
+            for name in os.listdir(self.path):  # temporaries of the record a crash left
+                if name != self.record_name and self._own(name, set()):
+                    remove_tree(os.path.join(self.path, name))
             if os.path.lexists(self.record_path):
-                self._write()
+                self._write(set())
             return removed
 
     def open(self) -> None:
         """Create the prefix if it is missing (mode 0711: whoever uses it may reach their
-        own directory but can't list the others), read the record and forget entries that
-        are gone, and write it back."""
+        own directory but can't list the others), tidy the record (entries that are gone
+        are dropped) and write it."""
         with self.lock:
             if not os.path.isdir(self.path):
                 os.makedirs(self.path, mode=0o711, exist_ok=True)
                 os.chmod(self.path, 0o711)
-            self._recorded = {rel for rel in self._read()
-                              if os.path.lexists(os.path.join(self.path, *rel.split("/")))}
-            self._write()
-            foreign = self.foreign()
-            if foreign:
-                log.info("%s holds entries %s did not create (%s%s): it is used, but --clean will "
-                         "refuse to clean it", self.path, self.daemon, ", ".join(foreign[:_LISTED]),
-                         f" and {len(foreign) - _LISTED} more" if len(foreign) > _LISTED else "")
+            with self._locked():
+                self._write({rel for rel in self._read()
+                             if os.path.lexists(os.path.join(self.path, *rel.split("/")))})
+                foreign = self.foreign()
+        if foreign:
+            log.info("%s holds entries %s did not create (%s%s): it is used, but --clean will "
+                     "refuse to clean it", self.path, self.daemon, ", ".join(foreign[:_LISTED]),
+                     f" and {len(foreign) - _LISTED} more" if len(foreign) > _LISTED else "")
 
     # -- what the daemon creates ----------------------------------------------------------
+    @staticmethod
+    def _within(rel: str, recorded: set[str]) -> bool:
+        parts = rel.split("/")
+        return any("/".join(parts[:i]) in recorded for i in range(1, len(parts) + 1))
+
     def created(self, rel: str) -> bool:
         """True if the daemon created ``rel`` (relative to the prefix) or a directory
         holding it."""
-        with self.lock:
-            parts = rel.split("/")
-            return any("/".join(parts[:i]) in self._recorded for i in range(1, len(parts) + 1))
+        with self._locked():
+            return self._within(rel, self._read())
 
     def record(self, rel: str) -> None:
         """Note that the daemon created directory ``rel`` (relative, '/'-separated)."""
         if not _valid(rel):
             raise ValueError(f"not a relative path: {rel!r}")
-        with self.lock:
-            if self.created(rel):
-                return
-            self._recorded.add(rel)
-            self._write()
+        with self._locked():
+            recorded = self._read()
+            if not self._within(rel, recorded):
+                self._write(recorded | {rel})
 
     def forget(self, rel: str) -> None:
         """Directory ``rel`` is gone: drop it (and anything recorded inside it)."""
-        with self.lock:
-            gone = {r for r in self._recorded if r == rel or r.startswith(rel + "/")}
+        with self._locked():
+            recorded = self._read()
+            gone = {r for r in recorded if r == rel or r.startswith(rel + "/")}
             if gone:
-                self._recorded -= gone
-                self._write()
+                self._write(recorded - gone)
 
     def mkdir(self, rel: str, mode: int = 0o700, exist_ok: bool = True) -> str:
         """The directory ``rel`` under the prefix, created (and recorded) if there is no
@@ -235,7 +270,7 @@ class DaemonPrefix:
         if not _valid(rel):
             raise ValueError(f"not a relative path: {rel!r}")
         path = os.path.join(self.path, *rel.split("/"))
-        with self.lock:
+        with self._locked():
             if os.path.lexists(path):
                 if not exist_ok:
                     raise FileExistsError(f"{path} exists")
@@ -244,21 +279,14 @@ class DaemonPrefix:
             # a directory of ours that the record does not list
             fresh = not self.created(rel)
             if fresh:
-                self._recorded.add(rel)
-                self._write()
+                self.record(rel)
             try:
                 os.mkdir(path, mode)  # never follows a link: any entry there is EEXIST
-            except FileExistsError:  # made meanwhile by someone else: not ours
+            except BaseException as exc:
                 if fresh:
-                    self._recorded.discard(rel)
-                    self._write()
-                if not exist_ok:
-                    raise
-                return path
-            except BaseException:
-                if fresh:
-                    self._recorded.discard(rel)
-                    self._write()
+                    self.forget(rel)
+                if isinstance(exc, FileExistsError) and exist_ok:
+                    return path  # made meanwhile by someone else: not ours
                 raise
             os.chmod(path, mode)  # exactly this mode, whatever the umask
             return path
