@@ -54,7 +54,7 @@ def test_node_config_checks():
 
 
 # -- paths ------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/abs", "..\\x", "x\0y", 5, None])
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/abs", "..\\x", "x\0y", 5, None, "\ud800x"])
 def test_bad_file_names(name):
     with pytest.raises(FileRefused, match="refused file name"):
         check_file_name(name)

@@ -109,6 +109,10 @@ def check_file_name(name: Any) -> None:
             f"refused file name {name!r}: only plain base names are accepted "
             "(no directories, no '..', not empty)"
         )
+    try:
+        os.fsencode(name)
+    except UnicodeError:  # a lone surrogate: no file can have that name here
+        raise FileRefused(f"refused file name {name!r}: not a valid file name here") from None
 
 
 def check_files(files: Any, max_file_size: int) -> None:
