@@ -606,6 +606,7 @@ class Node(Lifecycle):
             jobs_dir = make_jobs_root(self.dest, msg.name)
         except (FileRefused, OSError) as exc:
             return refuse(str(exc))
+        # --force_cleanup overrides a client's cleanup=False
         cleanup_files = msg.cleanup_files is not False or self.cfg.force_cleanup
         if cleanup_files and not created_by_node(self.dest, directory):
             # only what the node created is ever removed (dispy_core.prefix)
@@ -617,7 +618,6 @@ class Node(Lifecycle):
         comp = Comp(cid, msg.name, min(want, self.cfg.cpus), bool(msg.process_per_job),
                     client=ch, owner=ch.user, kind=msg.kind, directory=directory,
                     pulse_interval=max(0.0, min(float(pulse), 3600.0)),
-                    # --force_cleanup overrides a client's cleanup=False
                     cleanup_files=cleanup_files,
                     ip_addr=ch.user.ip_addr,
                     jobs_dir=jobs_dir,
