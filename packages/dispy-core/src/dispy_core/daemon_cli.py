@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from .errors import ConfigError
+
 __all__ = ["add_common_options", "Stoppable", "end_on_signals", "start_logging", "run_daemon"]
 
 
@@ -81,11 +83,12 @@ def run_daemon(program: str, args: argparse.Namespace, serve: Callable[[bool], C
                log: logging.Logger) -> int:
     """Run ``serve(interactive)`` in a new event loop: interactive (a console on stdin)
     unless ``--daemon`` was given or stdin is not a terminal. The exit status: 0, or 1
-    (logged to ``log``) if the daemon could not start or failed."""
+    (logged to ``log``) if the daemon could not start (its address, its prefix: an
+    OSError or ConfigError) or failed."""
     interactive = not args.daemon and sys.stdin is not None and sys.stdin.isatty()
     try:
         asyncio.run(serve(interactive))
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: e.g. --clean refused its prefix
         log.error("%s could not start: %s", program, exc)
         return 1
     except RuntimeError as exc:

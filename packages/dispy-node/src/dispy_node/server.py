@@ -47,6 +47,7 @@ from dispy_core.aio import Channel, StallWatch
 from dispy_core.listen import ChannelServer
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
+from dispy_core.prefix import DaemonPrefix
 from dispy_core.messages import (
     AckResults,
     Attach,
@@ -104,12 +105,12 @@ from .held import DigestCache, check_digests
 from .paths import (
     FileRefused,
     check_files,
-    clean_prefix,
     computation_dir,
+    created_by_node,
     existing_dest_dir,
     link_into_job_dirs,
     make_jobs_root,
-    prepare_prefix,
+    open_prefix,
     write_files,
 )
 from .scheduler import Scheduler, Worker
@@ -144,6 +145,7 @@ class Node(Lifecycle):
         self.address = new_address()
         self.token = new_token()
         self.prefix = ""
+        self.dest = DaemonPrefix(cfg.dest_path_prefix, "dispynode")  # opened by start()
         self.listening: list[tuple[str, int]] = []
         self.clients: set[Channel] = set()
         self._listener: ChannelServer | None = None
@@ -189,10 +191,10 @@ class Node(Lifecycle):
 
     async def start(self) -> None:
         cfg = self.cfg
-        self.prefix = prepare_prefix(cfg.dest_path_prefix)
-        if cfg.clean:
-            n = clean_prefix(self.prefix)
-            log.info("--clean: removed %d leftovers under %s", n, self.prefix)
+        # --clean looks before anything is written, and refuses (CleanRefused, a
+        # ConfigError) a prefix holding what the node did not create
+        self.dest = open_prefix(cfg.dest_path_prefix, cfg.clean)
+        self.prefix = self.dest.path
         self.store = ResultStore(self.prefix)
         kept = self.store.scan()
         if kept:
@@ -520,7 +522,7 @@ class Node(Lifecycle):
         held.py); hashing runs in a thread."""
         try:
             wanted = check_digests(msg.files, "FilesQuery")
-            directory = existing_dest_dir(self.prefix, msg.dest_path)
+            directory = existing_dest_dir(self.dest, msg.dest_path)
             names = await asyncio.to_thread(self.digests.held, directory, wanted)
             error = ""
         except (FileRefused, OSError) as exc:
@@ -542,7 +544,7 @@ class Node(Lifecycle):
             twice = sorted(k.name for k in kept if k.name in sent)
             if twice:
                 raise FileRefused(f"malformed Compute: {twice} both sent and kept")
-            directory = existing_dest_dir(self.prefix, msg.dest_path)
+            directory = existing_dest_dir(self.dest, msg.dest_path)
             if directory is None:
                 raise FileRefused("malformed Compute: files kept without a dest_path that exists here")
             missing = await asyncio.to_thread(self.digests.missing, directory, kept)
@@ -600,17 +602,23 @@ class Node(Lifecycle):
                 return refuse(error)
         try:
             check_files(msg.files, self.cfg.max_file_size)
-            directory = computation_dir(self.prefix, msg.dest_path, msg.name)
-            jobs_dir = make_jobs_root(self.prefix, msg.name)
+            directory = computation_dir(self.dest, msg.dest_path, msg.name)
+            jobs_dir = make_jobs_root(self.dest, msg.name)
         except (FileRefused, OSError) as exc:
             return refuse(str(exc))
+        # --force_cleanup overrides a client's cleanup=False
+        cleanup_files = msg.cleanup_files is not False or self.cfg.force_cleanup
+        if cleanup_files and not created_by_node(self.dest, directory):
+            # only what the node created is ever removed (dispy_core.prefix)
+            cleanup_files = False
+            log.info("computation %r: %s was not created by this node: it is kept when the "
+                     "computation closes", msg.name, directory)
         want = msg.cpus if isinstance(msg.cpus, int) and msg.cpus > 0 else self.cfg.cpus
         pulse = msg.pulse_interval if isinstance(msg.pulse_interval, (int, float)) else 0.0
         comp = Comp(cid, msg.name, min(want, self.cfg.cpus), bool(msg.process_per_job),
                     client=ch, owner=ch.user, kind=msg.kind, directory=directory,
                     pulse_interval=max(0.0, min(float(pulse), 3600.0)),
-                    # --force_cleanup overrides a client's cleanup=False
-                    cleanup_files=msg.cleanup_files is not False or self.cfg.force_cleanup,
+                    cleanup_files=cleanup_files,
                     ip_addr=ch.user.ip_addr,
                     jobs_dir=jobs_dir,
                     setup_msg=dataclasses.replace(msg, dest_path=directory, jobs_dir=jobs_dir))
@@ -828,6 +836,11 @@ class Node(Lifecycle):
             log.warning("computation %s: %s", comp.compute_id, error)
         if not ch.closed:
             ch.send(FileSaved(comp.compute_id, msg.file.name, error))
+
+    def _directory_removed(self, directory: str) -> None:
+        rel = os.path.relpath(directory, self.prefix)
+        if not rel.startswith(".."):
+            self.dest.forget(rel.replace(os.sep, "/"))
 
     # == --serve, --client_shutdown, --zombie_interval ==================================
     def _forgotten(self, comp: Comp) -> None:
