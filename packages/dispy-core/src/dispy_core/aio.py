@@ -47,13 +47,15 @@ class _Writer:
     Owns a duplicate of the transport's socket, used only for sending; the transport
     keeps reading from the original. Buffers are queued as they are (memoryviews of the
     caller's objects) and sent with ``sendmsg``; a partial send only advances a view.
+    It lets go of its channel when closed, so that the two don't keep each other alive
+    once the connection is over (a cycle only the cyclic collector would free, much later).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, channel: Channel) -> None:
         self._loop = loop
         self._sock = sock
         self._sock.setblocking(False)
-        self._channel = channel
+        self._channel: Channel | None = channel
         self._queue: deque[memoryview] = deque()
         self.size = 0
         self.sent = 0  # bytes handed to the kernel so far
@@ -74,11 +76,14 @@ class _Writer:
             if queue:
                 self._loop.add_writer(self._sock.fileno(), self._send)
                 self._watching = True
-        if self.size > HIGH_WATER:
+        if self.size > HIGH_WATER and self._channel is not None:
             self._channel._writable.clear()
 
     def _send(self) -> None:
         queue = self._queue
+        channel = self._channel
+        if channel is None:  # closed
+            return
         try:
             while queue:
                 batch = [queue[i] for i in range(min(len(queue), _IOV_MAX))]
@@ -97,14 +102,14 @@ class _Writer:
             pass
         except OSError as exc:
             self._stop()
-            self._channel._write_failed(exc)
+            channel._write_failed(exc)
             return
         if self.size < LOW_WATER:
-            self._channel._writable.set()
+            channel._writable.set()
         if not queue:
             self._stop()
             if self.close_when_done:
-                self._channel._close_transport()
+                channel._close_transport()
 
     def _stop(self) -> None:
         if self._watching:
@@ -116,6 +121,7 @@ class _Writer:
         self._queue.clear()
         self.size = 0
         self._sock.close()
+        self._channel = None
 
 
 class Channel(asyncio.BufferedProtocol):
@@ -124,6 +130,11 @@ class Channel(asyncio.BufferedProtocol):
     ``on_message(channel, msg)`` runs in the event loop for every message after the
     handshake (a :class:`Welcome` first). ``on_close(channel, exc)`` runs once, with the
     error that ended the connection (None for a clean local close).
+
+    A closed channel holds nothing that refers back to it (its writer, its handshake
+    deadline, the traceback of the error that ended it), so it is freed as soon as its
+    owner lets go of it, without waiting for the cyclic garbage collector: a flood of
+    connections must not leave memory behind.
     """
 
     def __init__(
@@ -142,6 +153,7 @@ class Channel(asyncio.BufferedProtocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._writer: _Writer | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self.user: Any = None  # free slot for the owner (node/computation state)
 
     # -- asyncio.BufferedProtocol -----------------------------------------------------
@@ -216,6 +228,14 @@ class Channel(asyncio.BufferedProtocol):
         if self.transport is not None and not self.closed and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def handshake_deadline(self, timeout: float, expired: Callable[[Channel], None]) -> None:
+        """Call ``expired(self)`` in ``timeout`` seconds unless the handshake completes or
+        the channel closes first: then the timer is cancelled, and with it the loop's
+        reference to this channel."""
+        self._cancel_deadline()
+        if not self.closed and not self.established.done():
+            self._deadline = asyncio.get_running_loop().call_later(timeout, self._deadline_expired, expired)
+
     def close(self) -> None:
         """Close after everything queued has been sent."""
         if self.transport is not None and not self.closed:
@@ -235,6 +255,15 @@ class Channel(asyncio.BufferedProtocol):
         self._finish(None)
 
     # -- internals ------------------------------------------------------------------
+    def _deadline_expired(self, expired: Callable[[Channel], None]) -> None:
+        self._deadline = None
+        expired(self)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()  # drops the handle's reference to this channel
+            self._deadline = None
+
     def _write(self, parts: list[Any]) -> None:
         if self._writer is not None:
             self._writer.write(parts)
@@ -262,6 +291,7 @@ class Channel(asyncio.BufferedProtocol):
             while (msg := self.conn.next_message()) is not None:
                 if isinstance(msg, Welcome) and not self.established.done():
                     self.established.set_result(None)
+                    self._cancel_deadline()
                 if self.on_message is not None:
                     self.on_message(self, msg)
             self._flush()
@@ -278,6 +308,11 @@ class Channel(asyncio.BufferedProtocol):
         if self.closed:
             return
         self.closed = True
+        self._cancel_deadline()
+        if exc is not None:
+            # Its traceback holds the frames it passed through, among them ours (and our
+            # connection holds the error too): a cycle. Its message says it all.
+            exc.__traceback__ = None
         if not self.established.done():
             self.established.set_exception(
                 exc if exc is not None else ConnectionClosed("connection closed before the handshake")
