@@ -17,6 +17,7 @@ import tracemalloc
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -114,14 +115,17 @@ def no_gc() -> Iterator[None]:
         gc.enable()
 
 
-async def serve(timeout: float) -> tuple[ChannelServer, int, list[weakref.ref[Channel]], list[Channel]]:
-    """A ChannelServer on 127.0.0.1 whose channels are tracked by weak references; a
-    channel is kept (list 4) only while its connection is open, as the daemons keep theirs."""
-    refs: list[weakref.ref[Channel]] = []
+async def serve(timeout: float) -> tuple[ChannelServer, int, list[weakref.ref[Any]], list[Channel]]:
+    """A ChannelServer on 127.0.0.1 whose channels (and their transports, once closed) are
+    tracked by weak references; a channel is kept (list 4) only while its connection is
+    open, as the daemons keep theirs."""
+    refs: list[weakref.ref[Any]] = []
     open_: list[Channel] = []
 
     def closed(ch: Channel, exc: BaseException | None) -> None:
         open_.remove(ch)
+        if ch.transport is not None:
+            refs.append(weakref.ref(ch.transport))
 
     def new_channel() -> Channel:
         ch = Channel(Connection(initiator=False, secret="s", software="test"), None, closed)
@@ -151,6 +155,7 @@ def test_closed_channels_are_freed_without_the_cyclic_collector(no_gc):
         probes = [
             b"GET / HTTP/1.1\r\n\r\n",  # not dispy
             pack_header(Hello.TYPE, 100) + b"{" * 50,  # a truncated handshake frame
+            pack_header(Hello.TYPE, 4) + b"\xa0\xa0{}",  # not UTF-8: an error raised from another
             pack_header(Hello.TYPE, 2 * GIB),  # a huge announced length
             b"".join(bytes(memoryview(p).cast("B")) for p in hello),  # a Hello, then gone
             b"",  # idle, then gone

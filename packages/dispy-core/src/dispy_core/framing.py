@@ -53,6 +53,7 @@ _MIN_STAGING = 16 * 1024
 _STAGING = 256 * 1024
 _FIRST_CHUNK = 256 * 1024  # a large frame's first buffer, doubled as its bytes arrive
 _ZEROS = memoryview(bytes(64 * 1024))  # what a large frame's buffer is grown with, a block at a time
+_DISCARD = bytearray(4096)  # where a released decoder has bytes received (and ignored)
 
 
 def _staging_cap(limit: int) -> int:
@@ -79,8 +80,9 @@ def pack_header(type_: int, body_length: int, flags: int = 0) -> bytes:
 class FrameDecoder:
     """Turns a byte stream into frames; raises ProtocolError on the first bad header.
 
-    Memory follows what has arrived, never what a header announces: the staging area
-    starts at _MIN_STAGING bytes, grows (up to :func:`_staging_cap` of the frame limit, so
+    Memory follows what has arrived, never what a header announces: the staging area is
+    set aside when the first bytes arrive (an idle connection has none), starts at
+    _MIN_STAGING bytes, grows (up to :func:`_staging_cap` of the frame limit, so
     not before the handshake has raised that limit) only when a read fills it, and shrinks
     back once a burst is over; a large frame's own buffer starts at _FIRST_CHUNK and
     doubles as its bytes arrive. A peer thus holds at most its frame limit (plus the
@@ -90,7 +92,7 @@ class FrameDecoder:
     def __init__(self, max_frame_size: int) -> None:
         self._limit = max_frame_size
         self._cap = _staging_cap(max_frame_size)
-        self._buf = bytearray(_MIN_STAGING)
+        self._buf = bytearray()  # the staging area, once bytes arrive
         self._start = 0  # first unparsed byte in _buf
         self._end = 0  # one past the last received byte in _buf
         self._offered = 0  # bytes of room the last get_buffer() view offered
@@ -101,7 +103,8 @@ class FrameDecoder:
         self._big_filled = 0
         self._big_need = 0
         self._big_header: tuple[bytes, int, int, int] | None = None
-        self._frames: deque[Frame] = deque()
+        self._frames: deque[Frame] | None = None  # made for the first frame (see _emit)
+        self._released = False
 
     @property
     def max_frame_size(self) -> int:
@@ -118,18 +121,24 @@ class FrameDecoder:
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """A writable view where the next received bytes must be written. (It must be
         released before the next call: the buffer behind it may be resized then.)"""
+        if self._released:
+            return memoryview(_DISCARD)
         big = self._big
         if big is not None:
             if self._big_filled == len(big):
                 self._grow_big(big)
             return memoryview(big)[self._big_filled :]
-        if self._end == len(self._buf) or self._grow:
+        if not self._buf:
+            self._buf = bytearray(_MIN_STAGING)
+        elif self._end == len(self._buf) or self._grow:
             self._make_room()
         self._offered = len(self._buf) - self._end
         return memoryview(self._buf)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         """Report that ``nbytes`` were written into the last :meth:`get_buffer` view."""
+        if self._released:
+            return
         if self._big is not None:
             self._big_filled += nbytes
             if self._big_filled == self._big_need:
@@ -155,7 +164,16 @@ class FrameDecoder:
 
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None if more bytes are needed."""
-        return self._frames.popleft() if self._frames else None
+        frames = self._frames
+        return frames.popleft() if frames else None
+
+    def release(self) -> None:
+        """Drop the buffers: nothing more will be parsed (the connection failed or ended).
+        A flood of bad connections then holds a staging area only while one is parsed,
+        not until each connection's end has gone through the event loop."""
+        self._released = True
+        self._buf, self._start, self._end = bytearray(), 0, 0
+        self._big, self._big_filled, self._big_need, self._big_header = None, 0, 0, None
 
     @property
     def idle(self) -> bool:
@@ -177,6 +195,13 @@ class FrameDecoder:
         if self._start:
             self._buf[:pending] = self._buf[self._start : self._end]
             self._start, self._end = 0, pending
+
+    def _emit(self, frame: Frame) -> None:
+        # The queue is made on first use: an empty deque already holds a 0.5 KiB block,
+        # and a connection that never sends a whole frame (idle, or a flood's) needs none.
+        if self._frames is None:
+            self._frames = deque()
+        self._frames.append(frame)
 
     def _grow_big(self, big: bytearray) -> None:
         # Double, up to what the frame needs. Appending zeros from a small block (rather
@@ -213,7 +238,7 @@ class FrameDecoder:
                 body_start = start + HEADER.size
                 body = memoryview(bytes(buf[body_start : body_start + length]))
                 mac = bytes(buf[body_start + length : start + total])
-                self._frames.append(Frame(type_, flags, header, body, mac))
+                self._emit(Frame(type_, flags, header, body, mac))
                 self._start += total
                 continue
             if total > self._cap // 2:
@@ -235,5 +260,5 @@ class FrameDecoder:
         assert self._big is not None and self._big_header is not None
         header, type_, flags, length = self._big_header
         view = memoryview(self._big)
-        self._frames.append(Frame(type_, flags, header, view[:length], bytes(view[length:])))
+        self._emit(Frame(type_, flags, header, view[:length], bytes(view[length:])))
         self._big, self._big_filled, self._big_need, self._big_header = None, 0, 0, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 import ssl as ssl_module
@@ -18,12 +19,29 @@ from typing import Any
 
 from .aio import Channel
 
-__all__ = ["ChannelServer", "peer_text", "BACKLOG"]
+__all__ = ["ChannelServer", "peer_text", "BACKLOG", "ACCEPT_BATCH", "deepen_backlog"]
 
 #: Connections the kernel queues for a listener until they are accepted. asyncio's default
 #: (100) made hundreds of a burst of 2,000 connections wait 10-25 s for a retransmitted
 #: SYN; the kernel caps this at net.core.somaxconn (4096 on current Linux).
 BACKLOG = max(socket.SOMAXCONN, 4096)
+#: Connections accepted per turn of the event loop (asyncio's default). The rest of a
+#: burst waits, connected, in the kernel's queue, costing this process nothing: accepting
+#: thousands at once would hold them all in memory together, and the heap they grew
+#: stays with the process after they are gone.
+ACCEPT_BATCH = 100
+
+
+def deepen_backlog(server: asyncio.AbstractServer) -> None:
+    """Give ``server``'s listening sockets a queue of :data:`BACKLOG` connections.
+
+    asyncio uses its ``backlog`` argument both for ``listen()`` and as the number of
+    connections accepted per turn of the loop; it is given :data:`ACCEPT_BATCH`, and the
+    queue is lengthened here by a second ``listen()`` on the same socket (through a
+    duplicate descriptor), which Linux and the BSDs take as a new queue length."""
+    for transport_socket in getattr(server, "sockets", ()):
+        with socket.socket(fileno=os.dup(transport_socket.fileno())) as sock:
+            sock.listen(BACKLOG)
 
 
 def peer_text(peer: Any) -> str:
@@ -72,7 +90,8 @@ class ChannelServer:
         factory: Callable[[], asyncio.BaseProtocol] = (
             self._plain if self.ssl is None else lambda: _TlsAccept(self._accept_tls))
         server = await loop.create_server(factory, host=host, port=port, reuse_address=True,
-                                          backlog=BACKLOG)
+                                          backlog=ACCEPT_BATCH)
+        deepen_backlog(server)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

@@ -44,7 +44,7 @@ from typing import Any
 
 from dispy_core import config, tls
 from dispy_core.aio import Channel, StallWatch
-from dispy_core.listen import BACKLOG, ChannelServer
+from dispy_core.listen import ACCEPT_BATCH, ChannelServer, deepen_backlog
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
 from dispy_core.messages import (
@@ -199,7 +199,8 @@ class Node(Lifecycle):
             log.info("%d undelivered job results kept from an earlier run (for recover_jobs)", kept)
         prime_cpu_percent()
         self._internal = await self._loop.create_unix_server(self._internal_channel, path=self.address,
-                                                             backlog=BACKLOG)
+                                                             backlog=ACCEPT_BATCH)
+        deepen_backlog(self._internal)
         await self._start_zygote()
         await self._listen()
         if cfg.scheduler_node is not None and self.listening:
