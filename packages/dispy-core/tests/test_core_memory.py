@@ -152,21 +152,24 @@ def test_closed_channels_are_freed_without_the_cyclic_collector(no_gc):
         server, port, refs, open_ = await serve(timeout=300)
         loop = asyncio.get_running_loop()
         hello = Connection(initiator=True, secret="s").data_to_send()
-        probes = [
-            b"GET / HTTP/1.1\r\n\r\n",  # not dispy
-            pack_header(Hello.TYPE, 100) + b"{" * 50,  # a truncated handshake frame
-            pack_header(Hello.TYPE, 4) + b"\xa0\xa0{}",  # not UTF-8: an error raised from another
-            pack_header(Hello.TYPE, 2 * GIB),  # a huge announced length
-            b"".join(bytes(memoryview(p).cast("B")) for p in hello),  # a Hello, then gone
-            b"",  # idle, then gone
+        probes = [  # (bytes sent, whether the server answers them)
+            (b"GET / HTTP/1.1\r\n\r\n", True),  # not dispy: Denied
+            (pack_header(Hello.TYPE, 100) + b"{" * 50, False),  # a truncated handshake frame
+            (pack_header(Hello.TYPE, 4) + b"\xa0\xa0{}", True),  # not UTF-8: an error raised from another
+            (pack_header(Hello.TYPE, 2 * GIB), True),  # a huge announced length: Denied
+            (b"".join(bytes(memoryview(p).cast("B")) for p in hello), True),  # a Hello: Challenge; then gone
+            (b"", False),  # idle, then gone
         ]
-        for data in probes:
+        for data, answered in probes:
             for _ in range(5):
+                made = len(refs)
                 sock = socket.create_connection(("127.0.0.1", port))
                 sock.setblocking(False)
+                await settle(lambda: len(refs) > made)  # the server has its channel
                 if data:
                     await loop.sock_sendall(sock, data)
-                await settle(lambda: len(refs) > 0 and len(open_) <= 1 + sum(1 for r in refs if r() is None))
+                if answered:  # it has parsed what was sent
+                    assert await asyncio.wait_for(loop.sock_recv(sock, 65536), 10)
                 sock.close()
         # and a real peer: handshake done (the deadline cancelled then), messages, close
         ch = await aio.open_channel("127.0.0.1", port, secret="s")
