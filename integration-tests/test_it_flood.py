@@ -23,7 +23,7 @@ import psutil
 import dispy
 from dispy_core.connection import Connection
 from dispy_core.framing import FLAG_MAC, HEADER, MAGIC, PROTOCOL_VERSION, pack_header
-from dispy_core.messages import Hello, Proof
+from dispy_core.messages import Hello, Proof, Welcome
 from dispy_core.testing import NodeProcess, SchedulerProcess
 
 SCALE = float(os.environ.get("DISPY_FUZZ_SCALE", "1"))
@@ -144,6 +144,15 @@ def settles_back(pid: int, before: int, timeout: float = 30.0) -> int:
         time.sleep(0.1)
 
 
+def peak_rss(pid: int, seconds: float = 2.0) -> int:
+    """The highest RSS seen in ``seconds`` (the daemon may take a moment to read what came)."""
+    peak = 0
+    for _ in range(int(seconds / 0.1)):
+        peak = max(peak, rss(pid))
+        time.sleep(0.1)
+    return peak
+
+
 def check_log(daemon: NodeProcess | SchedulerProcess) -> None:
     assert "ERROR" not in daemon.log and "Traceback" not in daemon.log, daemon.log[-3000:]
 
@@ -221,8 +230,61 @@ def test_a_header_announcing_a_big_frame_costs_dispynode_nothing_until_it_comes(
                     sock.sendall(part)
                 conn.feed(sock.recv(65536))
             sock.sendall(pack_header(Hello.TYPE, announced) + bytes(1000))
-            time.sleep(0.3)
-            during = rss(node.proc.pid)
+            during = peak_rss(node.proc.pid)
         assert during - before <= TOLERANCE, f"{(during - before) / MIB:.1f} MiB for a header"
         assert settles_back(node.proc.pid, before) - before <= TOLERANCE
         check_log(node)
+
+
+def test_a_node_announcing_a_big_frame_costs_dispyscheduler_nothing_until_it_comes():
+    """A peer holding the node secret could push dispyscheduler to 2 GB with two headers:
+    the scheduler set aside each frame's announced size. Now a node's frame costs the
+    scheduler what the node has actually sent."""
+    import threading
+
+    announced = 256 * MIB
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    sent = threading.Event()
+
+    def fake_node() -> None:  # authenticates, then announces a big frame and sends 1 KB of it
+        listener.settimeout(30)
+        try:
+            sock, _ = listener.accept()
+        except OSError:
+            return
+        held.append(sock)
+        conn = Connection(initiator=False, secret="n-secret", software="fake-node")
+        sock.settimeout(30)
+        asked = False
+        while not asked:  # the handshake, then the scheduler's first request (InfoRequest)
+            data = sock.recv(65536)
+            if not data:
+                return
+            conn.feed(data)
+            for part in conn.data_to_send():
+                sock.sendall(part)
+            while (msg := conn.next_message()) is not None:
+                asked = asked or not isinstance(msg, Welcome)
+        sock.sendall(pack_header(Hello.TYPE, announced, FLAG_MAC) + bytes(1000))
+        sent.set()
+
+    thread = threading.Thread(target=fake_node, daemon=True)
+    thread.start()
+    try:
+        with SchedulerProcess("127.0.0.1", [f"127.0.0.1:{port}"], "--node_secret", "n-secret") as scheduler:
+            before = steady_rss(scheduler, lambda: None)
+            cluster = dispy.SharedJobCluster(double, nodes=[f"127.0.0.1:{port}"], scheduler_node=scheduler.addr,
+                                             host="127.0.0.1", loglevel=dispy.logger.WARNING)
+            try:
+                assert sent.wait(30), "dispyscheduler did not contact the node"
+                during = peak_rss(scheduler.proc.pid)
+            finally:
+                cluster.close(timeout=5, terminate=True)
+            assert during - before <= TOLERANCE, f"{(during - before) / MIB:.1f} MiB for a header"
+            check_log(scheduler)
+    finally:
+        listener.close()
+        for sock in held:
+            sock.close()
