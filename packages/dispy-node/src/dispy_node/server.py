@@ -44,7 +44,7 @@ from typing import Any
 
 from dispy_core import config, tls
 from dispy_core.aio import Channel, StallWatch
-from dispy_core.listen import ChannelServer
+from dispy_core.listen import ACCEPT_BATCH, ChannelServer, deepen_backlog
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
 from dispy_core.prefix import DaemonPrefix
@@ -200,7 +200,9 @@ class Node(Lifecycle):
         if kept:
             log.info("%d undelivered job results kept from an earlier run (for recover_jobs)", kept)
         prime_cpu_percent()
-        self._internal = await self._loop.create_unix_server(self._internal_channel, path=self.address)
+        self._internal = await self._loop.create_unix_server(self._internal_channel, path=self.address,
+                                                             backlog=ACCEPT_BATCH)
+        deepen_backlog(self._internal)
         await self._start_zygote()
         await self._listen()
         if cfg.scheduler_node is not None and self.listening:
@@ -379,7 +381,7 @@ class Node(Lifecycle):
     def _internal_channel(self) -> Channel:
         ch = Channel(internal_connection(initiator=False, token=self.token, software=SOFTWARE),
                      self._on_internal_message, self._on_internal_close)
-        self._loop.call_later(self.cfg.msg_timeout, self._handshake_deadline, ch)
+        ch.handshake_deadline(self.cfg.msg_timeout, self._handshake_deadline)
         return ch
 
     def _handshake_deadline(self, ch: Channel) -> None:
