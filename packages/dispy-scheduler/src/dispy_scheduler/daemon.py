@@ -43,6 +43,7 @@ from dispy_core.discovery import Discovery
 from dispy_core.engine import RESUME_WINDOW, LoopThread
 from dispy_core.errors import ConfigError, DispyError
 from dispy_core.listen import ChannelServer, peer_text
+from dispy_core.refusals import RefusalLog, reason_of
 from dispy_core.messages import (
     AckResults,
     CancelJob,
@@ -150,6 +151,9 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: ChannelServer | None = None
+        # Refused client connections (another secret, garbage, no handshake in time):
+        # logged, with floods summarised (see dispy_core.refusals)
+        self.refusals = RefusalLog(log)
         self._discovery: Discovery | None = None
         self.results_dir = os.path.join(cfg.dest_path_prefix, "results")
         self._stalls = StallWatch(cfg.msg_timeout)  # --msg_timeout on I/O with clients
@@ -162,7 +166,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._prepare_dir()
         self._server = ChannelServer(self._new_channel, ssl=self.cluster_ssl, timeout=self.cfg.msg_timeout,
-                                     log=log, tls_hint="a SharedJobCluster needs dispyscheduler's "
+                                     log=log, refusals=self.refusals, tls_hint="a SharedJobCluster needs dispyscheduler's "
                                                        "--cluster_certfile as its certfile")
         port = self.cfg.scheduler_port
         for ip in self.cfg.ip_addrs:
@@ -217,6 +221,7 @@ class Daemon:
         self.closing = True
         if self._server is not None:
             self._server.close()
+        self.refusals.close()  # the summary of refusals not written yet
         for cluster in list(self.clusters.values()):
             await self.close(cluster, terminate=True, reason="dispyscheduler is stopping")
         for task in list(self._tasks):
@@ -298,6 +303,9 @@ class Daemon:
         return False
 
     def _on_close(self, ch: Channel, exc: BaseException | None) -> None:
+        if exc is not None and ch.established.exception() is not None:  # refused at the handshake
+            self.refusals.refused(reason_of(exc), "closed client connection from %s: %s", peer_text(ch.peer), exc)
+            return
         cluster = ch.user
         if not isinstance(cluster, SharedCluster) or cluster.channel is not ch:
             return
