@@ -137,7 +137,8 @@ class RefusalLog:
             shown = f" ({self._shown:,} logged above)" if self._shown else ""
             reasons = ", ".join(f"{reason} ({n:,})" for reason, n in
                                 sorted(self._counts.items(), key=lambda item: -item[1]))
-            self.log.log(self.level, "%s %s refused %s%s: %s", f"{total:,}", self.what, when, shown, reasons)
+            what = self.what[:-1] if total == 1 and self.what.endswith("s") else self.what
+            self.log.log(self.level, "%s %s refused %s%s: %s", f"{total:,}", what, when, shown, reasons)
         else:
             self._logged.clear()  # a quiet interval: the next refusals are written in full
         self._counts.clear()
