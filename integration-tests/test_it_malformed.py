@@ -235,3 +235,58 @@ def test_a_file_time_os_utime_cant_take_costs_the_client_nothing(tmp_path, monke
     assert "malformed JobFile message: in a FileData record, mtime must be a finite number, got inf" in text, text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], text
     assert not list(tmp_path.glob("from_fake.txt*")), "a file with an impossible time was (half) written"
+
+
+def test_a_discovered_node_that_answered_garbage_is_tried_when_found_again(monkeypatch, caplog):
+    """Discovery is replaced before it opens a socket (nothing is broadcast): the test
+    hands the cluster the replies a node would send. The first time the node at that
+    address answers the handshake with garbage; found again, a real node is there."""
+    from dispy_core import discovery
+
+    made: list[discovery.Discovery] = []
+    init = discovery.Discovery.__init__
+
+    def record(self: discovery.Discovery, *args: object, **kwargs: object) -> None:
+        made.append(self)
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def idle(self: object) -> None:
+        return None
+
+    monkeypatch.setattr(discovery.Discovery, "__init__", record)
+    monkeypatch.setattr(discovery.Discovery, "run", idle)
+    port = unused_port()
+    server = socket.create_server(("127.0.0.1", port))
+    answered = threading.Event()
+
+    def fake_node() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(frame(m.Challenge.TYPE, {"nonce": ["x"], "proof": "cd" * 32}))
+            answered.set()
+            conn.recv(4096)
+        server.close()
+
+    thread = threading.Thread(target=fake_node, daemon=True)
+    thread.start()
+    caplog.set_level(logging.INFO)
+
+    def found(cluster: dispy.JobCluster) -> None:
+        reply = m.DiscoverReply("", time.time(), "127.0.0.1", port, "n", 1)
+        cluster._runtime.thread.loop.call_soon_threadsafe(made[0].on_reply, reply)
+
+    with dispy.JobCluster(double, nodes=["127.0.0.*"]) as cluster:
+        assert wait_until(lambda: bool(made), 30)
+        found(cluster)
+        assert answered.wait(30)
+        thread.join(30)
+        job = cluster.submit(21)
+        with NodeProcess("127.0.0.1", "-c", "1", port=port) as node:
+            assert wait_until(lambda: "will try again when discovery finds it again" in caplog.text, 30), caplog.text
+            found(cluster)  # the next round of discovery (ping_interval) finds it again
+            assert cluster.wait(timeout=60), "the discovered node that once answered garbage was given up"
+            assert (job.status, job.result) == (dispy.DispyJob.Finished, 42)
+            assert no_errors(node.log)
+    assert "malformed Challenge message: nonce must be a string, got list" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
