@@ -202,3 +202,10 @@ def test_hello_with_nonce_123_gets_denied_naming_the_field():
         responder.feed(frame(m.Hello.TYPE, {"protocol": 1, "nonce": 123, "software": "x"}))
     (denied,) = _frames(wire(responder.data_to_send()))
     assert isinstance(denied, m.Denied) and "nonce must be a string, got int" in denied.reason
+
+
+def test_every_message_and_record_class_has_a_decoder_check():
+    from dispy_core._fieldcheck import record_builder
+
+    for cls in codec.REGISTRY.values():
+        record_builder(cls)  # raises TypeError for an annotation it can't check

@@ -311,23 +311,51 @@ def _first_problem(tp: Any, v: Any, path: str) -> tuple[str, str, str]:
     return path, _words(tp), _kind_of(v)
 
 
+def _expr(tp: Any, var: str, ns: dict[str, Any]) -> str:
+    """A Python expression that is true when ``var`` holds a value of annotation ``tp``:
+    the common cases inline (no call per field), the rest through a compiled predicate
+    put in ``ns``."""
+    if tp is str:
+        return f"(type({var}) is str and ({var}.isascii() or _str_ok({var})))"
+    if tp is int:
+        return f"(type({var}) is int and {_INT_MIN} <= {var} <= {_INT_MAX})"
+    if tp is float:
+        return (f"((type({var}) is float and {var} - {var} == 0.0) or "
+                f"(type({var}) is int and -_FLOAT_MAX <= {var} <= _FLOAT_MAX))")
+    if tp is bool:
+        return f"(type({var}) is bool)"
+    origin, args = get_origin(tp), get_args(tp)
+    if (origin is Union or origin is types.UnionType) and len(args) == 2 and type(None) in args:
+        alt = args[0] if args[1] is type(None) else args[1]
+        return f"({var} is None or {_expr(alt, var, ns)})"
+    if origin is list and args[0] is Any:
+        return f"(type({var}) is list)"
+    if isinstance(tp, type) and hasattr(tp, "__dispy_fields__"):
+        name = f"_t{len(ns)}"
+        ns[name] = tp
+        return f"(type({var}) is {name})"
+    name = f"_c{len(ns)}"
+    ns[name] = _compile(tp)
+    return f"{name}({var})"
+
+
 def record_builder(cls: type) -> Callable[[dict[str, Any]], Any]:
     """The decoder's constructor for dataclass ``cls``: checks a received field dict,
-    then makes the object; raises ProtocolError naming ``cls`` and the field."""
+    then makes the object; raises ProtocolError naming ``cls`` and the field.
+
+    Call it once every class its annotations name exists. The builder is generated code
+    (as dataclasses generate ``__init__``): for a dict holding exactly the class's fields
+    it checks each one inline and calls ``cls`` positionally; anything else (a field
+    missing, unknown or wrong) goes the slow way, which finds and words the problem."""
+    import dataclasses
+
     kind = "message" if any(c.__name__ == "Message" for c in cls.__mro__[1:]) else "record"
-    compiled: list[tuple[dict[str, Check], dict[str, Any], frozenset[str]]] = []
-
-    def prepare() -> tuple[dict[str, Check], dict[str, Any], frozenset[str]]:
-        # On first use: annotations may name classes defined after ``cls``.
-        import dataclasses
-
-        hints = get_type_hints(cls, include_extras=True)
-        fields = dataclasses.fields(cls)
-        types_ = {f.name: hints[f.name] for f in fields}
-        required = frozenset(f.name for f in fields if f.default is dataclasses.MISSING
-                             and f.default_factory is dataclasses.MISSING)
-        compiled.append(({name: _compile(tp) for name, tp in types_.items()}, types_, required))
-        return compiled[0]
+    hints = get_type_hints(cls, include_extras=True)
+    fields = dataclasses.fields(cls)
+    types_ = {f.name: hints[f.name] for f in fields}
+    required = frozenset(f.name for f in fields if f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING)
+    checks = {name: _compile(tp) for name, tp in types_.items()}
 
     def fail(reason: str) -> typing.NoReturn:
         # A record is decoded inside its message, whose decoder adds "malformed X message: ".
@@ -335,22 +363,42 @@ def record_builder(cls: type) -> Callable[[dict[str, Any]], Any]:
             raise ProtocolError(f"malformed {cls.__name__} message: {reason}")
         raise ProtocolError(f"in a {cls.__name__} record, {reason}")
 
-    def build(d: dict[str, Any]) -> Any:
-        checks, types_, required = compiled[0] if compiled else prepare()
+    def slow(d: dict[str, Any]) -> Any:
         for name, value in d.items():
             check = checks.get(name)
             if check is None:
-                fail(f"unknown field {name!r}")
+                fail(f"unknown field {_brief(name)}")
             if not check(value):
                 path, must, got = _first_problem(types_[name], value, name)
                 fail(f"{path} must be {must}, got {got}")
-        if len(d) != len(checks):
-            missing = sorted(required - d.keys())
-            if missing:
-                fail(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        missing = sorted(required - d.keys())
+        if missing:
+            fail(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         try:
             return cls(**d)
         except (TypeError, ValueError) as exc:  # __post_init__ checks
             fail(str(exc))
 
+    ns: dict[str, Any] = {"_cls": cls, "_slow": slow, "_fail": fail, "_FLOAT_MAX": _FLOAT_MAX,
+                          "_str_ok": lambda v: _BAD_SURROGATE.search(v) is None}
+    names = [f"f{i}" for i in range(len(fields))]
+    if not fields:
+        src = "def build(d):\n    return _cls() if not d else _slow(d)\n"
+    else:
+        loads = "; ".join(f"{v} = d[{f.name!r}]" for v, f in zip(names, fields))
+        conds = " and ".join(_expr(types_[f.name], v, ns) for v, f in zip(names, fields))
+        src = (f"def build(d):\n"
+               f"    if len(d) == {len(fields)}:\n"
+               f"        try:\n"
+               f"            {loads}\n"
+               f"        except KeyError:\n"
+               f"            return _slow(d)\n"
+               f"        if {conds}:\n"
+               f"            try:\n"
+               f"                return _cls({', '.join(names)})\n"
+               f"            except (TypeError, ValueError) as exc:\n"
+               f"                _fail(str(exc))\n"
+               f"    return _slow(d)\n")
+    exec(compile(src, f"<dispy decoder of {cls.__name__}>", "exec"), ns)
+    build: Callable[[dict[str, Any]], Any] = ns["build"]
     return build

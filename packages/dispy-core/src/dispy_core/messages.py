@@ -213,14 +213,20 @@ def decode(type_: int, body: memoryview) -> Message:
 
 
 # The decoder's builder of each class: checks a received field dict, then makes the object.
+# Generated on the class's first decoding (when every class its annotations name exists;
+# and a process pays only for the messages it receives), then called directly.
 _BUILD: dict[type, Any] = {}
 
 
 def _builder(cls: type) -> type:
-    build = record_builder(cls)
-    _BUILD[cls] = build
-    codec.register(cls, build)
-    return cls
+    def first(d: dict[str, Any]) -> Any:
+        build = record_builder(cls)
+        _BUILD[cls] = build
+        codec.register(cls, build)
+        return build(d)
+
+    _BUILD[cls] = first
+    return codec.register(cls, first)
 
 
 @dataclass_transform(frozen_default=True)
@@ -803,3 +809,4 @@ class WorkerHello(Message):
     compute_id: str
     worker_id: int
     pid: int
+
