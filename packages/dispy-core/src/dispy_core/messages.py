@@ -335,8 +335,9 @@ class FileDigest:
     (seconds since the epoch), SHA-256 of the content (64 lowercase hex digits) and mode
     bits. Two files are *identical* when name, size, mtime and SHA-256 agree (mtimes
     within :data:`MTIME_SLACK`: a node stores them with its file system's precision).
-    The fields are checked when the record is made (a malformed one from a peer is a
-    ProtocolError); whether ``name`` is an acceptable base name is the node's to check."""
+    A received one is checked by the decoder (types, and the bounds its annotations carry:
+    a malformed one is a ProtocolError); one made here is checked by ``__post_init__`` too.
+    Whether ``name`` is an acceptable base name is the node's to check."""
 
     name: str
     size: NonNegative
@@ -374,12 +375,6 @@ class FilesQuery(Message):
     dest_path: str
     files: list[FileDigest]
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.dest_path, str):
-            raise TypeError("FilesQuery.dest_path must be a string")
-        if not isinstance(self.files, list) or not all(isinstance(f, FileDigest) for f in self.files):
-            raise TypeError("FilesQuery.files must be a list of FileDigest")
-
 
 @_message(61)
 class FilesHeld(Message):
@@ -388,12 +383,6 @@ class FilesHeld(Message):
 
     names: list[str]
     error: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.names, list) or not all(isinstance(n, str) for n in self.names):
-            raise TypeError("FilesHeld.names must be a list of strings")
-        if not isinstance(self.error, str):
-            raise TypeError("FilesHeld.error must be a string")
 
 
 @_message(12)
