@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -128,11 +129,19 @@ def flood(addr: tuple[str, int], n: int) -> None:
                 pass
 
 
+def stop_and_read(daemon: NodeProcess | SchedulerProcess) -> None:
+    """SIGTERM, and read the daemon's output to its end (stop() would close the pipe)."""
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.wait(30)
+    assert wait_until(lambda: "connections refused in the last" in daemon.log, 10), daemon.log
+    daemon.stop()
+
+
 def test_refused_connections_are_summarised_not_logged_one_by_one(start_node):
     node = start_node("127.0.0.1", "-c", "1")
     n = max(50, int(2000 * SCALE))
     flood((node.ip, node.port), n)
-    node.stop()  # the summary of what was not written yet comes when it stops
+    stop_and_read(node)  # the summary of what was not written yet comes when it stops
     lines = [line for line in node.log.splitlines() if "closed client connection" in line]
     assert len(lines) == 5, lines  # the first few, as they came
     counted = re.findall(r"connections refused in the last (?:minute|\d+ s)(?: \(5 logged above\))?: "
@@ -148,7 +157,7 @@ def test_refused_clients_of_the_scheduler_are_logged_and_summarised(node):
         flood(("127.0.0.1", scheduler.port), n)
         replies = exchange(("127.0.0.1", scheduler.port), frame(m.Hello.TYPE, {"protocol": 1, "nonce": 7, "software": ""}))
         assert isinstance(replies[0], m.Denied) and "nonce must be a string, got int" in replies[0].reason
-        scheduler.stop()
+        stop_and_read(scheduler)
     lines = [line for line in scheduler.log.splitlines() if "closed client connection" in line]
     assert len(lines) == 6, lines  # 5 of the flood, and the malformed Hello (another reason)
     counted = re.findall(r"connections refused in the last (?:minute|\d+ s) \(\d+ logged above\): "
