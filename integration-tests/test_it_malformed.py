@@ -299,3 +299,37 @@ def test_a_discovered_node_that_answered_garbage_is_tried_when_found_again(monke
             assert no_errors(node.log)
     assert "malformed Challenge message: nonce must be a string, got list" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_dispyscheduler_tries_again_a_node_that_answered_garbage():
+    """dispyscheduler is a client of its nodes: a -n node that answered its Hello with
+    garbage once is tried again, and serves the shared cluster when a real node is there."""
+    port = unused_port()
+    server = socket.create_server(("127.0.0.1", port))
+    answered = threading.Event()
+
+    def fake_node() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(raw_frame(m.Challenge.TYPE, '{"nonce":' + "[" * 1500 + "]" * 1500 + ',"proof":"cd"}'))
+            answered.set()
+            conn.recv(4096)
+        server.close()
+
+    thread = threading.Thread(target=fake_node, daemon=True)
+    thread.start()
+    with SchedulerProcess("127.0.0.1", [f"127.0.0.1:{port}"]) as scheduler:
+        cluster = dispy.SharedJobCluster(double, scheduler_node=f"127.0.0.1:{scheduler.port}", host="127.0.0.1")
+        try:
+            job = cluster.submit(21)
+            assert answered.wait(30), scheduler.log
+            thread.join(30)
+            with NodeProcess("127.0.0.1", "-c", "1", port=port) as node:
+                assert cluster.wait(timeout=60), "dispyscheduler gave up the node that once answered garbage"
+                assert (job.status, job.result) == (dispy.DispyJob.Finished, 42)
+                assert no_errors(node.log)
+        finally:
+            cluster.close()
+        assert wait_until(lambda: "nested too deeply" in scheduler.log, 10), scheduler.log
+        assert no_errors(scheduler.log), scheduler.log
