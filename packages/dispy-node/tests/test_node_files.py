@@ -241,8 +241,9 @@ def test_file_query_messages_roundtrip():
                 m.ComputeFailed("c", "changed", ["a.txt"])):
         parts, _ = m.encode(msg)
         assert m.decode(msg.TYPE, memoryview(b"".join(bytes(p) for p in parts))) == msg
-    with pytest.raises(TypeError):
-        m.FilesHeld("a.txt")  # type: ignore[arg-type]
+    parts, _ = m.codec.encode_body({"names": "a.txt"})
+    with pytest.raises(ProtocolError, match="names must be a list"):
+        m.decode(m.FilesHeld.TYPE, memoryview(b"".join(bytes(p) for p in parts)))
 
 
 # -- through a real node ---------------------------------------------------------------

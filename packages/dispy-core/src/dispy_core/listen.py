@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .aio import Channel
+from .refusals import RefusalLog
 
 __all__ = ["ChannelServer", "peer_text", "BACKLOG", "ACCEPT_BATCH", "deepen_backlog"]
 
@@ -69,15 +70,19 @@ class ChannelServer:
     """Listens for peers; ``new_channel()`` makes the (responder) Channel for each one.
 
     ``log`` and ``tls_hint`` word the warnings: ``tls_hint`` tells a user whose peer
-    failed the TLS handshake which certificate it needs.
+    failed the TLS handshake which certificate it needs. Peers refused here (no handshake
+    in time, a failed TLS handshake) are logged through ``refusals`` (by default one of
+    its own on ``log``), which summarises floods.
     """
 
     def __init__(self, new_channel: Callable[[], Channel], *, ssl: ssl_module.SSLContext | None,
-                 timeout: float, log: logging.Logger, tls_hint: str = "", timeout_option: str = "") -> None:
+                 timeout: float, log: logging.Logger, tls_hint: str = "", timeout_option: str = "",
+                 refusals: RefusalLog | None = None) -> None:
         self.new_channel = new_channel
         self.ssl = ssl
         self.timeout = timeout
         self.log = log
+        self.refusals = refusals if refusals is not None else RefusalLog(log)
         self.tls_hint = tls_hint
         self.timeout_option = f" ({timeout_option})" if timeout_option else ""
         self.closing = False
@@ -110,8 +115,8 @@ class ChannelServer:
 
     def _deadline(self, ch: Channel) -> None:
         if not ch.closed and not ch.established.done():
-            self.log.warning("closing connection from %s: no handshake within %.1f s%s",
-                             peer_text(ch.peer), self.timeout, self.timeout_option)
+            self.refusals.refused("no handshake in time", "closing connection from %s: no handshake within %.1f s%s",
+                                  peer_text(ch.peer), self.timeout, self.timeout_option)
             ch.abort()
 
     def _accept_tls(self, transport: asyncio.Transport) -> None:
@@ -142,8 +147,8 @@ class ChannelServer:
                 reason = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc)) or type(exc).__name__
             else:
                 reason = f"{type(exc).__name__}: {exc}"
-            self.log.warning("TLS handshake with %s failed: %s%s", peer_text(peer), reason,
-                             f" ({self.tls_hint})" if self.tls_hint else "")
+            self.refusals.refused("TLS handshake failed", "TLS handshake with %s failed: %s%s", peer_text(peer),
+                                  reason, f" ({self.tls_hint})" if self.tls_hint else "")
             return
         if tls_transport is None or self.closing:
             (tls_transport or transport).abort()

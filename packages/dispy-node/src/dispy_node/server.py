@@ -45,6 +45,7 @@ from typing import Any
 from dispy_core import config, tls
 from dispy_core.aio import Channel, StallWatch
 from dispy_core.listen import ACCEPT_BATCH, ChannelServer, deepen_backlog
+from dispy_core.refusals import RefusalLog, reason_of
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
 from dispy_core.prefix import DaemonPrefix
@@ -149,6 +150,9 @@ class Node(Lifecycle):
         self.listening: list[tuple[str, int]] = []
         self.clients: set[Channel] = set()
         self._listener: ChannelServer | None = None
+        # Refused client connections (another secret, garbage, no handshake in time):
+        # logged, with floods summarised (see dispy_core.refusals)
+        self.refusals = RefusalLog(log)
         self._udp: list[asyncio.DatagramTransport] = []
         self.node_id = secrets.token_hex(8)  # in discovery replies (see messages.DiscoverReply)
         self._internal: asyncio.AbstractServer | None = None
@@ -232,7 +236,7 @@ class Node(Lifecycle):
         self.listening = []
         self._listener = ChannelServer(
             self._new_client_channel, ssl=self._ssl, timeout=self.cfg.msg_timeout, log=log,
-            timeout_option="--msg_timeout",
+            timeout_option="--msg_timeout", refusals=self.refusals,
             tls_hint="a client needs this node's --certfile as its certfile; a plain TCP client can't use this node")
         for ip in self.cfg.ip_addrs:
             port = await self._listener.listen(ip, port)
@@ -282,6 +286,7 @@ class Node(Lifecycle):
         if self._announcer is not None:
             self._announcer.cancel()
         self._close_listeners()
+        self.refusals.close()  # the summary of refusals not written yet
         closes = [self._loop.create_task(self._close(c, terminate=True, reply=True,
                                                      timeout=SHUTDOWN_TIMEOUT / 2))
                   for c in list(self.comps.values())]
@@ -390,11 +395,12 @@ class Node(Lifecycle):
                         ch.peer, self.cfg.msg_timeout)
             ch.abort()
 
-    @staticmethod
-    def _log_close(ch: Channel, exc: BaseException | None, what: str) -> None:
+    def _log_close(self, ch: Channel, exc: BaseException | None, what: str) -> None:
         if exc is None:
             return
-        if not ch.established.done() or ch.established.exception() is not None or not isinstance(exc, ConnectionClosed):
+        if not ch.established.done() or ch.established.exception() is not None:
+            self.refusals.refused(reason_of(exc), "closed %s connection from %s: %s", what, ch.peer, exc)
+        elif not isinstance(exc, ConnectionClosed):
             log.warning("closed %s connection from %s: %s", what, ch.peer, exc)
         else:
             log.debug("%s %s disconnected", what, ch.peer)

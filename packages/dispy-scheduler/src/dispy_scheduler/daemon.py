@@ -44,6 +44,7 @@ from dispy_core.engine import RESUME_WINDOW, LoopThread
 from dispy_core.errors import ConfigError, DispyError
 from dispy_core.listen import ChannelServer, peer_text
 from dispy_core.prefix import DaemonPrefix
+from dispy_core.refusals import RefusalLog, reason_of
 from dispy_core.messages import (
     AckResults,
     CancelJob,
@@ -153,6 +154,9 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: ChannelServer | None = None
+        # Refused client connections (another secret, garbage, no handshake in time):
+        # logged, with floods summarised (see dispy_core.refusals)
+        self.refusals = RefusalLog(log)
         self._discovery: Discovery | None = None
         self.results_dir = os.path.join(cfg.dest_path_prefix, RESULTS_DIRECTORY)  # see _prepare_dir
         self.results_own = False  # whether dispyscheduler created results_dir (expiring is then safe)
@@ -166,7 +170,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._prepare_dir()
         self._server = ChannelServer(self._new_channel, ssl=self.cluster_ssl, timeout=self.cfg.msg_timeout,
-                                     log=log, tls_hint="a SharedJobCluster needs dispyscheduler's "
+                                     log=log, refusals=self.refusals, tls_hint="a SharedJobCluster needs dispyscheduler's "
                                                        "--cluster_certfile as its certfile")
         port = self.cfg.scheduler_port
         for ip in self.cfg.ip_addrs:
@@ -221,6 +225,7 @@ class Daemon:
         self.closing = True
         if self._server is not None:
             self._server.close()
+        self.refusals.close()  # the summary of refusals not written yet
         for cluster in list(self.clusters.values()):
             await self.close(cluster, terminate=True, reason="dispyscheduler is stopping")
         for task in list(self._tasks):
@@ -311,6 +316,9 @@ class Daemon:
         return False
 
     def _on_close(self, ch: Channel, exc: BaseException | None) -> None:
+        if exc is not None and ch.established.exception() is not None:  # refused at the handshake
+            self.refusals.refused(reason_of(exc), "closed client connection from %s: %s", peer_text(ch.peer), exc)
+            return
         cluster = ch.user
         if not isinstance(cluster, SharedCluster) or cluster.channel is not ch:
             return
