@@ -73,6 +73,10 @@ class Connection:
         self._session = b""
         self._max_frame_size = config.MaxFrameSize if max_frame_size is None else max_frame_size
         self._decoder = FrameDecoder(HANDSHAKE_FRAME_LIMIT)
+        # Frame by frame until established: a peer's first frame after the handshake may
+        # arrive in the same read as its last handshake frame, and is allowed the larger
+        # limit.
+        self._decoder.stepwise = True
         self._out: list[Any] = []
         self._inbox: deque[Message] | None = None  # made for the first message (see _deliver)
         self._send_seq = 0
@@ -107,12 +111,16 @@ class Connection:
             self._fail(exc)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` in, read by read as a transport would deliver it (frames are
+        handled between reads: a handshake frame may change how the next is judged)."""
+        view = memoryview(data).cast("B")
         self._check()
-        try:
-            self._decoder.feed(data)
-            self._drain_frames()
-        except DispyError as exc:
-            self._fail(exc)
+        while view:
+            with self.get_buffer() as target:
+                n = min(len(target), len(view))
+                target[:n] = view[:n]
+            view = view[n:]
+            self.buffer_updated(n)
 
     def next_message(self) -> Message | None:
         """The next message for the application, or None. Raises the connection's error
@@ -185,6 +193,9 @@ class Connection:
                 self._handshake(messages.decode(frame.type, frame.body))
             else:
                 self._handshake(messages.decode(frame.type, frame.body))
+            if decoder.stepwise:
+                decoder.stepwise = self._state != _ESTABLISHED
+                decoder.parse_pending()
 
     def _deliver(self, msg: Message) -> None:
         # Made on first use, as the decoder's frame queue: an unauthenticated connection

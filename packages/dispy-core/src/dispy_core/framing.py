@@ -105,6 +105,10 @@ class FrameDecoder:
         self._big_header: tuple[bytes, int, int, int] | None = None
         self._frames: deque[Frame] | None = None  # made for the first frame (see _emit)
         self._released = False
+        #: Parse one frame at a time (see :meth:`parse_pending`): during a handshake the
+        #: frames after the current one must be judged by the limit that holds once it
+        #: has been handled, which may be larger.
+        self.stepwise = False
 
     @property
     def max_frame_size(self) -> int:
@@ -162,6 +166,11 @@ class FrameDecoder:
             view = view[n:]
             self.buffer_updated(n)
 
+    def parse_pending(self) -> None:
+        """Parse what was received but not parsed yet (after a frame parsed stepwise)."""
+        if not self._released and self._big is None:
+            self._parse()
+
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None if more bytes are needed."""
         frames = self._frames
@@ -212,6 +221,8 @@ class FrameDecoder:
             big += _ZEROS[: target - len(big)]
 
     def _parse(self) -> None:
+        if self.stepwise and self._frames:
+            return  # the frame before must be handled first (parse_pending follows)
         buf = self._buf
         while self._end - self._start >= HEADER.size:
             start = self._start
@@ -240,6 +251,8 @@ class FrameDecoder:
                 mac = bytes(buf[body_start + length : start + total])
                 self._emit(Frame(type_, flags, header, body, mac))
                 self._start += total
+                if self.stepwise:
+                    break
                 continue
             if total > self._cap // 2:
                 # Large frame: a buffer of its own, sized by what has arrived so far (a
