@@ -7,6 +7,14 @@ their recover files (``_dispy_YYYYMMDDHHMMSS``) into the working directory, and
 pick the same name. Tests that care about the working directory set their own
 (``monkeypatch.chdir(tmp_path)``).
 
+Tests marked ``namespaces`` build networks of Linux network namespaces and test how
+dispy behaves on a network: discovery, faults, cut cables. What they test does not
+depend on the Python version or on which packages are installed, and they are the
+slowest tests, so ``./dev test`` runs each of them in one suite only:
+``DISPY_NAMESPACE_TESTS`` names the modules (comma-separated, e.g.
+``test_it_faults_netns``) whose namespace tests this run takes, ``none`` skips them all,
+and unset (a plain ``pytest`` run) runs them all.
+
 The header of every run names the versions of the dependencies whose ranges the packages
 declare, and the environment that tests the lowest ones checks that it has them (below).
 """
@@ -96,3 +104,18 @@ def pytest_configure(config: pytest.Config) -> None:
     if wrong:
         raise pytest.UsageError("DISPY_LOWEST_DEPS is set but this environment has " + ", ".join(wrong)
                                 + ": fix the pins in hatch.toml")
+
+
+# -- which suite runs the namespace tests -----------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    chosen = os.environ.get("DISPY_NAMESPACE_TESTS")
+    if chosen is None:
+        return
+    modules = {name.strip() for name in chosen.split(",") if name.strip() and name.strip() != "none"}
+    for item in items:
+        if item.get_closest_marker("namespaces") is None:
+            continue
+        module = item.path.stem
+        if module not in modules:
+            item.add_marker(pytest.mark.skip(
+                reason=f"{module} runs in another suite of ./dev test (DISPY_NAMESPACE_TESTS={chosen})"))

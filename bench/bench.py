@@ -24,6 +24,8 @@ Workloads:
   start     cluster creation to first result, node already running     s
   rss       peak RSS of the node's main process and of the client      MiB
   soak      100,000 jobs of f(x) = 2 * x through one cluster (--soak N)  jobs/s, RSS MiB
+  flood     100,000 random or mutated frames from unauthenticated         RSS MiB
+            connections (--flood N): the node's RSS before, during, after
 
 The soak runs after the others, in a client child of its own against the same node (so
 the figures above are not changed by it; the node's peak RSS is read before it starts).
@@ -41,6 +43,14 @@ peak) and the allocator keeps most of the freed memory; what stays live is ~10 M
 emptied hash tables of two dicts sized for 100,000 entries (``Runtime._jobs`` and the
 scheduler's ``_queued``). Measured with tracemalloc: the same ~10 MiB after 300,000 jobs,
 and in chunks of 5,000 the client's RSS is flat (+3.5 MiB) over 200,000 jobs.
+
+The flood runs last, on a node of its own, from a client child of its own: after one
+job (the node warmed up) it reads the node's RSS (before), then opens connections, 200
+at a time, each sending a few frames no peer with a secret would send: random bytes, a
+real Hello with bytes changed or cut short, headers announcing up to 2**64 - 1 bytes, a
+Hello followed by frames out of turn. It samples the node's RSS meanwhile (during: the
+peak), reads it again once it has settled after the connections closed (after), and
+runs one more job; a node that no longer serves makes the script exit nonzero.
 
 Figures are printed, never asserted: timing belongs here, not in tests.
 """
@@ -74,6 +84,9 @@ FILE_JOBS, FILE_BYTES = 20, 10 * 1000 * 1000
 SOAK_JOBS = 100_000
 WARM_JOBS = 100  # the soak's first batch, before its start RSS is read
 SOAK_TIMEOUT = 600  # seconds the soak may take before unfinished jobs count as missing
+FLOOD_FRAMES = 100_000
+FLOOD_CONCURRENCY = 200  # flood connections open at once
+FLOOD_TIMEOUT = 900
 MIB = 1024 * 1024
 NODE_SERVING = re.compile(r"serving \d+ CPUs at 127\.0\.0\.1:(\d+)")
 SCHEDULER_SERVING = re.compile(r"dispyscheduler serving clients at 127\.0\.0\.1:(\d+)")
@@ -292,6 +305,110 @@ def dispy_soak(port: int, node_pid: int, n: int) -> dict:
     return out
 
 
+def flood_probe(rng: Any, hello: bytes) -> list[bytes]:
+    """The frames one flood connection sends (see the module docstring)."""
+    from dispy_core.framing import HEADER, MAGIC, PROTOCOL_VERSION, pack_header
+
+    kind = rng.randrange(5)
+    if kind == 0:
+        return [rng.randbytes(rng.randrange(1, 300))]
+    if kind == 1:
+        data = bytearray(hello)
+        for _ in range(rng.randrange(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        return [bytes(data)]
+    if kind == 2:
+        return [hello[:rng.randrange(1, len(hello))]]
+    if kind == 3:
+        length = rng.choice([1 << 30, (1 << 64) - 1, rng.randrange(4097, 1 << 40)])
+        return [HEADER.pack(MAGIC, PROTOCOL_VERSION, hello[5], 0, length) + rng.randbytes(rng.randrange(2000))]
+    return [hello] + [pack_header(rng.randrange(256), 8) + rng.randbytes(8) for _ in range(rng.randrange(1, 8))]
+
+
+def dispy_flood(port: int, node_pid: int, frames: int) -> dict:
+    """``frames`` frames over unauthenticated connections to the node; its RSS around them."""
+    import asyncio
+    import random
+    import socket
+
+    import dispy
+    import psutil
+    from dispy_core.connection import Connection
+
+    node_proc = psutil.Process(node_pid)
+
+    def rss() -> float:
+        return node_proc.memory_info().rss / MIB
+
+    def one_job() -> bool:
+        cluster = dispy.JobCluster(double, nodes=[dispy.NodeAllocate("127.0.0.1", port=port)],
+                                   loglevel=dispy.logger.WARNING)
+        try:
+            return cluster.submit(21)() == 42
+        finally:
+            cluster.close()
+
+    out: dict = {"frames": frames, "served_before": one_job()}
+    time.sleep(1)
+    out["before_mib"] = rss()
+    rng = random.Random(13)
+    hello = b"".join(bytes(memoryview(p).cast("B")) for p in Connection(initiator=True).data_to_send())
+    peak = [out["before_mib"]]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(0.05):
+            peak[0] = max(peak[0], rss())
+
+    async def flood() -> int:
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(FLOOD_CONCURRENCY)
+        sent = connections = 0
+
+        async def one(probe: list[bytes]) -> None:
+            async with sem:
+                sock = socket.socket()
+                sock.setblocking(False)
+                try:
+                    await loop.sock_connect(sock, ("127.0.0.1", port))
+                    await loop.sock_sendall(sock, b"".join(probe))
+                except OSError:
+                    pass
+                finally:
+                    sock.close()
+
+        pending: set = set()
+        while sent < frames:
+            probe = flood_probe(rng, hello)
+            sent += len(probe)
+            connections += 1
+            pending.add(asyncio.ensure_future(one(probe)))
+            if len(pending) >= 4 * FLOOD_CONCURRENCY:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*pending)
+        return connections
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    out["connections"] = asyncio.run(flood())
+    out["seconds"] = time.perf_counter() - t0
+    sampling.set()
+    sampler.join()
+    out["during_mib"] = peak[0]
+    last, still = rss(), 0
+    for _ in range(100):  # settled: unchanged (within 64 KiB) for 1 s
+        time.sleep(0.1)
+        now = rss()
+        still = still + 1 if abs(now - last) < 1 / 16 else 0
+        last = now
+        if still >= 10:
+            break
+    out["after_mib"] = last
+    out["served_after"] = one_job()
+    return out
+
+
 def percentiles(samples: list[float]) -> dict:
     samples = sorted(samples)
     return {
@@ -374,6 +491,13 @@ def run_shared() -> dict:
         result["node_peak_rss_mib"] = peak_rss_mib(node.pid)
         result["scheduler_peak_rss_mib"] = peak_rss_mib(scheduler.pid)
         return result
+
+
+def run_flood(frames: int) -> dict:
+    """The flood, on a node of its own."""
+    with daemon("dispy_node.cli", NODE_SERVING, "-p", "0", "-c", "2") as (node, port):
+        return run_client("flood client", "--flood-client", str(port), "--node-pid", str(node.pid),
+                          "--flood", str(frames), timeout=FLOOD_TIMEOUT)
 
 
 def run_files() -> dict:
@@ -480,6 +604,17 @@ def report(ours: dict, pool: dict) -> None:
         if steps:
             print(f"{'RSS while draining, client / node':<40} {steps}")
         print(f"{'client peak RSS (soak child), MiB':<40} {soak['client_peak_rss_mib']:>12.1f}")
+    flood = ours.get("flood")
+    if flood:
+        print(f"\nflood: {flood['frames']:,} random or mutated frames over {flood['connections']:,} "
+              "unauthenticated connections (ProcessPool: n/a)")
+        print("-" * 80)
+        print(f"{'seconds':<40} {flood['seconds']:>12.2f}")
+        print(f"{'connections/s':<40} {flood['connections'] / flood['seconds']:>12,.0f}")
+        a, b, c = flood["before_mib"], flood["during_mib"], flood["after_mib"]
+        print(f"{'node RSS before / peak / after, MiB':<40} {f'{a:.1f} / {b:.1f} / {c:.1f}':>20}"
+              f"   ({c - a:+.1f})")
+        print(f"{'node still runs a job after it':<40} {'yes' if flood['served_after'] else 'NO':>12}")
     print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs")
 
 
@@ -492,9 +627,12 @@ def main() -> None:
     parser.add_argument("--node-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--files-client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scheduler-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--flood-client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     parser.add_argument("--soak", type=int, default=SOAK_JOBS, metavar="N",
                         help=f"jobs in the soak workload (default {SOAK_JOBS:,}; 0 skips it)")
+    parser.add_argument("--flood", type=int, default=FLOOD_FRAMES, metavar="N",
+                        help=f"frames in the flood workload (default {FLOOD_FRAMES:,}; 0 skips it)")
     args = parser.parse_args()
     if args.client:
         print(json.dumps(dispy_client(args.client)))
@@ -508,13 +646,20 @@ def main() -> None:
     if args.files_client:
         print(json.dumps(files_client(args.files_client, args.scheduler_port)))
         return
+    if args.flood_client:
+        print(json.dumps(dispy_flood(args.flood_client, args.node_pid, args.flood)))
+        return
     if args.soak < 0:
         parser.error("--soak must be 0 or more")
+    if args.flood < 0:
+        parser.error("--flood must be 0 or more")
     ours = run_dispy(args.soak)
     ours[SHARED] = run_shared()
     files = run_files()
     ours[SHARED].update(files.pop(SHARED))
     ours.update(files)
+    if args.flood:
+        ours["flood"] = run_flood(args.flood)
     pool = run_pool()
     report(ours, pool)
     if args.json:
@@ -522,6 +667,9 @@ def main() -> None:
     bad = ours.get("soak", {}).get("bad", 0)
     if bad:
         raise SystemExit(f"soak: {bad:,} of {args.soak:,} results wrong or missing")
+    flood = ours.get("flood")
+    if flood and not (flood["served_before"] and flood["served_after"]):
+        raise SystemExit("flood: the node did not run a job " + ("after it" if flood["served_before"] else "before it"))
 
 
 if __name__ == "__main__":

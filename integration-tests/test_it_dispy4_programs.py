@@ -37,10 +37,13 @@ import pytest
 
 from dispy_core.testing import node_python
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="needs root and iproute2 to create a network namespace",
-)
+pytestmark = [
+    pytest.mark.namespaces,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None,
+        reason="needs root and iproute2 to create a network namespace",
+    ),
+]
 
 PROGRAMS = Path(__file__).resolve().parent / "dispy4_programs"
 _SERVING = re.compile(r"dispynode (?P<name>.+) serving (?P<cpus>\d+) CPUs at (?P<ip>\S+):(?P<port>\d+)")

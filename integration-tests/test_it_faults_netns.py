@@ -47,10 +47,13 @@ import pytest
 from dispy import DispyJob
 from dispy_core.testing import node_python
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="needs root and iproute2 to create network namespaces",
-)
+pytestmark = [
+    pytest.mark.namespaces,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None,
+        reason="needs root and iproute2 to create network namespaces",
+    ),
+]
 
 CLIENT_IP = "10.79.0.1"
 NODE_IPS = ["10.79.0.11", "10.79.0.12", "10.79.0.13"]

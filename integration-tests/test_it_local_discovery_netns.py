@@ -32,10 +32,13 @@ import pytest
 
 from dispy_core.testing import node_python
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="needs root and iproute2 to create a network namespace",
-)
+pytestmark = [
+    pytest.mark.namespaces,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None,
+        reason="needs root and iproute2 to create a network namespace",
+    ),
+]
 
 LAN = "198.18.8.1"
 

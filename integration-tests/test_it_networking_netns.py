@@ -25,10 +25,13 @@ import pytest
 
 from dispy_core.testing import node_python
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="needs root and iproute2 to create network namespaces",
-)
+pytestmark = [
+    pytest.mark.namespaces,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None,
+        reason="needs root and iproute2 to create network namespaces",
+    ),
+]
 
 CLIENT = textwrap.dedent("""
     import json, sys, dispy

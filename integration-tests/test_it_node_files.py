@@ -20,7 +20,7 @@ import sys
 import pytest
 
 import dispy
-from dispy_core.testing import wait_until
+from dispy_core.testing import NodeProcess, wait_until
 
 
 def nodes_of(*procs):
@@ -309,3 +309,58 @@ def test_force_cleanup_removes_what_the_client_asked_to_keep(start_node, tmp_pat
         result, _ = _run(node, [str(data)], dest_path="keep", cleanup=False)
         assert result == hashlib.sha256(b"kept?").hexdigest()
         assert os.path.exists(os.path.join(node.dest_path_prefix, "keep", "data.txt")) is kept, args
+
+
+# -- dest_path stays in the prefix, out of the node's own entries --------------------------
+def refused(node, dest_path, caplog, why):
+    """A cluster with ``dest_path``: the node refuses it, saying ``why``; no job runs."""
+    caplog.clear()
+    cluster = dispy.JobCluster(digest_of, nodes=nodes_of(node), dest_path=dest_path, loglevel=logging.WARNING)
+    try:
+        job = cluster.submit("x")
+        assert wait_until(lambda: "node refused the computation" in caplog.text, 30), (dest_path, caplog.text)
+        assert f"refused dest_path {dest_path!r}: {why}" in caplog.text, caplog.text
+        assert job.status == dispy.DispyJob.Created
+    finally:
+        cluster.close(timeout=5, terminate=True)
+
+
+def test_a_dest_path_through_a_link_out_of_the_prefix_creates_nothing_outside(tmp_path, caplog):
+    prefix, outside = tmp_path / "prefix", tmp_path / "outside"
+    prefix.mkdir()
+    outside.mkdir()
+    (prefix / "link").symlink_to(outside)  # planted in the prefix
+    (prefix / "inner").mkdir()
+    (prefix / "to-inner").symlink_to(prefix / "inner")
+    with NodeProcess("127.0.0.49", "-c", "1", dest_path_prefix=str(prefix)) as node:
+        for dest_path in ("link/a/b", "link", "to-inner/../../outside/c"):
+            refused(node, dest_path, caplog, "" if ".." in dest_path else "it leads out of")
+        assert os.listdir(outside) == []  # no directory made there, even before the refusal
+        # a link to a directory inside the prefix may be used
+        data = tmp_path / "data.txt"
+        data.write_text("through a link")
+        result, _ = _run(node, [str(data)], dest_path="to-inner/run")
+        assert result == hashlib.sha256(b"through a link").hexdigest()
+    assert os.listdir(outside) == []
+
+
+def test_the_node_s_own_entries_are_out_of_every_computation_s_reach(tmp_path, caplog):
+    prefix = tmp_path / "prefix"
+    with NodeProcess("127.0.0.50", "-c", "1", dest_path_prefix=str(prefix)) as node:
+        # where the node keeps a result for a client that is gone (see undelivered.py)
+        stored = prefix / ".undelivered" / ("0" * 32) / "7.result"
+        stored.parent.mkdir(parents=True)
+        content = os.urandom(64)
+        stored.write_bytes(content)
+        (prefix / "alias").symlink_to(prefix / ".undelivered")  # planted links to the node's own
+        (prefix / "jobs-alias").symlink_to(prefix / ".jobs")
+        for dest_path in ("alias", "jobs-alias/x", ".undelivered", "/.undelivered", ".jobs", ".jobs/x",
+                          ".dispynode-prefix", ".anything-else"):
+            name = dest_path.lstrip("/").split("/")[0]
+            if "alias" in name:
+                name = ".undelivered" if name == "alias" else ".jobs"
+            refused(node, dest_path, caplog, f"{name!r} is the node's own")
+        assert node.alive()
+    assert stored.read_bytes() == content  # the stored result survived every close
+    assert sorted(os.listdir(prefix)) == [".dispynode-prefix", ".jobs", ".undelivered", "alias", "jobs-alias"]
+    assert os.listdir(prefix / ".jobs") == []

@@ -27,10 +27,13 @@ import pytest
 
 from dispy_core.testing import node_python
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None,
-    reason="needs root and iproute2 to create network namespaces",
-)
+pytestmark = [
+    pytest.mark.namespaces,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None,
+        reason="needs root and iproute2 to create network namespaces",
+    ),
+]
 
 CLIENT_IP = "198.18.9.1"
 NODE_IP = "198.18.9.2"

@@ -175,3 +175,20 @@ def test_a_key_may_come_without_frame_macs_when_both_ends_say_so():
     assert len(sent) == len(wire(m.encode(m.Attach("comp-1"))[0])) + len(pack_header(m.Attach.TYPE, 0))  # no MAC
     b.feed(sent)
     assert received(b) == [m.Attach("comp-1")]
+
+
+@pytest.mark.parametrize("secret", ["", "k"])
+def test_a_large_frame_in_the_same_read_as_the_welcome_is_taken(secret):
+    # The responder's Welcome and its first message may reach the initiator in one read;
+    # that message is judged by the limit of an established connection, not the
+    # handshake's 4 KiB.
+    a = Connection(initiator=True, secret=secret)
+    b = Connection(initiator=False, secret=secret)
+    b.feed(wire(a.data_to_send()))  # Hello
+    a.feed(wire(b.data_to_send()))  # Challenge
+    b.feed(wire(a.data_to_send()))  # Proof
+    welcome = wire(b.data_to_send())
+    assert b.established
+    big = m.ErrorReport("x" * (4 * HANDSHAKE_FRAME_LIMIT))
+    a.feed(welcome + wire(b.send(big)))
+    assert [type(x) for x in received(a)] == [m.Welcome, m.ErrorReport]

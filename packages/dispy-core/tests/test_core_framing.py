@@ -44,10 +44,10 @@ def test_large_frame_is_received_in_place():
     dec = FrameDecoder(1 << 24)
     data = frame(3, body, b"m" * MAC_SIZE)
     pos = 0
-    while pos < len(data):  # imitate recv_into
-        buf = dec.get_buffer()
-        n = min(len(buf), 65536, len(data) - pos)
-        buf[:n] = data[pos:pos + n]
+    while pos < len(data):  # imitate recv_into (asyncio drops each view before the next)
+        with dec.get_buffer() as buf:
+            n = min(len(buf), 65536, len(data) - pos)
+            buf[:n] = data[pos:pos + n]
         dec.buffer_updated(n)
         pos += n
     f = dec.next_frame()

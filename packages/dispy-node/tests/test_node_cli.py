@@ -151,12 +151,19 @@ def test_clean_removes_leftovers(tmp_path):
     prefix = tmp_path / "prefix"
     with NodeProcess("127.0.0.8", dest_path_prefix=str(prefix)):
         pass
-    (prefix / "old-computation").mkdir()
+    (prefix / "old-computation").mkdir()  # as a computation with cleanup=False leaves it
     (prefix / "old-computation" / "f").write_text("x")
+    with open(prefix / ".dispynode-prefix", "a") as fh:  # (the node records what it makes)
+        fh.write('"old-computation"\n')
     with NodeProcess("127.0.0.8", dest_path_prefix=str(prefix)):
         assert (prefix / "old-computation").exists()  # not without --clean
     with NodeProcess("127.0.0.8", "--clean", dest_path_prefix=str(prefix)):
         assert not (prefix / "old-computation").exists()
+    # what the node did not make is never removed: --clean refuses, and the node stops
+    (prefix / "users").mkdir()
+    with pytest.raises(RuntimeError, match="it holds files dispynode did not create: users/; nothing was removed"):
+        NodeProcess("127.0.0.8", "--clean", dest_path_prefix=str(prefix))
+    assert (prefix / "users").is_dir()
 
 
 # -- the console ------------------------------------------------------------------------

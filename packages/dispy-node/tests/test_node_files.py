@@ -11,13 +11,14 @@ from node_testkit import SECRET, TestClient, client_test, ship_by_value, value
 
 from dispy_core import messages as m
 from dispy_core.computation import file_digest
-from dispy_core.errors import ProtocolError
+from dispy_core.errors import ConfigError, ProtocolError
 from dispy_core.messages import ComputeFailed, ComputeReady, FileData, FileDigest, FilesHeld, FilesQuery
 from dispy_core.testing import NodeProcess
 from dispy_node.held import DigestCache, check_digests
 from dispy_node.paths import (
     FileRefused,
     computation_dir,
+    created_by_node,
     existing_dest_dir,
     link_into_job_dirs,
     make_job_dir,
@@ -97,7 +98,7 @@ def test_job_dirs_of_a_killed_job_are_found_by_job_id(tmp_path):
 def test_dest_path_lookups_create_nothing_and_node_dirs_are_reserved(tmp_path):
     prefix = prepare_prefix(str(tmp_path / "prefix"))
     assert existing_dest_dir(prefix, "not/yet") is None
-    assert not os.path.exists(os.path.join(prefix, "not"))
+    assert not os.path.exists(os.path.join(prefix.path, "not"))
     assert existing_dest_dir(prefix, None) is None and existing_dest_dir(prefix, "") is None
     made = computation_dir(prefix, "/x/y", "c")
     assert existing_dest_dir(prefix, "x/y") == made
@@ -106,6 +107,49 @@ def test_dest_path_lookups_create_nothing_and_node_dirs_are_reserved(tmp_path):
             existing_dest_dir(prefix, bad)
         with pytest.raises(FileRefused):
             computation_dir(prefix, bad, "c")
+
+
+def test_dest_path_is_checked_before_anything_is_made(tmp_path):
+    prefix = prepare_prefix(str(tmp_path / "prefix"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, os.path.join(prefix.path, "out"))
+    os.makedirs(os.path.join(prefix.path, "in", "deep"))
+    os.symlink(os.path.join(prefix.path, "in"), os.path.join(prefix.path, "to-in"))
+    os.symlink(prefix.path, os.path.join(prefix.path, "to-prefix"))
+    os.symlink(os.path.join(prefix.path, ".undelivered"), os.path.join(prefix.path, "to-undelivered"))
+    open(os.path.join(prefix.path, "in", "file"), "w").close()
+    for bad, why in (("out/a/b", "leads out"), ("out", "leads out"), ("to-prefix", "prefix itself"),
+                     ("to-prefix/.jobs/x", "prefix itself"), ("to-undelivered/k", "is the node's own"),
+                     ("in/file/x", "is not a directory"), (".x", "is the node's own"),
+                     ("a\udc80\ud800", "not a valid file name")):
+        for look in (computation_dir, existing_dest_dir):
+            with pytest.raises(FileRefused, match=why):
+                look(prefix, bad, *(("c",) if look is computation_dir else ()))
+    assert os.listdir(outside) == [] and not os.path.exists(os.path.join(prefix.path, "a"))
+    # links to directories inside the prefix lead where they point
+    assert computation_dir(prefix, "to-in/deep/new", "c") == os.path.join(prefix.path, "in", "deep", "new")
+    assert existing_dest_dir(prefix, "to-in/deep") == os.path.join(prefix.path, "in", "deep")
+
+
+def test_only_directories_the_node_made_are_its_to_remove(tmp_path):
+    prefix = prepare_prefix(str(tmp_path / "prefix"))
+    os.mkdir(os.path.join(prefix.path, "users"))
+    assert not created_by_node(prefix, computation_dir(prefix, "users", "c"))
+    made = computation_dir(prefix, "users/run/1", "c")
+    assert created_by_node(prefix, made) and created_by_node(prefix, os.path.dirname(made))
+    assert created_by_node(prefix, computation_dir(prefix, None, "c"))
+    assert created_by_node(prefix, computation_dir(prefix, "fresh", "c"))
+    assert not created_by_node(prefix, prefix.path)
+
+
+def test_the_node_s_own_directories_must_not_be_links(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "prefix").mkdir()
+    os.symlink(elsewhere, tmp_path / "prefix" / ".undelivered")
+    with pytest.raises(ConfigError, match="must be a directory, not a link"):
+        prepare_prefix(str(tmp_path / "prefix"))
 
 
 def test_set_modes_does_not_follow_links(tmp_path):
@@ -197,8 +241,9 @@ def test_file_query_messages_roundtrip():
                 m.ComputeFailed("c", "changed", ["a.txt"])):
         parts, _ = m.encode(msg)
         assert m.decode(msg.TYPE, memoryview(b"".join(bytes(p) for p in parts))) == msg
-    with pytest.raises(TypeError):
-        m.FilesHeld("a.txt")  # type: ignore[arg-type]
+    parts, _ = m.codec.encode_body({"names": "a.txt"})
+    with pytest.raises(ProtocolError, match="names must be a list"):
+        m.decode(m.FilesHeld.TYPE, memoryview(b"".join(bytes(p) for p in parts)))
 
 
 # -- through a real node ---------------------------------------------------------------

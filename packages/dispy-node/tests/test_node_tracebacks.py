@@ -93,7 +93,9 @@ def square(x: int) -> int:
     return x * x
 
 
-@pytest.mark.parametrize("bad", [["not", "a", "mapping"], {"": "text"}, {"f.py": 7}])
+# (Sources that are not a {str: str} mapping make the message malformed: refused where it
+# is decoded, see dispy-core's test_core_validation.)
+@pytest.mark.parametrize("bad", [{"": "text"}, {"f\0.py": "text"}])
 def test_malformed_sources_are_refused(node, bad):
     async def body(c: TestClient):
         reply = await c.compute(square, sources=bad)

@@ -15,11 +15,9 @@ from dispy_node.console import format_status
 from dispy_node.execute import format_user_exception
 from dispy_node.options import NodeConfig, resolve_cpus
 from dispy_node.paths import (
-    PREFIX_MARKER,
     FileRefused,
     check_file_name,
     check_files,
-    clean_prefix,
     computation_dir,
     prepare_prefix,
     write_files,
@@ -56,7 +54,7 @@ def test_node_config_checks():
 
 
 # -- paths ------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/abs", "..\\x", "x\0y", 5, None])
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/abs", "..\\x", "x\0y", 5, None, "\ud800x"])
 def test_bad_file_names(name):
     with pytest.raises(FileRefused, match="refused file name"):
         check_file_name(name)
@@ -75,15 +73,16 @@ def test_file_checks():
 
 def test_computation_dirs_stay_under_the_prefix(tmp_path):
     prefix = prepare_prefix(str(tmp_path / "p"))
-    assert computation_dir(prefix, "/a/b", "c") == os.path.join(prefix, "a", "b")
-    assert computation_dir(prefix, "a/./b/", "c") == os.path.join(prefix, "a", "b")
+    p = prefix.path
+    assert computation_dir(prefix, "/a/b", "c") == os.path.join(p, "a", "b")
+    assert computation_dir(prefix, "a/./b/", "c") == os.path.join(p, "a", "b")
     fresh = computation_dir(prefix, None, "my comp!")
-    assert os.path.dirname(fresh) == prefix and os.path.basename(fresh).startswith("my_comp-")
-    assert computation_dir(prefix, "/", "c") != prefix
+    assert os.path.dirname(fresh) == p and os.path.basename(fresh).startswith("my_comp-")
+    assert computation_dir(prefix, "/", "c") != p
     for bad in ("../x", "a/../../x", "a/.."):
         with pytest.raises(FileRefused, match="dest_path"):
             computation_dir(prefix, bad, "c")
-    os.symlink(str(tmp_path), os.path.join(prefix, "link"))
+    os.symlink(str(tmp_path), os.path.join(p, "link"))
     with pytest.raises(FileRefused, match="leads out"):
         computation_dir(prefix, "link/x", "c")
 
@@ -102,16 +101,6 @@ def test_write_files_replaces_and_does_not_follow_links(tmp_path):
     assert target.read_text() == "keep" and not os.path.islink(d / "link")
     write_files(str(d), [FileData("run", b"#!/bin/sh\n")], executable="run")
     assert os.access(d / "run", os.X_OK)
-
-
-def test_clean_prefix_only_empties_marked_prefixes(tmp_path):
-    (tmp_path / "keep").mkdir()
-    assert clean_prefix(str(tmp_path)) == 0 and (tmp_path / "keep").exists()
-    prefix = prepare_prefix(str(tmp_path / "p"))
-    os.mkdir(os.path.join(prefix, "old"))
-    open(os.path.join(prefix, "file"), "w").close()
-    assert clean_prefix(prefix) == 2
-    assert os.listdir(prefix) == [PREFIX_MARKER]
 
 
 # -- scheduler --------------------------------------------------------------------------

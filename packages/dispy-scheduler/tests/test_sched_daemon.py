@@ -187,3 +187,19 @@ def test_a_client_gone_past_the_window_is_closed_and_the_next_cluster_admitted(t
         assert [c["state"] for c in daemon.status()["clusters"]] == ["running"]
 
     asyncio.run(run_daemon(tmp_path, body))
+
+
+def test_expiring_kept_results_removes_only_the_scheduler_s_files(tmp_path):
+    import os
+    import time
+
+    from dispy_scheduler.daemon import _Orphan
+
+    old = time.time() - 3600
+    for name in ("old.results", "old.results.tmp", "new.results", "report.txt", "data.results.bak"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "dir.results").mkdir()
+    for name in ("old.results", "old.results.tmp", "report.txt", "data.results.bak", "dir.results"):
+        os.utime(tmp_path / name, (old, old))
+    _Orphan.expire(str(tmp_path), 60.0)
+    assert sorted(os.listdir(tmp_path)) == ["data.results.bak", "dir.results", "new.results", "report.txt"]

@@ -47,13 +47,15 @@ class _Writer:
     Owns a duplicate of the transport's socket, used only for sending; the transport
     keeps reading from the original. Buffers are queued as they are (memoryviews of the
     caller's objects) and sent with ``sendmsg``; a partial send only advances a view.
+    It lets go of its channel when closed, so that the two don't keep each other alive
+    once the connection is over (a cycle only the cyclic collector would free, much later).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, channel: Channel) -> None:
         self._loop = loop
         self._sock = sock
         self._sock.setblocking(False)
-        self._channel = channel
+        self._channel: Channel | None = channel
         self._queue: deque[memoryview] = deque()
         self.size = 0
         self.sent = 0  # bytes handed to the kernel so far
@@ -74,11 +76,14 @@ class _Writer:
             if queue:
                 self._loop.add_writer(self._sock.fileno(), self._send)
                 self._watching = True
-        if self.size > HIGH_WATER:
-            self._channel._writable.clear()
+        if self.size > HIGH_WATER and self._channel is not None:
+            self._channel._set_writable(False)
 
     def _send(self) -> None:
         queue = self._queue
+        channel = self._channel
+        if channel is None:  # closed
+            return
         try:
             while queue:
                 batch = [queue[i] for i in range(min(len(queue), _IOV_MAX))]
@@ -97,14 +102,14 @@ class _Writer:
             pass
         except OSError as exc:
             self._stop()
-            self._channel._write_failed(exc)
+            channel._write_failed(exc)
             return
         if self.size < LOW_WATER:
-            self._channel._writable.set()
+            channel._set_writable(True)
         if not queue:
             self._stop()
             if self.close_when_done:
-                self._channel._close_transport()
+                channel._close_transport()
 
     def _stop(self) -> None:
         if self._watching:
@@ -116,6 +121,7 @@ class _Writer:
         self._queue.clear()
         self.size = 0
         self._sock.close()
+        self._channel = None
 
 
 class Channel(asyncio.BufferedProtocol):
@@ -124,6 +130,11 @@ class Channel(asyncio.BufferedProtocol):
     ``on_message(channel, msg)`` runs in the event loop for every message after the
     handshake (a :class:`Welcome` first). ``on_close(channel, exc)`` runs once, with the
     error that ended the connection (None for a clean local close).
+
+    A closed channel holds nothing that refers back to it (its writer, its handshake
+    deadline, the traceback of the error that ended it), so it is freed as soon as its
+    owner lets go of it, without waiting for the cyclic garbage collector: a flood of
+    connections must not leave memory behind.
     """
 
     def __init__(
@@ -139,9 +150,12 @@ class Channel(asyncio.BufferedProtocol):
         self.peer: tuple[Any, ...] | str = ""
         self.established: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # Made when first needed: most connections never wait to write, and a flood of
+        # them that never write at all should cost no descriptor, queue or event.
+        self._writable: asyncio.Event | None = None  # see _set_writable
+        self._plain = False  # writes go out through a _Writer (see _write)
         self._writer: _Writer | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self.user: Any = None  # free slot for the owner (node/computation state)
 
     # -- asyncio.BufferedProtocol -----------------------------------------------------
@@ -152,10 +166,7 @@ class Channel(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if sock is not None and transport.get_extra_info("sslcontext") is None:
-            # Our own descriptor of the same socket, for sending; closing it is ours to do.
-            dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
-            self._writer = _Writer(asyncio.get_running_loop(), dup, self)
+        self._plain = sock is not None and transport.get_extra_info("sslcontext") is None
         self._flush()
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -177,13 +188,18 @@ class Channel(asyncio.BufferedProtocol):
         self.conn.eof()
         if self._writer is not None:
             self._writer.close()
+        if getattr(self.transport, "_read_ready_cb", None) is not None:
+            # Python 3.11's socket transport holds a bound method of its own: a cycle that
+            # keeps it and its socket object until the cyclic collector runs (3.12 breaks
+            # it in close()). Nothing is read from a lost transport again.
+            setattr(self.transport, "_read_ready_cb", None)
         self._finish(exc or self.conn.error)
 
     def pause_writing(self) -> None:  # TLS transports only
-        self._writable.clear()
+        self._set_writable(False)
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._set_writable(True)
 
     # -- API ------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
@@ -194,7 +210,8 @@ class Channel(asyncio.BufferedProtocol):
 
     async def drain(self) -> None:
         """Wait until fewer than HIGH_WATER bytes are waiting to be sent."""
-        await self._writable.wait()
+        if self._writable is not None:
+            await self._writable.wait()
 
     def write_buffer_size(self) -> int:
         """Bytes queued and not yet handed to the kernel."""
@@ -216,6 +233,14 @@ class Channel(asyncio.BufferedProtocol):
         if self.transport is not None and not self.closed and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def handshake_deadline(self, timeout: float, expired: Callable[[Channel], None]) -> None:
+        """Call ``expired(self)`` in ``timeout`` seconds unless the handshake completes or
+        the channel closes first: then the timer is cancelled, and with it the loop's
+        reference to this channel."""
+        self._cancel_deadline()
+        if not self.closed and not self.established.done():
+            self._deadline = asyncio.get_running_loop().call_later(timeout, self._deadline_expired, expired)
+
     def close(self) -> None:
         """Close after everything queued has been sent."""
         if self.transport is not None and not self.closed:
@@ -235,9 +260,34 @@ class Channel(asyncio.BufferedProtocol):
         self._finish(None)
 
     # -- internals ------------------------------------------------------------------
+    def _deadline_expired(self, expired: Callable[[Channel], None]) -> None:
+        self._deadline = None
+        expired(self)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()  # drops the handle's reference to this channel
+            self._deadline = None
+
+    def _set_writable(self, writable: bool) -> None:
+        if self._writable is None:
+            if writable:
+                return
+            self._writable = asyncio.Event()
+        if writable:
+            self._writable.set()
+        else:
+            self._writable.clear()
+
     def _write(self, parts: list[Any]) -> None:
-        if self._writer is not None:
-            self._writer.write(parts)
+        writer = self._writer
+        if writer is None and self._plain and self.transport is not None and not self.transport.is_closing():
+            # Our own descriptor of the same socket, for sending; closing it is ours to do.
+            sock = self.transport.get_extra_info("socket")
+            dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+            writer = self._writer = _Writer(asyncio.get_running_loop(), dup, self)
+        if writer is not None:
+            writer.write(parts)
         elif self.transport is not None:
             self.transport.writelines(parts)
 
@@ -262,6 +312,7 @@ class Channel(asyncio.BufferedProtocol):
             while (msg := self.conn.next_message()) is not None:
                 if isinstance(msg, Welcome) and not self.established.done():
                     self.established.set_result(None)
+                    self._cancel_deadline()
                 if self.on_message is not None:
                     self.on_message(self, msg)
             self._flush()
@@ -278,6 +329,8 @@ class Channel(asyncio.BufferedProtocol):
         if self.closed:
             return
         self.closed = True
+        self._cancel_deadline()
+        _drop_frames(exc)
         if not self.established.done():
             self.established.set_exception(
                 exc if exc is not None else ConnectionClosed("connection closed before the handshake")
@@ -285,6 +338,20 @@ class Channel(asyncio.BufferedProtocol):
             self.established.exception()  # mark retrieved; owners await it if they care
         if self.on_close is not None:
             self.on_close(self, exc)
+
+
+def _drop_frames(exc: BaseException | None) -> None:
+    """Clear the tracebacks of ``exc`` and of the errors it was raised from. They hold the
+    frames the errors passed through, among them the channel's own (and its connection
+    holds the error too): a cycle. The message says what happened."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        todo += (e.__cause__, e.__context__)
 
 
 async def open_channel(

@@ -13,7 +13,13 @@ and never pickle: decoding a body can't run code. A ``bytes``/``bytearray``/
 ``{"$b": index}`` and the bytes follow the JSON untouched, so large user payloads (the
 cloudpickled arguments and their out-of-band buffers) are never copied into a JSON string
 and are handed back as zero-copy ``memoryview`` slices of the received frame. Nested
-message dataclasses are written as ``{"$t": "ClassName", ...fields}``.
+message dataclasses are written as ``{"$t": "ClassName", ...fields}``; a received one is
+made by the builder its class was registered with (which checks its fields, see
+:mod:`dispy_core._fieldcheck`).
+
+Nesting: ``json`` guards its recursion with the interpreter's recursion limit, so a body
+of 100,000 nested lists stops there with a RecursionError, which becomes a ProtocolError
+like any other malformed body; the field checks then bound what ``Any`` fields may hold.
 
 The encoder returns a list of buffers so that transports can ``sendmsg``/``writelines``
 them without joining.
@@ -25,6 +31,7 @@ import json
 import pickle
 import struct
 from dataclasses import fields, is_dataclass
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ProtocolError
@@ -34,13 +41,17 @@ __all__ = ["encode_body", "decode_body", "register", "REGISTRY"]
 _COUNTS = struct.Struct("!II")
 _BLOB_TYPES = (bytes, bytearray, memoryview, pickle.PickleBuffer)
 
-#: Message and record classes by name (for nested records) and by type number.
+#: Message and record classes by name (for nested records).
 REGISTRY: dict[str, type] = {}
+#: How a received record of each class is made from its field dict (by name).
+_BUILDERS: dict[str, Callable[[dict[str, Any]], Any]] = {}
 
 
-def register(cls: type) -> type:
-    """Class decorator: make a dataclass decodable when it appears nested in a message."""
+def register(cls: type, build: Callable[[dict[str, Any]], Any] | None = None) -> type:
+    """Make a dataclass decodable when it appears nested in a message; ``build`` makes
+    one from a received field dict (default: ``cls(**fields)``)."""
     REGISTRY[cls.__name__] = cls
+    _BUILDERS[cls.__name__] = build if build is not None else (lambda d: cls(**d))
     cls.__dispy_fields__ = tuple(f.name for f in fields(cls))  # type: ignore[attr-defined]
     return cls
 
@@ -94,20 +105,30 @@ def decode_body(body: memoryview) -> dict[str, Any]:
 
         def hook(d: dict[str, Any]) -> Any:
             if "$b" in d:
-                return blobs[d["$b"]]
+                index = d["$b"]
+                if type(index) is not int or not 0 <= index < len(blobs) or len(d) != 1:
+                    raise ProtocolError(f"bad blob reference {_brief(d)}")
+                return blobs[index]
             name = d.pop("$t", None)
             if name is not None:
-                cls = REGISTRY.get(name)
-                if cls is None:
-                    raise ProtocolError(f"unknown record type {name!r}")
-                return cls(**d)
+                build = _BUILDERS.get(name) if type(name) is str else None
+                if build is None:
+                    raise ProtocolError(f"unknown record type {_brief(name)}")
+                return build(d)
             return d
 
         result = json.loads(text, object_hook=hook)
     except ProtocolError:
         raise
+    except RecursionError:
+        raise ProtocolError("message body nested too deeply") from None
     except (ValueError, TypeError, IndexError, KeyError, struct.error) as exc:
-        raise ProtocolError(f"malformed message body: {exc}") from None
+        raise ProtocolError(f"not a message body: {exc}") from None
     if not isinstance(result, dict):
         raise ProtocolError("message body is not an object")
     return result
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

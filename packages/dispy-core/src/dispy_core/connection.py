@@ -73,8 +73,12 @@ class Connection:
         self._session = b""
         self._max_frame_size = config.MaxFrameSize if max_frame_size is None else max_frame_size
         self._decoder = FrameDecoder(HANDSHAKE_FRAME_LIMIT)
+        # Frame by frame until established: a peer's first frame after the handshake may
+        # arrive in the same read as its last handshake frame, and is allowed the larger
+        # limit.
+        self._decoder.stepwise = True
         self._out: list[Any] = []
-        self._inbox: deque[Message] = deque()
+        self._inbox: deque[Message] | None = None  # made for the first message (see _deliver)
         self._send_seq = 0
         self._recv_seq = 0
         self._nonce = auth.new_nonce()
@@ -107,18 +111,23 @@ class Connection:
             self._fail(exc)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` in, read by read as a transport would deliver it (frames are
+        handled between reads: a handshake frame may change how the next is judged)."""
+        view = memoryview(data).cast("B")
         self._check()
-        try:
-            self._decoder.feed(data)
-            self._drain_frames()
-        except DispyError as exc:
-            self._fail(exc)
+        while view:
+            with self.get_buffer() as target:
+                n = min(len(target), len(view))
+                target[:n] = view[:n]
+            view = view[n:]
+            self.buffer_updated(n)
 
     def next_message(self) -> Message | None:
         """The next message for the application, or None. Raises the connection's error
         once every message received before it has been handed out."""
-        if self._inbox:
-            return self._inbox.popleft()
+        inbox = self._inbox
+        if inbox:
+            return inbox.popleft()
         if self._error is not None:
             raise self._error
         return None
@@ -135,6 +144,7 @@ class Connection:
                 )
             else:
                 self._error = ConnectionClosed("peer closed the connection")
+            self._decoder.release()  # nothing more arrives
 
     # -- output -------------------------------------------------------------------
     def send(self, msg: Message) -> list[Any]:
@@ -159,6 +169,7 @@ class Connection:
             # Tell the peer why, in a frame of our own protocol version.
             self._queue(Denied(str(exc)), mac=False)
         self._error = exc
+        self._decoder.release()  # every later call raises: what it holds is no use
         raise exc
 
     def _queue(self, msg: Message, *, mac: bool) -> None:
@@ -175,13 +186,23 @@ class Connection:
         while (frame := decoder.next_frame()) is not None:
             if self._state == _ESTABLISHED:
                 self._verify_mac(frame)
-                self._inbox.append(messages.decode(frame.type, frame.body))
+                self._deliver(messages.decode(frame.type, frame.body))
             elif self._state == _SENT_PROOF and frame.type == Welcome.TYPE:
                 # The responder's Welcome is its first frame under the session key.
                 self._verify_mac(frame)
                 self._handshake(messages.decode(frame.type, frame.body))
             else:
                 self._handshake(messages.decode(frame.type, frame.body))
+            if decoder.stepwise:
+                decoder.stepwise = self._state != _ESTABLISHED
+                decoder.parse_pending()
+
+    def _deliver(self, msg: Message) -> None:
+        # Made on first use, as the decoder's frame queue: an unauthenticated connection
+        # gets no message, and a flood of them should cost no more than it must.
+        if self._inbox is None:
+            self._inbox = deque()
+        self._inbox.append(msg)
 
     def _verify_mac(self, frame: Any) -> None:
         if not self._use_mac:
@@ -221,11 +242,11 @@ class Connection:
             self._session = auth.session_key(self._key, self._peer_nonce, self._nonce)
             self._establish()
             self._queue(Welcome(self.software), mac=self._use_mac)
-            self._inbox.append(Welcome(self.peer_software))
+            self._deliver(Welcome(self.peer_software))
         elif self._state == _SENT_PROOF and isinstance(msg, Welcome):
             self._establish()
             self.peer_software = msg.software
-            self._inbox.append(msg)
+            self._deliver(msg)
         else:
             raise ProtocolError(f"unexpected {type(msg).__name__} during the handshake")
 

@@ -5,6 +5,10 @@ stop them, and running them in an event loop.
 SIGINT is a graceful stop (the daemon's ``drain``), SIGTERM terminates (its ``stop``);
 a second signal while the daemon is ending exits 1 at once, after the program's
 ``at_once`` (its warning, and whatever must not outlive it).
+
+Each connection costs a daemon a file descriptor (two on plain TCP: see
+:mod:`dispy_core.aio`), so :func:`run_daemon` first raises the soft limit on open files to
+the hard limit (:func:`raise_file_limit`).
 """
 
 from __future__ import annotations
@@ -13,12 +17,19 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-__all__ = ["add_common_options", "Stoppable", "end_on_signals", "start_logging", "run_daemon"]
+from .errors import ConfigError
+
+__all__ = ["add_common_options", "Stoppable", "end_on_signals", "start_logging", "run_daemon",
+           "raise_file_limit", "WANTED_FILES"]
+
+#: Open files a daemon wants, to take a few thousand connections at once.
+WANTED_FILES = 8192
 
 
 def add_common_options(p: argparse.ArgumentParser, program: str, version: str, not_saved: str) -> None:
@@ -81,14 +92,36 @@ def run_daemon(program: str, args: argparse.Namespace, serve: Callable[[bool], C
                log: logging.Logger) -> int:
     """Run ``serve(interactive)`` in a new event loop: interactive (a console on stdin)
     unless ``--daemon`` was given or stdin is not a terminal. The exit status: 0, or 1
-    (logged to ``log``) if the daemon could not start or failed."""
+    (logged to ``log``) if the daemon could not start (its address, its prefix: an
+    OSError or ConfigError) or failed."""
     interactive = not args.daemon and sys.stdin is not None and sys.stdin.isatty()
+    raise_file_limit(program, log)
     try:
         asyncio.run(serve(interactive))
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: e.g. --clean refused its prefix
         log.error("%s could not start: %s", program, exc)
         return 1
     except RuntimeError as exc:
         log.error("%s failed: %s", program, exc)
         return 1
     return 0
+
+
+def raise_file_limit(program: str, log: logging.Logger) -> int:
+    """Raise this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit;
+    returns the soft limit now in force. Logs a warning if that is below
+    :data:`WANTED_FILES` (each connection takes one or two descriptors): the daemon then
+    refuses connections beyond it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # e.g. above the kernel's fs.nr_open
+            pass
+    if soft != resource.RLIM_INFINITY and soft < WANTED_FILES:
+        log.warning("%s can have only %d files open (ulimit -n; hard limit %s): about %d connections "
+                    "at once; raise the hard limit to take more", program, soft,
+                    "unlimited" if hard == resource.RLIM_INFINITY else hard, soft // 2)
+    return soft

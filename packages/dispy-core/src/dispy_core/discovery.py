@@ -62,6 +62,7 @@ from dispy_core import auth, config, messages
 from dispy_core.errors import DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest, NodeAnnounce
 
+from .refusals import RefusalLog, reason_of
 from .netif import Network, interface_index, ipv4_networks, is_ipv6, local_addresses
 from .nodes import NodeAllocate
 
@@ -70,6 +71,8 @@ __all__ = ["needs_discovery", "build_request", "parse_reply", "parse_announce", 
 
 # Under "dispy": what a cluster does with nodes is the cluster's to log (its loglevel).
 log = logging.getLogger("dispy.discovery")
+# Datagrams refused (another cluster's secret, not dispy): DEBUG, a flood summarised.
+_refusals = RefusalLog(log, "datagrams", level=logging.DEBUG)
 
 BROADCAST_ADDR = "255.255.255.255"
 #: Replies whose time differs from ours by more than this (seconds) are dropped.
@@ -100,7 +103,7 @@ def _open(secret: str | bytes, data: bytes) -> messages.Message | None:
         type_, body = auth.open_datagram(auth.derive_key(secret), data)
         return messages.decode(type_, memoryview(body))
     except DispyError as exc:
-        log.debug("ignoring datagram: %s", exc)
+        _refusals.refused(reason_of(exc), "ignoring datagram: %s", exc)
         return None
 
 

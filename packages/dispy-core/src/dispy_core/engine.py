@@ -301,6 +301,9 @@ class Engine(Generic[J]):
         self._stop: asyncio.Event | None = None
         self._discovery: Discovery | None = None
         self._discovered: set[tuple[str, int]] = set()
+        # Reasons logged why a discovered node could not be used, per node: its next
+        # sessions (when found again) don't log them again.
+        self._failure_logs: dict[tuple[str, int], set[str]] = {}
         # node_id (DiscoverReply) -> where that node was found: discovery asks each of this
         # host's addresses, and a node serving several of them answers at each; use it once
         self._discovered_ids: dict[str, tuple[str, int]] = {}
@@ -367,6 +370,8 @@ class Engine(Generic[J]):
 
     def _start_session(self, spec: NodeAllocate, host: str, port: int, *, retry: bool) -> None:
         session = NodeSession(self, spec, host, port, retry=retry)
+        if not retry:  # found again after a failed try: don't log the same reason again
+            session._logged = self._failure_logs.setdefault((host, port), set())
         self._sessions.add(session)
         self._spawn(self._run_session(session))
 
@@ -376,9 +381,11 @@ class Engine(Generic[J]):
         finally:
             self._sessions.discard(session)
             session.finished.set()
-            if not session.retry and session.node is not None and not session.user_closed:
-                # a discovered node that served and went away may be found again
-                # (ping_interval, discover_nodes) when it comes back
+            if not session.retry and not session.user_closed and (
+                    session.node is not None or not session.definite) and not self.closing:
+                # a discovered node that served and went away, or could not be reached or
+                # used (it answered garbage, say), may be found again (ping_interval,
+                # discover_nodes, its announcements) and is tried then
                 self._discovered.discard((session.host, session.port))
                 for node_id, where in list(self._discovered_ids.items()):
                     if where == (session.host, session.port):

@@ -100,9 +100,10 @@ Inside a node (abstract Unix sockets, authenticated with a per-node random token
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, dataclass_transform
+from typing import Annotated, Any, ClassVar, dataclass_transform
 
 from . import codec
+from ._fieldcheck import BUFFERS, Blob, Hex, Mode, Mtime, NonNegative, Port, Sha256, TextOrBlob, record_builder
 from .errors import ProtocolError
 
 __all__ = [
@@ -170,7 +171,9 @@ __all__ = [
     "WorkerHello",
 ]
 
-Payload = list[Any]  # buffers from serialization.dumps; memoryviews when received
+# Buffers from serialization.dumps; memoryviews when received (the decoder checks that
+# every item is one).
+Payload = Annotated[list[Any], BUFFERS]
 
 _BY_TYPE: dict[int, type[Message]] = {}
 
@@ -192,14 +195,38 @@ def encode(msg: Message) -> tuple[list[Any], int]:
 
 
 def decode(type_: int, body: memoryview) -> Message:
+    """Decode a frame's body into its message, every field checked against the class's
+    annotations (and the value bounds they carry: :mod:`dispy_core._fieldcheck`).
+
+    Raises ProtocolError for anything else, naming the message, the field and what was
+    wrong ("malformed Hello message: nonce must be a string, got int"): a message that
+    decodes can be used without further type checks.
+    """
     cls = _BY_TYPE.get(type_)
     if cls is None:
         raise ProtocolError(f"unknown message type {type_}")
-    fields_dict = codec.decode_body(body)
     try:
-        return cls(**fields_dict)
-    except TypeError as exc:
+        fields_dict = codec.decode_body(body)
+    except ProtocolError as exc:
         raise ProtocolError(f"malformed {cls.__name__} message: {exc}") from None
+    return _BUILD[cls](fields_dict)  # type: ignore[no-any-return]
+
+
+# The decoder's builder of each class: checks a received field dict, then makes the object.
+# Generated on the class's first decoding (when every class its annotations name exists;
+# and a process pays only for the messages it receives), then called directly.
+_BUILD: dict[type, Any] = {}
+
+
+def _builder(cls: type) -> type:
+    def first(d: dict[str, Any]) -> Any:
+        build = record_builder(cls)
+        _BUILD[cls] = build
+        codec.register(cls, build)
+        return build(d)
+
+    _BUILD[cls] = first
+    return codec.register(cls, first)
 
 
 @dataclass_transform(frozen_default=True)
@@ -208,7 +235,7 @@ def _message(type_: int) -> Any:
         if type_ in _BY_TYPE:
             raise TypeError(f"message type {type_} used twice")
         cls.TYPE = type_  # type: ignore[attr-defined]
-        cls = codec.register(dataclass(frozen=True, slots=True)(cls))
+        cls = _builder(dataclass(frozen=True, slots=True)(cls))
         _BY_TYPE[type_] = cls
         return cls
 
@@ -217,14 +244,14 @@ def _message(type_: int) -> Any:
 
 @dataclass_transform(frozen_default=True)
 def _record(cls: type) -> type:
-    return codec.register(dataclass(frozen=True, slots=True)(cls))
+    return _builder(dataclass(frozen=True, slots=True)(cls))
 
 
 # -- handshake (unauthenticated frames, see auth.py) ---------------------------------
 @_message(1)
 class Hello(Message):
     protocol: int
-    nonce: str  # hex
+    nonce: Hex
     software: str  # e.g. "dispy-client 0.1.0 / Python 3.11.7"
     # Non-empty: the initiator authenticates with the key of the computation this names
     # (a SharedJobCluster attaching to a node, see Attach), not with the responder's secret.
@@ -233,13 +260,13 @@ class Hello(Message):
 
 @_message(2)
 class Challenge(Message):
-    nonce: str
-    proof: str  # responder's proof that it knows the secret
+    nonce: Hex
+    proof: Hex  # responder's proof that it knows the secret
 
 
 @_message(3)
 class Proof(Message):
-    proof: str
+    proof: Hex
 
 
 @_message(4)
@@ -262,8 +289,8 @@ class AvailInfo:
     """Availability of a node (psutil): cpu %, memory bytes, disk bytes, swap %."""
 
     cpu: float
-    memory: int
-    disk: int
+    memory: NonNegative
+    disk: NonNegative
     swap: float
 
 
@@ -276,9 +303,9 @@ class InfoRequest(Message):
 class NodeInfo(Message):
     name: str
     ip_addr: str
-    port: int
-    cpus: int  # CPUs the node offers to dispy now
-    max_cpus: int  # CPUs the machine has
+    port: Port
+    cpus: NonNegative  # CPUs the node offers to dispy now
+    max_cpus: NonNegative  # CPUs the machine has
     platform: str
     python_version: str  # "3.11.7"
     software: str
@@ -290,9 +317,9 @@ class FileData:
     """A file's content and metadata; ``name`` is a base name, never a path."""
 
     name: str
-    data: Any  # bytes-like
-    mode: int = 0o644
-    mtime: float = 0.0
+    data: Blob  # bytes-like (received: a memoryview)
+    mode: Mode = 0o644
+    mtime: Mtime = 0.0
 
 
 _SHA256_HEX = frozenset("0123456789abcdef")
@@ -308,14 +335,15 @@ class FileDigest:
     (seconds since the epoch), SHA-256 of the content (64 lowercase hex digits) and mode
     bits. Two files are *identical* when name, size, mtime and SHA-256 agree (mtimes
     within :data:`MTIME_SLACK`: a node stores them with its file system's precision).
-    The fields are checked when the record is made (a malformed one from a peer is a
-    ProtocolError); whether ``name`` is an acceptable base name is the node's to check."""
+    A received one is checked by the decoder (types, and the bounds its annotations carry:
+    a malformed one is a ProtocolError); one made here is checked by ``__post_init__`` too.
+    Whether ``name`` is an acceptable base name is the node's to check."""
 
     name: str
-    size: int
-    mtime: float
-    sha256: str
-    mode: int = 0o644
+    size: NonNegative
+    mtime: Mtime
+    sha256: Sha256
+    mode: Mode = 0o644
 
     #: Seconds two mtimes may differ and still be the same (the SHA-256 decides anyway).
     MTIME_SLACK: ClassVar[float] = 1e-3
@@ -347,12 +375,6 @@ class FilesQuery(Message):
     dest_path: str
     files: list[FileDigest]
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.dest_path, str):
-            raise TypeError("FilesQuery.dest_path must be a string")
-        if not isinstance(self.files, list) or not all(isinstance(f, FileDigest) for f in self.files):
-            raise TypeError("FilesQuery.files must be a list of FileDigest")
-
 
 @_message(61)
 class FilesHeld(Message):
@@ -361,12 +383,6 @@ class FilesHeld(Message):
 
     names: list[str]
     error: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.names, list) or not all(isinstance(n, str) for n in self.names):
-            raise TypeError("FilesHeld.names must be a list of strings")
-        if not isinstance(self.error, str):
-            raise TypeError("FilesHeld.error must be a string")
 
 
 @_message(12)
@@ -432,8 +448,8 @@ class JobResult:
     job_id: int
     status: int  # DispyJob status number (Finished, Terminated, ProvisionalResult ...)
     result: Payload | None = None  # cloudpickled return value
-    stdout: Any = ""  # str for functions, bytes-like for programs
-    stderr: Any = ""
+    stdout: TextOrBlob = ""  # str for functions, bytes-like for programs
+    stderr: TextOrBlob = ""
     exception: str | None = None  # traceback text
     start_time: float = 0.0
     end_time: float = 0.0
@@ -595,7 +611,7 @@ class ClusterNode(Message):
     compute_id: str
     status: int
     ip_addr: str
-    port: int
+    port: Port
     name: str = ""
     cpus: int = 0
     platform: str = ""
@@ -703,9 +719,9 @@ class DiscoverReply(Message):
     nonce: str  # echoes the request's nonce
     time: float
     ip_addr: str
-    port: int  # the node's TCP port
+    port: Port  # the node's TCP port
     name: str
-    cpus: int
+    cpus: NonNegative
     # Random, one per node process: a client that asks several of its own host's
     # addresses may hear one node at each address it serves, and uses it once.
     node_id: str = ""
@@ -720,9 +736,9 @@ class NodeAnnounce(Message):
 
     time: float
     ip_addr: str  # the address (or --ext_ip_addr) clients should connect to
-    port: int  # the node's TCP port
+    port: Port  # the node's TCP port
     name: str
-    cpus: int
+    cpus: NonNegative
 
 
 # -- inside a node ------------------------------------------------------------------
@@ -782,3 +798,4 @@ class WorkerHello(Message):
     compute_id: str
     worker_id: int
     pid: int
+

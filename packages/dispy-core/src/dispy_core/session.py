@@ -14,8 +14,11 @@ or dispyscheduler's engines, see docs/design/shared-scheduler.md)::
 
 Nodes named explicitly are retried, with back-off up to a few seconds, while they can't
 be reached or answer with a transient error, and after a served node's connection drops.
-Definite answers (ComputeFailed, another Python version, ``allocate()`` returning 0) are
-final. Every reason a node can't be used is logged once per node per distinct reason at
+A node that answers with something that is not dispy's protocol (a ProtocolError: garbage,
+wrong field types) counts as one that could not be reached: it is retried the same way,
+and a discovered one is tried again when discovery finds it again (the engine forgets it,
+see :attr:`NodeSession.definite`). Definite answers (ComputeFailed, another Python
+version, ``allocate()`` returning 0) are final. Every reason a node can't be used is logged once per node per distinct reason at
 WARNING level and kept for the summary that ``wait()`` logs on a timeout: a cluster that
 finds no node says so, instead of hanging silently.
 """
@@ -191,7 +194,13 @@ class NodeSession:
         self._reply: asyncio.Future[Message] | None = None
         self._expect: tuple[type[Message], ...] = ()
         self._closed: asyncio.Future[BaseException | None] | None = None
+        # Reasons already logged for this node (shared by the sessions the engine starts
+        # for one discovered node: each distinct reason is logged once, not once per try).
         self._logged: set[str] = set()
+        #: run() ended on a definite answer (ComputeFailed, another Python version,
+        #: allocate() returning 0, a bug): don't try this node again. False: it could not
+        #: be reached or used this time, and may be tried again when found again.
+        self.definite = False
         self._last_reason = ""
         self.user_closed = False  # cluster.close_node() closed it: don't reconnect
         self.leaving = False  # the node said it is shutting down (NodeLeaving): no new jobs
@@ -221,6 +230,7 @@ class NodeSession:
                 # Reconnecting to carry on failed: its jobs in flight are given up.
                 self._give_up_resume(self._last_reason or "it could not be reached again")
             if outcome == _FINAL or self.runtime.closing:
+                self.definite = outcome == _FINAL
                 return
             if not self.retry and not self.resume_until:
                 return
@@ -556,7 +566,10 @@ class NodeSession:
         if reason in self._logged:
             return
         self._logged.add(reason)
-        if final or not self.retry:
+        if final:
             log.warning("can't use node %s: %s", self.label, reason)
+        elif not self.retry:  # a discovered node (Engine._run_session)
+            log.warning("can't use node %s: %s; will try again when discovery finds it again",
+                        self.label, reason)
         else:
             log.warning("can't use node %s: %s; will keep trying", self.label, reason)

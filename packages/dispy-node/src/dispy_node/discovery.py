@@ -49,6 +49,7 @@ import psutil
 from dispy_core import auth, config, messages
 from dispy_core.errors import DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest
+from dispy_core.refusals import RefusalLog, reason_of
 
 __all__ = ["DiscoveryProtocol", "MAX_AGE", "discovery_socket", "address_socket", "local_requester", "join_groups", "pick_address",
            "served_networks", "interface_index"]
@@ -180,6 +181,11 @@ def pick_address(networks: Networks, source: str) -> str | None:
     return None
 
 
+# Datagrams refused (another secret, not dispy, stale): at DEBUG level, as a node hears
+# other clusters' broadcasts too; a flood of them is summarised (see dispy_core.refusals).
+_refusals = RefusalLog(log, "datagrams", level=logging.DEBUG)
+
+
 class DiscoveryProtocol(asyncio.DatagramProtocol):
     """Answers DiscoverRequests; ``make_reply(nonce, source_ip)`` builds the reply, or
     returns None when the requester is not on a network this node serves."""
@@ -203,7 +209,7 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
             if not isinstance(msg.nonce, str):
                 raise DispyError("malformed discovery request")
         except DispyError as exc:
-            log.debug("dropped datagram from %s: %s", addr, exc)
+            _refusals.refused(reason_of(exc), "dropped datagram from %s: %s", addr, exc)
             return
         reply = self.make_reply(msg.nonce, addr[0])
         if reply is None:

@@ -653,6 +653,10 @@ class Lifecycle:
             return  # another computation shares this dest_path
         directory, comp.directory = comp.directory, ""
         await asyncio.to_thread(remove_tree, directory)
+        self._directory_removed(directory)
+
+    def _directory_removed(self, directory: str) -> None:
+        """Hook: a computation's directory was removed."""
 
     async def _close(self, comp: Comp, *, terminate: bool, reply: bool,
                      timeout: float = CLEANUP_TIMEOUT) -> None:

@@ -10,6 +10,21 @@ symbolic links may not lead out of the prefix), and files are created with
 The main process uses the checks and creates/removes directories; the host and worker
 processes write the files (they are the processes that work for the computation).
 
+The prefix (:class:`dispy_core.prefix.DaemonPrefix`): the node records in
+``<prefix>/.dispynode-prefix`` every directory it creates there, and removes only those:
+``--clean`` refuses a prefix holding anything else (naming it), and a computation's
+directory is removed at close only if the node created it (or a directory holding it); a
+``dest_path`` naming a directory the node found there is used but left in place. Names
+starting with ``.`` at the top of the prefix are the node's own (``.dispynode-prefix``,
+``.jobs``, ``.undelivered``): no ``dest_path`` may name or lead into one, through a link
+or otherwise.
+
+A ``dest_path`` is followed one component at a time from the prefix, each checked before
+the next is made: a component that exists must be a directory, and a link among them must
+lead to a directory inside the prefix (not the prefix itself, not a reserved entry); a
+missing one is made with ``mkdir``, which never follows a link. So no directory is ever
+made outside the prefix, even through a link planted in it.
+
 Job directories (SPEC-NOTES, Execution): a job that brings files of its own
 (``dispy_job_depends``) runs in a directory of its own, so that no other job (of this
 computation or another, on another CPU or later) ever sees them. That directory holds
@@ -28,13 +43,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import sys
+import secrets
+import stat
 import tempfile
 from collections.abc import Iterable
 from typing import Any
 
+from dispy_core.errors import ConfigError
 from dispy_core.messages import FileData
+from dispy_core.prefix import DaemonPrefix, remove_tree
 
 from .undelivered import DIRECTORY as UNDELIVERED_DIRECTORY
 
@@ -43,8 +60,9 @@ __all__ = [
     "check_file_name",
     "check_files",
     "prepare_prefix",
-    "clean_prefix",
+    "open_prefix",
     "computation_dir",
+    "created_by_node",
     "existing_dest_dir",
     "set_modes",
     "write_files",
@@ -59,15 +77,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Created in every prefix a node uses; ``--clean`` only empties prefixes that have it,
-#: so a mistyped ``--dest_path_prefix`` can't wipe an unrelated directory.
+#: The node's record of what it created in its prefix (see dispy_core.prefix).
 PREFIX_MARKER = ".dispynode-prefix"
 
 #: Under the prefix: one directory per computation, holding its jobs' own directories.
 JOBS_DIRECTORY = ".jobs"
 
-#: Entries of the prefix that belong to the node, never a computation's dest_path.
-_RESERVED = frozenset({JOBS_DIRECTORY, UNDELIVERED_DIRECTORY, PREFIX_MARKER})
+#: The node's own entries at the top of the prefix. Every name starting with '.' there is
+#: reserved (these and any the node may add later): never a computation's dest_path.
+_NODE_ENTRIES = (JOBS_DIRECTORY, UNDELIVERED_DIRECTORY, PREFIX_MARKER)
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -91,6 +109,10 @@ def check_file_name(name: Any) -> None:
             f"refused file name {name!r}: only plain base names are accepted "
             "(no directories, no '..', not empty)"
         )
+    try:
+        os.fsencode(name)
+    except UnicodeError:  # a lone surrogate: no file can have that name here
+        raise FileRefused(f"refused file name {name!r}: not a valid file name here") from None
 
 
 def check_files(files: Any, max_file_size: int) -> None:
@@ -113,43 +135,28 @@ def check_files(files: Any, max_file_size: int) -> None:
             )
 
 
-def prepare_prefix(prefix: str) -> str:
-    """Create the prefix (mode 0711 when we create it, so computations can't list each
-    other's directories) and mark it as a dispynode prefix; returns its real path."""
-    if not os.path.isdir(prefix):
-        os.makedirs(prefix, mode=0o711, exist_ok=True)
-        os.chmod(prefix, 0o711)
-    marker = os.path.join(prefix, PREFIX_MARKER)
-    if not os.path.exists(marker):
-        with open(marker, "w") as fh:
-            fh.write("This directory holds dispynode's computation directories.\n")
-    return os.path.realpath(prefix)
+def open_prefix(path: str, clean: bool = False) -> DaemonPrefix:
+    """The node's prefix at ``path``, ready: with ``clean`` (``--clean``) what earlier runs
+    left is removed first, or :class:`dispy_core.prefix.CleanRefused` is raised (nothing
+    removed, nothing written) if the prefix holds anything the node did not create. Then
+    the prefix is created if missing and the node's own directories made."""
+    prefix = DaemonPrefix(path, "dispynode")
+    if clean:
+        n = prefix.clean()
+        log.info("--clean: removed %d entries earlier runs left in %s", n, prefix.path)
+    prefix.open()
+    for name in (JOBS_DIRECTORY, UNDELIVERED_DIRECTORY):
+        path = prefix.mkdir(name, 0o711 if name == JOBS_DIRECTORY else 0o700)
+        if os.path.islink(path) or not os.path.isdir(path):
+            # the node writes there: never through a link to elsewhere
+            raise ConfigError(f"--dest_path_prefix: {path} must be a directory, not a link or a file; "
+                              "remove it or use another prefix")
+    return prefix
 
 
-def clean_prefix(prefix: str) -> int:
-    """Remove everything a previous node left under ``prefix`` (``--clean``).
-
-    Only prefixes carrying :data:`PREFIX_MARKER` are emptied. Returns the number of
-    entries removed.
-    """
-    if not os.path.exists(os.path.join(prefix, PREFIX_MARKER)):
-        if os.path.isdir(prefix) and os.listdir(prefix):
-            log.warning("--clean: not emptying %s: it was not made by dispynode", prefix)
-        return 0
-    removed = 0
-    for entry in os.scandir(prefix):
-        if entry.name == PREFIX_MARKER:
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            remove_tree(entry.path)
-        else:
-            try:
-                os.unlink(entry.path)
-            except OSError as exc:
-                log.warning("--clean: could not remove %s: %s", entry.path, exc)
-                continue
-        removed += 1
-    return removed
+def prepare_prefix(path: str) -> DaemonPrefix:
+    """:func:`open_prefix` without ``--clean``."""
+    return open_prefix(path)
 
 
 def _safe_label(text: str) -> str:
@@ -167,43 +174,97 @@ def _dest_parts(dest_path: Any) -> list[str]:
             f"refused dest_path {dest_path!r}: it must stay inside the node's "
             "dest_path_prefix (no '..')"
         )
-    if parts and parts[0] in _RESERVED:
-        raise FileRefused(f"refused dest_path {dest_path!r}: {parts[0]!r} is the node's own")
+    try:
+        os.fsencode(rel)
+    except UnicodeError:
+        raise FileRefused(f"refused dest_path {dest_path!r}: not a valid file name here") from None
+    if parts and parts[0].startswith("."):
+        raise FileRefused(_reserved_message(dest_path, parts[0]))
     return parts
 
 
-def _inside(prefix: str, path: str, dest_path: Any) -> str:
+def _reserved_message(dest_path: Any, name: str) -> str:
+    return (f"refused dest_path {dest_path!r}: {name!r} is the node's own (names starting with '.' "
+            f"at the top of the dest_path_prefix are reserved: {', '.join(_NODE_ENTRIES)}, ...)")
+
+
+def _checked(prefix: DaemonPrefix, path: str, dest_path: Any) -> str:
+    """The real path of ``path`` (an entry that exists), if it is a directory inside the
+    prefix that a computation may use; FileRefused otherwise."""
     real = os.path.realpath(path)
-    if os.path.commonpath([real, prefix]) != prefix or real == prefix:
+    root = prefix.path
+    if real == root:  # a link to the prefix: a computation's directory is never the prefix
+        raise FileRefused(f"refused dest_path {dest_path!r}: it leads to the node's dest_path_prefix itself")
+    if os.path.commonpath([real, root]) != root:
         raise FileRefused(f"refused dest_path {dest_path!r}: it leads out of the node's dest_path_prefix")
+    top = os.path.relpath(real, root).split(os.sep, 1)[0]
+    if top.startswith("."):
+        raise FileRefused(_reserved_message(dest_path, top))
+    if not os.path.isdir(real):
+        raise FileRefused(f"refused dest_path {dest_path!r}: {os.path.relpath(path, root)!r} "
+                          "is not a directory")
     return real
 
 
-def computation_dir(prefix: str, dest_path: Any, name: str) -> str:
+def _walk(prefix: DaemonPrefix, parts: list[str], dest_path: Any, create: bool) -> str | None:
+    """Follow ``parts`` from the prefix, checking each component before the next (see the
+    module docstring); missing ones are made if ``create`` (and recorded as the node's),
+    else None is returned."""
+    current = prefix.path
+    for part in parts:
+        path = os.path.join(current, part)
+        if create:
+            prefix.mkdir(os.path.relpath(path, prefix.path).replace(os.sep, "/"), 0o700)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None
+        if not stat.S_ISLNK(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            raise FileRefused(f"refused dest_path {dest_path!r}: {os.path.relpath(path, prefix.path)!r} "
+                              "is not a directory")
+        current = _checked(prefix, path, dest_path)
+    return current
+
+
+def computation_dir(prefix: DaemonPrefix, dest_path: Any, name: str) -> str:
     """Create (or reuse) a computation's directory under ``prefix``; returns its path.
 
     ``dest_path`` from the client is made relative to the prefix; without one, a fresh
-    unique directory named after the computation is made.
+    unique directory named after the computation is made. Nothing is created before the
+    path is known to stay inside the prefix, out of the node's own entries.
     """
     parts = _dest_parts(dest_path)
     if not parts:
-        return tempfile.mkdtemp(prefix=f"{_safe_label(name)}-", dir=prefix)
-    path = os.path.join(prefix, *parts)
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return _inside(prefix, path, dest_path)
+        label = _safe_label(name)
+        while True:  # a fresh name, as tempfile.mkdtemp would make, but recorded first
+            try:
+                return prefix.mkdir(f"{label}-{secrets.token_hex(5)}", 0o700, exist_ok=False)
+            except FileExistsError:
+                continue
+    made = _walk(prefix, parts, dest_path, create=True)
+    assert made is not None
+    return made
 
 
-def existing_dest_dir(prefix: str, dest_path: Any) -> str | None:
+def existing_dest_dir(prefix: DaemonPrefix, dest_path: Any) -> str | None:
     """The directory a computation with ``dest_path`` would reuse, if it exists (None
     when it does not, or without a dest_path); creates nothing. Raises FileRefused as
     :func:`computation_dir` does."""
     parts = _dest_parts(dest_path)
     if not parts:
         return None
-    path = os.path.join(prefix, *parts)
-    if not os.path.isdir(path):
-        return None
-    return _inside(prefix, path, dest_path)
+    return _walk(prefix, parts, dest_path, create=False)
+
+
+def created_by_node(prefix: DaemonPrefix, directory: str) -> bool:
+    """True if the node made ``directory`` (a computation's) or a directory holding it,
+    so that it may remove it."""
+    rel = os.path.relpath(directory, prefix.path)
+    if rel == "." or rel.startswith(".."):
+        return False
+    return prefix.created(rel.replace(os.sep, "/"))
 
 
 def write_files(directory: str, files: Iterable[FileData], *, executable: str = "") -> None:
@@ -250,13 +311,13 @@ def set_modes(directory: str, files: Iterable[Any], *, executable: str = "") -> 
             os.close(fd)
 
 
-def make_jobs_root(prefix: str, name: str) -> str:
+def make_jobs_root(prefix: DaemonPrefix, name: str) -> str:
     """A fresh directory under ``<prefix>/.jobs`` for one computation's job directories
     (see the module docstring); the main process makes it and removes it at close."""
-    root = os.path.join(prefix, JOBS_DIRECTORY)
-    if not os.path.isdir(root):
-        os.makedirs(root, mode=0o711, exist_ok=True)
-        os.chmod(root, 0o711)  # like the prefix: computations can't list each other's
+    # mode 0711 like the prefix: computations can't list each other's
+    root = prefix.mkdir(JOBS_DIRECTORY, 0o711)
+    if os.path.islink(root) or not os.path.isdir(root):  # replaced since the node started
+        raise FileRefused(f"{root} is not a directory of the node's")
     return tempfile.mkdtemp(prefix=f"{_safe_label(name)}-", dir=root)
 
 
@@ -312,23 +373,3 @@ def remove_job_dirs(jobs_root: str, job_id: Any) -> None:
         return
     for path in entries:
         remove_tree(path)
-
-
-def remove_tree(path: str) -> None:
-    """Remove a directory tree, making read-only parts writable first; logs what stays."""
-
-    def retry(func: Any, p: str, _exc: Any) -> None:
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-            func(p)
-        except OSError as exc:
-            log.warning("could not remove %s: %s", p, exc)
-
-    if not os.path.lexists(path):
-        return
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=retry)
-    else:  # pragma: no cover - Python 3.11
-        shutil.rmtree(path, onerror=retry)

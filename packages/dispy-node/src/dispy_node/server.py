@@ -44,9 +44,11 @@ from typing import Any
 
 from dispy_core import config, tls
 from dispy_core.aio import Channel, StallWatch
-from dispy_core.listen import ChannelServer
+from dispy_core.listen import ACCEPT_BATCH, ChannelServer, deepen_backlog
+from dispy_core.refusals import RefusalLog, reason_of
 from dispy_core.connection import Connection
 from dispy_core.errors import ConnectionClosed, DispyError
+from dispy_core.prefix import DaemonPrefix
 from dispy_core.messages import (
     AckResults,
     Attach,
@@ -104,12 +106,12 @@ from .held import DigestCache, check_digests
 from .paths import (
     FileRefused,
     check_files,
-    clean_prefix,
     computation_dir,
+    created_by_node,
     existing_dest_dir,
     link_into_job_dirs,
     make_jobs_root,
-    prepare_prefix,
+    open_prefix,
     write_files,
 )
 from .scheduler import Scheduler, Worker
@@ -144,9 +146,13 @@ class Node(Lifecycle):
         self.address = new_address()
         self.token = new_token()
         self.prefix = ""
+        self.dest = DaemonPrefix(cfg.dest_path_prefix, "dispynode")  # opened by start()
         self.listening: list[tuple[str, int]] = []
         self.clients: set[Channel] = set()
         self._listener: ChannelServer | None = None
+        # Refused client connections (another secret, garbage, no handshake in time):
+        # logged, with floods summarised (see dispy_core.refusals)
+        self.refusals = RefusalLog(log)
         self._udp: list[asyncio.DatagramTransport] = []
         self.node_id = secrets.token_hex(8)  # in discovery replies (see messages.DiscoverReply)
         self._internal: asyncio.AbstractServer | None = None
@@ -189,16 +195,18 @@ class Node(Lifecycle):
 
     async def start(self) -> None:
         cfg = self.cfg
-        self.prefix = prepare_prefix(cfg.dest_path_prefix)
-        if cfg.clean:
-            n = clean_prefix(self.prefix)
-            log.info("--clean: removed %d leftovers under %s", n, self.prefix)
+        # --clean looks before anything is written, and refuses (CleanRefused, a
+        # ConfigError) a prefix holding what the node did not create
+        self.dest = open_prefix(cfg.dest_path_prefix, cfg.clean)
+        self.prefix = self.dest.path
         self.store = ResultStore(self.prefix)
         kept = self.store.scan()
         if kept:
             log.info("%d undelivered job results kept from an earlier run (for recover_jobs)", kept)
         prime_cpu_percent()
-        self._internal = await self._loop.create_unix_server(self._internal_channel, path=self.address)
+        self._internal = await self._loop.create_unix_server(self._internal_channel, path=self.address,
+                                                             backlog=ACCEPT_BATCH)
+        deepen_backlog(self._internal)
         await self._start_zygote()
         await self._listen()
         if cfg.scheduler_node is not None and self.listening:
@@ -228,7 +236,7 @@ class Node(Lifecycle):
         self.listening = []
         self._listener = ChannelServer(
             self._new_client_channel, ssl=self._ssl, timeout=self.cfg.msg_timeout, log=log,
-            timeout_option="--msg_timeout",
+            timeout_option="--msg_timeout", refusals=self.refusals,
             tls_hint="a client needs this node's --certfile as its certfile; a plain TCP client can't use this node")
         for ip in self.cfg.ip_addrs:
             port = await self._listener.listen(ip, port)
@@ -278,6 +286,7 @@ class Node(Lifecycle):
         if self._announcer is not None:
             self._announcer.cancel()
         self._close_listeners()
+        self.refusals.close()  # the summary of refusals not written yet
         closes = [self._loop.create_task(self._close(c, terminate=True, reply=True,
                                                      timeout=SHUTDOWN_TIMEOUT / 2))
                   for c in list(self.comps.values())]
@@ -377,7 +386,7 @@ class Node(Lifecycle):
     def _internal_channel(self) -> Channel:
         ch = Channel(internal_connection(initiator=False, token=self.token, software=SOFTWARE),
                      self._on_internal_message, self._on_internal_close)
-        self._loop.call_later(self.cfg.msg_timeout, self._handshake_deadline, ch)
+        ch.handshake_deadline(self.cfg.msg_timeout, self._handshake_deadline)
         return ch
 
     def _handshake_deadline(self, ch: Channel) -> None:
@@ -386,11 +395,12 @@ class Node(Lifecycle):
                         ch.peer, self.cfg.msg_timeout)
             ch.abort()
 
-    @staticmethod
-    def _log_close(ch: Channel, exc: BaseException | None, what: str) -> None:
+    def _log_close(self, ch: Channel, exc: BaseException | None, what: str) -> None:
         if exc is None:
             return
-        if not ch.established.done() or ch.established.exception() is not None or not isinstance(exc, ConnectionClosed):
+        if not ch.established.done() or ch.established.exception() is not None:
+            self.refusals.refused(reason_of(exc), "closed %s connection from %s: %s", what, ch.peer, exc)
+        elif not isinstance(exc, ConnectionClosed):
             log.warning("closed %s connection from %s: %s", what, ch.peer, exc)
         else:
             log.debug("%s %s disconnected", what, ch.peer)
@@ -520,7 +530,7 @@ class Node(Lifecycle):
         held.py); hashing runs in a thread."""
         try:
             wanted = check_digests(msg.files, "FilesQuery")
-            directory = existing_dest_dir(self.prefix, msg.dest_path)
+            directory = existing_dest_dir(self.dest, msg.dest_path)
             names = await asyncio.to_thread(self.digests.held, directory, wanted)
             error = ""
         except (FileRefused, OSError) as exc:
@@ -542,7 +552,7 @@ class Node(Lifecycle):
             twice = sorted(k.name for k in kept if k.name in sent)
             if twice:
                 raise FileRefused(f"malformed Compute: {twice} both sent and kept")
-            directory = existing_dest_dir(self.prefix, msg.dest_path)
+            directory = existing_dest_dir(self.dest, msg.dest_path)
             if directory is None:
                 raise FileRefused("malformed Compute: files kept without a dest_path that exists here")
             missing = await asyncio.to_thread(self.digests.missing, directory, kept)
@@ -600,17 +610,23 @@ class Node(Lifecycle):
                 return refuse(error)
         try:
             check_files(msg.files, self.cfg.max_file_size)
-            directory = computation_dir(self.prefix, msg.dest_path, msg.name)
-            jobs_dir = make_jobs_root(self.prefix, msg.name)
+            directory = computation_dir(self.dest, msg.dest_path, msg.name)
+            jobs_dir = make_jobs_root(self.dest, msg.name)
         except (FileRefused, OSError) as exc:
             return refuse(str(exc))
+        # --force_cleanup overrides a client's cleanup=False
+        cleanup_files = msg.cleanup_files is not False or self.cfg.force_cleanup
+        if cleanup_files and not created_by_node(self.dest, directory):
+            # only what the node created is ever removed (dispy_core.prefix)
+            cleanup_files = False
+            log.info("computation %r: %s was not created by this node: it is kept when the "
+                     "computation closes", msg.name, directory)
         want = msg.cpus if isinstance(msg.cpus, int) and msg.cpus > 0 else self.cfg.cpus
         pulse = msg.pulse_interval if isinstance(msg.pulse_interval, (int, float)) else 0.0
         comp = Comp(cid, msg.name, min(want, self.cfg.cpus), bool(msg.process_per_job),
                     client=ch, owner=ch.user, kind=msg.kind, directory=directory,
                     pulse_interval=max(0.0, min(float(pulse), 3600.0)),
-                    # --force_cleanup overrides a client's cleanup=False
-                    cleanup_files=msg.cleanup_files is not False or self.cfg.force_cleanup,
+                    cleanup_files=cleanup_files,
                     ip_addr=ch.user.ip_addr,
                     jobs_dir=jobs_dir,
                     setup_msg=dataclasses.replace(msg, dest_path=directory, jobs_dir=jobs_dir))
@@ -828,6 +844,11 @@ class Node(Lifecycle):
             log.warning("computation %s: %s", comp.compute_id, error)
         if not ch.closed:
             ch.send(FileSaved(comp.compute_id, msg.file.name, error))
+
+    def _directory_removed(self, directory: str) -> None:
+        rel = os.path.relpath(directory, self.prefix)
+        if not rel.startswith(".."):
+            self.dest.forget(rel.replace(os.sep, "/"))
 
     # == --serve, --client_shutdown, --zombie_interval ==================================
     def _forgotten(self, comp: Comp) -> None:

@@ -91,8 +91,10 @@ def spec_from_data(d: Any, node_port: int) -> SharedSpec:
     setup_args = d.get("setup_args") or []
     if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
         raise ConfigError(f"malformed port in node spec {d!r}")
+    # setup_args goes to the nodes as a payload: buffers (received, memoryviews), or they
+    # would refuse the Compute as malformed.
     if not isinstance(cpus, int) or not isinstance(files, list) or not all(isinstance(f, FileData) for f in files) \
-            or not isinstance(setup_args, list):
+            or not isinstance(setup_args, list) or not all(isinstance(b, memoryview) for b in setup_args):
         raise ConfigError(f"malformed node spec for host {d['host']!r}")
     return SharedSpec(d["host"], port or node_port, cpus, files, setup_args)
 

@@ -29,8 +29,8 @@ import logging
 import operator
 import os
 import platform
-import shutil
 import socket
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -43,6 +43,8 @@ from dispy_core.discovery import Discovery
 from dispy_core.engine import RESUME_WINDOW, LoopThread
 from dispy_core.errors import ConfigError, DispyError
 from dispy_core.listen import ChannelServer, peer_text
+from dispy_core.prefix import DaemonPrefix
+from dispy_core.refusals import RefusalLog, reason_of
 from dispy_core.messages import (
     AckResults,
     CancelJob,
@@ -84,6 +86,8 @@ log = logging.getLogger("dispy.scheduler")
 CLIENT_SLOTS = 1 << 20
 
 SOFTWARE = f"dispyscheduler {__version__} / Python {platform.python_version()}"
+#: Under --dest_path_prefix: the results dead clients did not get, for recover_jobs.
+RESULTS_DIRECTORY = "results"
 
 
 class _Known:
@@ -150,8 +154,12 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: ChannelServer | None = None
+        # Refused client connections (another secret, garbage, no handshake in time):
+        # logged, with floods summarised (see dispy_core.refusals)
+        self.refusals = RefusalLog(log)
         self._discovery: Discovery | None = None
-        self.results_dir = os.path.join(cfg.dest_path_prefix, "results")
+        self.results_dir = os.path.join(cfg.dest_path_prefix, RESULTS_DIRECTORY)  # see _prepare_dir
+        self.results_own = False  # whether dispyscheduler created results_dir (expiring is then safe)
         self._stalls = StallWatch(cfg.msg_timeout)  # --msg_timeout on I/O with clients
 
     # == life ==============================================================================
@@ -162,7 +170,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._prepare_dir()
         self._server = ChannelServer(self._new_channel, ssl=self.cluster_ssl, timeout=self.cfg.msg_timeout,
-                                     log=log, tls_hint="a SharedJobCluster needs dispyscheduler's "
+                                     log=log, refusals=self.refusals, tls_hint="a SharedJobCluster needs dispyscheduler's "
                                                        "--cluster_certfile as its certfile")
         port = self.cfg.scheduler_port
         for ip in self.cfg.ip_addrs:
@@ -217,6 +225,7 @@ class Daemon:
         self.closing = True
         if self._server is not None:
             self._server.close()
+        self.refusals.close()  # the summary of refusals not written yet
         for cluster in list(self.clusters.values()):
             await self.close(cluster, terminate=True, reason="dispyscheduler is stopping")
         for task in list(self._tasks):
@@ -225,13 +234,22 @@ class Daemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _prepare_dir(self) -> None:
-        # Only results_dir is the scheduler's under the prefix (the results dead clients
-        # did not get): --clean removes that, never the prefix itself, which may be a
-        # directory shared with anything else.
-        if self.cfg.clean and os.path.isdir(self.results_dir):
-            log.info("--clean: removing %s", self.results_dir)
-            shutil.rmtree(self.results_dir, ignore_errors=True)
-        os.makedirs(self.results_dir, mode=0o700, exist_ok=True)
+        # The scheduler keeps only results_dir under the prefix (the results dead clients
+        # did not get), and removes only what it created (dispy_core.prefix): --clean
+        # looks first and refuses (CleanRefused, nothing removed) a prefix that holds
+        # anything else, e.g. a directory of the user's.
+        prefix = DaemonPrefix(self.cfg.dest_path_prefix, "dispyscheduler")
+        if self.cfg.clean:
+            n = prefix.clean()
+            log.info("--clean: removed %d entries earlier runs left in %s", n, prefix.path)
+        prefix.open()
+        self.results_dir = prefix.mkdir(RESULTS_DIRECTORY, 0o700)
+        self.results_own = prefix.created(RESULTS_DIRECTORY)
+        if not os.path.isdir(self.results_dir):
+            raise ConfigError(f"--dest_path_prefix: {self.results_dir} is not a directory")
+        if not self.results_own:
+            log.info("%s was not created by dispyscheduler: results kept there for recover_jobs "
+                     "are removed when recovered, never for their age (--zombie_interval)", self.results_dir)
 
     # == clients ===========================================================================
     def _new_channel(self) -> Channel:
@@ -298,6 +316,9 @@ class Daemon:
         return False
 
     def _on_close(self, ch: Channel, exc: BaseException | None) -> None:
+        if exc is not None and ch.established.exception() is not None:  # refused at the handshake
+            self.refusals.refused(reason_of(exc), "closed client connection from %s: %s", peer_text(ch.peer), exc)
+            return
         cluster = ch.user
         if not isinstance(cluster, SharedCluster) or cluster.channel is not ch:
             return
@@ -475,7 +496,7 @@ class Daemon:
                 log.warning("closing connection from client %s: it took none of the %d bytes waiting for it "
                             "in %.1f s (--msg_timeout)", peer_text(ch.peer), waiting, idle)
                 ch.abort()
-            if now - last_sweep > 60.0:
+            if now - last_sweep > 60.0 and self.results_own:
                 last_sweep = now
                 _Orphan.expire(self.results_dir, zombie)
 
@@ -716,15 +737,18 @@ class _Orphan:
 
     @staticmethod
     def expire(directory: str, age: float) -> None:
+        """Remove the kept results older than ``age`` seconds (only files of the names
+        :meth:`save` writes: nothing else that may be in the directory)."""
         now = time.time()
         try:
-            names = os.listdir(directory)
+            names = [n for n in os.listdir(directory) if n.endswith((".results", ".results.tmp"))]
         except OSError:
             return
         for name in names:
             path = os.path.join(directory, name)
             try:
-                if now - os.stat(path).st_mtime > age:
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and now - st.st_mtime > age:
                     os.unlink(path)
                     log.info("undelivered results %s expired (--zombie_interval)", path)
             except OSError:
