@@ -19,6 +19,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 import dispy
 from dispy_core import codec, serialization
 from dispy_core import messages as m
@@ -304,6 +306,7 @@ def test_a_discovered_node_that_answered_garbage_is_tried_when_found_again(monke
 def test_dispyscheduler_tries_again_a_node_that_answered_garbage():
     """dispyscheduler is a client of its nodes: a -n node that answered its Hello with
     garbage once is tried again, and serves the shared cluster when a real node is there."""
+    pytest.importorskip("dispy_scheduler")  # before the fake node starts (client-only suite)
     port = unused_port()
     server = socket.create_server(("127.0.0.1", port))
     answered = threading.Event()
