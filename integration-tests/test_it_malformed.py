@@ -75,13 +75,17 @@ def test_a_hello_of_wrong_types_gets_denied_and_no_traceback(node):
         "software must be a string, got list": frame(m.Hello.TYPE, {"protocol": 1, "nonce": nonce, "software": ["x"]}),
         "key_id must be a string, got dict": frame(m.Hello.TYPE, {"protocol": 1, "nonce": nonce, "software": "",
                                                                    "key_id": {"a": 1}}),
-        "nested too deeply": raw_frame(m.Hello.TYPE, '{"protocol":1,"nonce":' + "[" * 1500 + "]" * 1500 + "}"),
+        # Python's json parser gives up on this depth (3.11, 3.12) or parses it (3.13):
+        # either way it is refused, for one reason or the other.
+        "nested too deeply|nonce must be a string, got list":
+            raw_frame(m.Hello.TYPE, '{"protocol":1,"nonce":' + "[" * 1500 + "]" * 1500 + "}"),
         "lone surrogate": raw_frame(m.Hello.TYPE, '{"protocol":1,"nonce":"ab","software":"\\ud800"}'),
     }
     for reason, data in probes.items():
         replies = exchange((node.ip, node.port), data)
         assert len(replies) == 1 and isinstance(replies[0], m.Denied), (reason, replies)
-        assert reason in replies[0].reason and "malformed Hello message" in replies[0].reason
+        assert any(r in replies[0].reason for r in reason.split("|")), (reason, replies)
+        assert "malformed Hello message" in replies[0].reason
     # The node still serves a cluster, and said nothing alarming.
     with dispy.JobCluster(double, nodes=[dispy.NodeAllocate(node.ip, port=node.port)]) as cluster:
         assert cluster.submit(21)() == 42
@@ -334,5 +338,8 @@ def test_dispyscheduler_tries_again_a_node_that_answered_garbage():
                 assert no_errors(node.log)
         finally:
             cluster.close()
-        assert wait_until(lambda: "nested too deeply" in scheduler.log, 10), scheduler.log
+        # (json gives up on this depth on Python 3.11 and 3.12; 3.13 parses it, and the
+        # nonce is then not a string)
+        assert wait_until(lambda: "nested too deeply" in scheduler.log
+                          or "nonce must be a string, got list" in scheduler.log, 10), scheduler.log
         assert no_errors(scheduler.log), scheduler.log

@@ -188,11 +188,13 @@ class Channel(asyncio.BufferedProtocol):
         self.conn.eof()
         if self._writer is not None:
             self._writer.close()
-        if getattr(self.transport, "_read_ready_cb", None) is not None:
-            # Python 3.11's socket transport holds a bound method of its own: a cycle that
-            # keeps it and its socket object until the cyclic collector runs (3.12 breaks
-            # it in close()). Nothing is read from a lost transport again.
-            setattr(self.transport, "_read_ready_cb", None)
+        for name in ("_read_ready_cb", "_write_ready"):
+            # asyncio's socket transport holds bound methods of its own (3.11: both; 3.12
+            # and 3.13 clear them in close(), but not when the transport is aborted): a
+            # cycle that keeps it and its socket object until the cyclic collector runs.
+            # Nothing is read from or written to a lost transport again.
+            if getattr(self.transport, name, None) is not None:
+                setattr(self.transport, name, None)
         self._finish(exc or self.conn.error)
 
     def pause_writing(self) -> None:  # TLS transports only
