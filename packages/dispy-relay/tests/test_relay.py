@@ -262,3 +262,48 @@ async def test_status_lists_the_nodes_and_the_clients(relay):
         say("exit")
         assert calls == ["quit", "exit"]
     c.close()
+
+
+def test_with_certfile_clients_connect_over_tls_with_the_clusters_certificate(tmp_path):
+    from dispy_core import certgen, tls
+
+    assert certgen.main([str(tmp_path / "cluster.pem")]) == 0
+    assert certgen.main([str(tmp_path / "other.pem")]) == 0
+
+    async def main() -> None:
+        async with running(certfile=str(tmp_path / "cluster.pem")) as r:
+            c = Client()
+            c.channel = await aio.open_channel(
+                RELAY, r.port, secret=SECRET, software="test", timeout=5,
+                ssl=tls.client_context(str(tmp_path / "cluster.pem")),
+                on_message=lambda ch, m: None if isinstance(m, Welcome) else c.inbox.put_nowait(m),
+                on_close=lambda ch, exc: c.inbox.put_nowait(None))
+            c.send(InfoRequest())
+            assert isinstance(await c.next(), RelayNodes)
+            c.close()
+            with pytest.raises(Exception):  # another certificate: the TLS handshake fails
+                await aio.open_channel(RELAY, r.port, secret=SECRET, software="test", timeout=5,
+                                       ssl=tls.client_context(str(tmp_path / "other.pem")),
+                                       on_message=lambda ch, m: None, on_close=lambda ch, exc: None)
+            with pytest.raises(Exception):  # plain TCP to a TLS relay
+                await Client().connect(r.port)
+
+    asyncio.run(main())
+
+
+def test_scheduler_node_announcements_repeat_every_ping_interval():
+    port = unused_port(CLIENT)
+
+    async def main() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+            listener.bind((CLIENT, port))
+            listener.settimeout(10)
+            async with running(scheduler_port=port, scheduler_nodes=[CLIENT], ping_interval=1.0) as r:
+                r.datagram(announcement())
+                loop = asyncio.get_running_loop()
+                for _ in range(3):  # at once, then again each second (the node is not heard again)
+                    data = await loop.run_in_executor(None, listener.recv, 65536)
+                    told = parse_announce(SECRET, data)
+                    assert told is not None and told.ip_addr == NODE
+
+    asyncio.run(main())

@@ -284,12 +284,12 @@ class Relay:
         if node is None:
             log.info("node %s:%s (%s, %d CPUs) found (%s)", ip, port, name, cpus, how)
             node = self.nodes[key] = KnownNode(ip, port, name, cpus, time.time(), how)
+            self._announce([node])  # --scheduler_node hosts: at once (all again every ping_interval)
         else:
             node.name, node.cpus, node.heard, node.how = name, cpus, time.time(), how
-        # Told every time it is heard: a client that lost the node, or could not use it
-        # before, tries it again (one serving it already ignores this).
+        # Clients are told every time it is heard: one that lost the node, or could not
+        # use it before, tries it again (one serving it already ignores this).
         self._tell(RelayNodes([RelayedNode(ip, port, name, cpus)], SOFTWARE))
-        self._announce([node])
 
     def _listed(self) -> list[RelayedNode]:
         return [RelayedNode(n.ip_addr, n.port, n.name, n.cpus) for n in self.nodes.values()]
