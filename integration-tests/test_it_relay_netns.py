@@ -325,6 +325,17 @@ def test_a_wildcard_of_the_other_network_through_scheduler_node(net, daemons):
     assert got["ok"] and got["hosts"] == NODE_IPS, (got, logs(daemons))
     finish(proc)
 
+    # dispyscheduler discovering (no -n) on the client port the relay announces to
+    pytest.importorskip("dispy_scheduler")
+    sched = Daemon(net.hosts[CLIENT_IP], "dispy_scheduler.cli",
+                   ["-i", CLIENT_IP, "--node_secret", SECRET, "--cluster_secret", SECRET, "--daemon"],
+                   "dispyscheduler serving clients")
+    daemons.append(sched)
+    proc = client(net, CLIENT, "null", SECRET, "1", "3")
+    got = report(proc, daemons)
+    assert got["ok"] and got["hosts"] == NODE_IPS, (got, finish(proc) + logs(daemons))
+    finish(proc)
+
 
 def test_a_wrong_secret_finds_nothing_and_says_why(net, daemons):
     for ip in NODE_IPS:
