@@ -375,3 +375,13 @@ def test_the_relay_killed_mid_run_harms_no_job_and_a_restarted_one_is_used(net, 
     got = report(proc, daemons)
     assert got["ok"] and LATE_IPS[0] in got["hosts"], (got, logs(daemons))
     finish(proc)
+
+
+def test_the_relay_finds_multicasting_nodes_with_ipv4_udp_multicast(net, daemons):
+    node(net, daemons, NODE_IPS[0], "-s", SECRET, "--ipv4_udp_multicast")
+    r = relay(net, daemons, "-s", SECRET, "--ipv4_udp_multicast")
+    proc = client(net, CLIENT, json.dumps([RELAY_IP]), SECRET, "0", "1")
+    got = report(proc, daemons)
+    assert got["ok"] and got["hosts"] == NODE_IPS[:1], (got, logs(daemons))
+    finish(proc)
+    assert "multicast 239.255.61.59" in r.log() and "found (discovery)" in r.log(), r.log()
