@@ -5,7 +5,8 @@ owns every socket (see docs/design/shared-scheduler.md).
 (:mod:`.session`), discovery (:mod:`.discovery`), the scheduler
 (:class:`dispy_core.scheduling.Scheduler`), dispatch of job batches, results and their
 acknowledgements, Resume after a dropped connection, pulses and dead nodes, reentrant
-reruns, NodeLeaving, cancel and the node-management calls. Its owner (the client's
+reruns, NodeLeaving, cancel and the node-management calls, and the nodes a dispynetrelay
+tells of (:meth:`Engine.relay_nodes`: each is contacted like a discovered node). Its owner (the client's
 ``dispy._runtime.Runtime``; dispyscheduler's, later) subclasses it and implements the
 hooks listed in :class:`Engine`'s docstring for what it does with jobs and nodes
 (results, callbacks, waiting).

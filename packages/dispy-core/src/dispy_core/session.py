@@ -12,6 +12,12 @@ or dispyscheduler's engines, see docs/design/shared-scheduler.md)::
     ... JobResults go straight to the runtime ...
     connection closed               the runtime abandons the node's jobs in flight
 
+A named "node" may be a dispynetrelay (dispy-relay), which answers InfoRequest with
+RelayNodes instead of NodeInfo: the session hands each node listed to the owner
+(``relay_nodes``: they get sessions of their own), passes on the lists the relay sends
+later on that connection, and connects to the relay again when it drops, as to a named
+node, so that a restarted relay is used again.
+
 Nodes named explicitly are retried, with back-off up to a few seconds, while they can't
 be reached or answer with a transient error, and after a served node's connection drops.
 A node that answers with something that is not dispy's protocol (a ProtocolError: garbage,
