@@ -218,6 +218,7 @@ class NodeSession:
         #: be reached or used this time, and may be tried again when found again.
         self.definite = False
         self._last_reason = ""
+        self._broke = ""  # why this client dropped the connection (see _broken)
         self.user_closed = False  # cluster.close_node() closed it: don't reconnect
         self.leaving = False  # the node said it is shutting down (NodeLeaving): no new jobs
         self.finished = asyncio.Event()  # run() has returned
@@ -262,6 +263,7 @@ class NodeSession:
         self._closed = loop.create_future()
         self.close_ack = None
         self.channel = None
+        self._broke = ""
         try:
             self.channel = await aio.open_channel(
                 self.host, self.port, secret=runtime.secret, software=runtime.software,
@@ -462,7 +464,7 @@ class NodeSession:
             self.channel.send(msg)
             return await asyncio.wait_for(fut, timeout)
         except ConnectionClosed as exc:
-            raise _Unusable(describe_error(exc)) from None
+            raise _Unusable(self._broke or describe_error(exc)) from None
         except (TimeoutError, asyncio.TimeoutError):
             raise _Unusable(f"no answer to {type(msg).__name__} within {timeout:g} s") from None
         finally:
@@ -471,6 +473,9 @@ class NodeSession:
     def _on_message(self, channel: aio.Channel, msg: Message) -> None:
         self.last_heard = time.monotonic()
         if type(msg) is JobResults:
+            if self.node is None:  # no computation here yet: nothing to have results of
+                self._broken(channel, "job results")
+                return
             self.runtime.on_results(self, msg)
             return
         if type(msg) is Pulse:
@@ -544,6 +549,16 @@ class NodeSession:
             fut.set_result(msg)
             return
         log.debug("node %s: unexpected %s", self.label, type(msg).__name__)
+
+    def _broken(self, channel: aio.Channel, what: str) -> None:
+        """The node sent what it can't have before the computation was set up there: not
+        a dispy node, or a broken one. The connection is dropped, with that reason (the
+        node is tried again like one that could not be reached)."""
+        self._broke = f"it sent {what} before the computation was set up there (not a dispy node?)"
+        fut = self._reply
+        if fut is not None and not fut.done():
+            fut.set_exception(_Unusable(self._broke))
+        channel.abort()
 
     def _file_reply(self, error: str | None) -> None:
         while self.file_waiters:
