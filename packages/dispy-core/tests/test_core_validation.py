@@ -209,3 +209,13 @@ def test_every_message_and_record_class_has_a_decoder_check():
 
     for cls in codec.REGISTRY.values():
         record_builder(cls)  # raises TypeError for an annotation it can't check
+
+
+def test_relay_nodes_round_trip_and_checks():
+    msg = m.RelayNodes([m.RelayedNode("10.2.0.11", 9701, "n1", 4), m.RelayedNode("10.2.0.12", 9701)], "relay")
+    parts, _ = m.encode(msg)
+    assert m.decode(m.RelayNodes.TYPE, memoryview(b"".join(bytes(p) for p in parts))) == msg
+    assert m.RelayNodes.TYPE >= 70  # the relay's numbers
+    parts, _ = m.encode(m.RelayNodes([m.RelayedNode("a", 70000)]))
+    with pytest.raises(ProtocolError, match="in a RelayedNode record, port must be an integer from 0 to 65535"):
+        m.decode(m.RelayNodes.TYPE, memoryview(b"".join(bytes(p) for p in parts)))

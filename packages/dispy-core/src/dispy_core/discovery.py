@@ -98,12 +98,12 @@ def build_request(secret: str | bytes, nonce: str | None = None, now: float | No
     return nonce, auth.seal_datagram(auth.derive_key(secret), DiscoverRequest.TYPE, _encode(msg))
 
 
-def _open(secret: str | bytes, data: bytes) -> messages.Message | None:
+def _open(secret: str | bytes, data: bytes, refusals: RefusalLog | None = None) -> messages.Message | None:
     try:
         type_, body = auth.open_datagram(auth.derive_key(secret), data)
         return messages.decode(type_, memoryview(body))
     except DispyError as exc:
-        _refusals.refused(reason_of(exc), "ignoring datagram: %s", exc)
+        (refusals or _refusals).refused(reason_of(exc), "ignoring datagram: %s", exc)
         return None
 
 
@@ -261,8 +261,12 @@ class Discovery:
     def __init__(self, secret: str | bytes, node_port: int, on_reply: Callable[[DiscoverReply], None],
                  hosts: list[str] | None = None, client_port: int = 0, *,
                  ipv4_multicast: bool = False, ipv6: bool = False,
-                 ping_interval: float | None = None, match: Callable[[str], bool] | None = None) -> None:
+                 ping_interval: float | None = None, match: Callable[[str], bool] | None = None,
+                 refusals: RefusalLog | None = None) -> None:
         self.secret = secret
+        # Where refused datagrams are logged (another secret, malformed): the module's
+        # (DEBUG) unless the owner has its own (dispynetrelay logs them as warnings).
+        self.refusals = refusals
         self.node_port = node_port
         self.on_reply = on_reply
         self.hosts = list(dict.fromkeys(hosts or ()))
@@ -402,7 +406,7 @@ class Discovery:
             self._wake.set()
 
     def _datagram(self, data: bytes, addr: Any) -> None:
-        msg = _open(self.secret, data)
+        msg = _open(self.secret, data, self.refusals)
         if isinstance(msg, NodeAnnounce):
             announce = parse_announce(self.secret, data)
             if announce is None:
@@ -411,6 +415,8 @@ class Discovery:
             self.replies += 1
             self.on_reply(DiscoverReply("", announce.time, announce.ip_addr or addr[0], announce.port,
                                         announce.name, announce.cpus))
+            return
+        if msg is None:  # refused above
             return
         reply = parse_reply(self.secret, data, self.nonce)
         if reply is None:

@@ -5,7 +5,8 @@ owns every socket (see docs/design/shared-scheduler.md).
 (:mod:`.session`), discovery (:mod:`.discovery`), the scheduler
 (:class:`dispy_core.scheduling.Scheduler`), dispatch of job batches, results and their
 acknowledgements, Resume after a dropped connection, pulses and dead nodes, reentrant
-reruns, NodeLeaving, cancel and the node-management calls. Its owner (the client's
+reruns, NodeLeaving, cancel and the node-management calls, and the nodes a dispynetrelay
+tells of (:meth:`Engine.relay_nodes`: each is contacted like a discovered node). Its owner (the client's
 ``dispy._runtime.Runtime``; dispyscheduler's, later) subclasses it and implements the
 hooks listed in :class:`Engine`'s docstring for what it does with jobs and nodes
 (results, callbacks, waiting).
@@ -408,6 +409,25 @@ class Engine(Generic[J]):
                 self._start_session(spec, reply.ip_addr, reply.port, retry=False)
                 return
         log.debug("node %s:%s answered but matches no node spec", reply.ip_addr, reply.port)
+
+    def relay_nodes(self, session: NodeSession, msg: Any) -> None:
+        """A dispynetrelay (reached through ``session``, a node spec naming it) tells of
+        the nodes on its network (``RelayNodes``): each one not in use or being
+        contacted is contacted like a discovered node, under the relay's spec (its cpus,
+        depends, setup_args). One that can't be used is tried again when the relay names
+        it again (it does whenever it hears from the node)."""
+        if self.closing:
+            return
+        if msg.nodes:  # the relay is no reason why no node serves
+            with self._tried_lock:
+                self._tried.pop(session.label, None)
+        for node in msg.nodes:
+            key = (node.ip_addr, node.port)
+            if key in self._discovered or key in self._claims or key in self._ready:
+                continue
+            self._discovered.add(key)
+            log.debug("dispynetrelay %s: node %s:%s (%s)", session.label, node.ip_addr, node.port, node.name)
+            self._start_session(session.spec, node.ip_addr, node.port, retry=False)
 
     # -- sessions report here ---------------------------------------------------------------
     def claim(self, session: NodeSession) -> NodeSession | None:

@@ -84,6 +84,19 @@ wildcard node specs)::
     node -> the requester                                 DiscoverReply
     node -> --scheduler_node's client port (unicast)      NodeAnnounce
 
+Client or dispyscheduler -> dispynetrelay (TCP, the relay port, 9701 like a node's;
+the same handshake, with the cluster's secret)::
+
+    InfoRequest            ->
+                           <-  RelayNodes       (instead of NodeInfo: the nodes the relay
+                                                knows on its network; the client connects
+                                                to each itself)
+                           <-  RelayNodes       (again whenever the relay hears of a node,
+                                                for as long as the connection stays open)
+
+dispynetrelay -> --scheduler_node's client port (unicast): NodeAnnounce, one per node it
+knows, naming that node (a discovering client connects to it as to a node's own).
+
 Inside a node (abstract Unix sockets, authenticated with a per-node random token):
 
     zygote -> main: ZygoteHello; main -> zygote: ForkHost(compute_id)
@@ -158,6 +171,9 @@ __all__ = [
     "DiscoverRequest",
     "DiscoverReply",
     "NodeAnnounce",
+    # dispynetrelay
+    "RelayedNode",
+    "RelayNodes",
     # inside a node
     "ZygoteHello",
     "ForkHost",
@@ -739,6 +755,27 @@ class NodeAnnounce(Message):
     port: Port  # the node's TCP port
     name: str
     cpus: NonNegative
+
+
+# -- dispynetrelay (numbers 70 and up) -------------------------------------------------
+@_record
+class RelayedNode:
+    """A node a relay found on its network: where to connect to it."""
+
+    ip_addr: str
+    port: Port
+    name: str = ""
+    cpus: NonNegative = 0
+
+
+@_message(70)
+class RelayNodes(Message):
+    """A dispynetrelay's answer to InfoRequest, and what it sends on that connection
+    whenever it hears of a node (started later, or heard again): the nodes it knows.
+    Only where they are: the client connects to each and authenticates it itself."""
+
+    nodes: list[RelayedNode]
+    relay: str = ""  # the relay's software, for the client's log
 
 
 # -- inside a node ------------------------------------------------------------------

@@ -12,6 +12,12 @@ or dispyscheduler's engines, see docs/design/shared-scheduler.md)::
     ... JobResults go straight to the runtime ...
     connection closed               the runtime abandons the node's jobs in flight
 
+A named "node" may be a dispynetrelay (dispy-relay), which answers InfoRequest with
+RelayNodes instead of NodeInfo: the session hands each node listed to the owner
+(``relay_nodes``: they get sessions of their own), passes on the lists the relay sends
+later on that connection, and connects to the relay again when it drops, as to a named
+node, so that a restarted relay is used again.
+
 Nodes named explicitly are retried, with back-off up to a few seconds, while they can't
 be reached or answer with a transient error, and after a served node's connection drops.
 A node that answers with something that is not dispy's protocol (a ProtocolError: garbage,
@@ -69,6 +75,7 @@ from dispy_core.messages import (
     NodeJobs,
     NodeLeaving,
     NodeReply,
+    RelayNodes,
     Welcome,
 )
 
@@ -111,6 +118,7 @@ class SessionOwner(Protocol):
     def on_job_file(self, session: NodeSession, msg: JobFile) -> None: ...
     def node_leaving(self, session: NodeSession, msg: NodeLeaving) -> None: ...
     def on_shared(self, session: NodeSession, msg: Any) -> None: ...
+    def relay_nodes(self, session: NodeSession, msg: RelayNodes) -> None: ...
 
 # Under "dispy": what a cluster does with nodes is the cluster's to log (its loglevel).
 log = logging.getLogger("dispy.session")
@@ -120,6 +128,14 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 5.0
 
 _RETRY, _FINAL, _SERVED = "retry", "final", "served"
+
+
+class _Relay(Exception):
+    """The peer is a dispynetrelay: it answered InfoRequest with the nodes it knows."""
+
+    def __init__(self, msg: RelayNodes) -> None:
+        super().__init__("a relay")
+        self.msg = msg
 
 
 class _Unusable(Exception):
@@ -212,6 +228,7 @@ class NodeSession:
         self.resumable = True  # a lost connection may be resumed (not after a failure there)
         self.resume_until = 0.0  # monotonic deadline of reconnecting to resume; 0: not resuming
         self.last_heard = 0.0  # monotonic time of the node's last message (pulse_interval)
+        self.relay = False  # the peer is a dispynetrelay (RelayNodes), not a node
 
     # -- the session's life -------------------------------------------------------------
     async def run(self) -> None:
@@ -290,6 +307,8 @@ class NodeSession:
                 self._give_up_resume("the node no longer runs the computation (was it restarted?)")
         try:
             await self._setup()
+        except _Relay as relay:
+            return await self._relayed(relay.msg)
         except _Unusable as exc:
             self._failed(exc.reason, final=exc.final)
             self._abort()
@@ -306,9 +325,29 @@ class NodeSession:
         runtime.node_lost(self, describe_error(reason))
         return _SERVED
 
+    async def _relayed(self, msg: RelayNodes) -> str:
+        """The peer is a dispynetrelay (see :mod:`dispy_core.messages`): use the nodes it
+        names, now and as it names more, until the connection closes; then connect to it
+        again like to a node (a restarted relay is used again)."""
+        runtime = self.runtime
+        self.relay = True
+        log.info("%s is a dispynetrelay (%s): it knows %d nodes%s", self.label, msg.relay or "?", len(msg.nodes),
+                 "" if msg.nodes else " yet; it tells of those it finds later")
+        if not msg.nodes:
+            runtime.note_tried(self.label, "a dispynetrelay, which knows no node on its network yet "
+                                           "(are nodes running there, with the same secret?)")
+        runtime.relay_nodes(self, msg)
+        assert self._closed is not None
+        reason = await self._closed
+        if not runtime.closing:
+            log.info("dispynetrelay %s: %s; connecting to it again", self.label, describe_error(reason))
+        return _SERVED
+
     async def _setup(self) -> None:
         runtime = self.runtime
-        info = await self._request(InfoRequest(), (NodeInfo,))
+        info = await self._request(InfoRequest(), (NodeInfo, RelayNodes))
+        if isinstance(info, RelayNodes):
+            raise _Relay(info)
         assert isinstance(info, NodeInfo)
         if runtime.closing:
             raise _Unusable("", final=True)
@@ -455,6 +494,9 @@ class NodeSession:
             return
         if isinstance(msg, (JobsStarted, ClusterNode, NodeReply)):  # from dispyscheduler
             self.runtime.on_shared(self, msg)
+            return
+        if isinstance(msg, RelayNodes) and self.relay:  # a relay heard of a node since
+            self.runtime.relay_nodes(self, msg)
             return
         fut = self._reply
         if isinstance(msg, FileSaved):

@@ -22,7 +22,7 @@ from typing import Any
 from .connection import Connection
 from .messages import Message
 
-__all__ = ["connected_pair", "pump", "received", "NodeProcess", "SchedulerProcess", "node_python", "wait_until",
+__all__ = ["connected_pair", "pump", "received", "NodeProcess", "SchedulerProcess", "RelayProcess", "node_python", "wait_until",
            "unused_port", "console_commands"]
 
 
@@ -60,6 +60,7 @@ def connected_pair(secret: str = "", responder_secret: str | None = None) -> tup
 
 _SERVING = re.compile(r"serving (?P<cpus>\d+) CPUs at (\S+):(?P<port>\d+)")
 _SCHEDULER_SERVING = re.compile(r"dispyscheduler serving clients at (\S+):(?P<port>\d+)")
+_RELAY_SERVING = re.compile(r"dispynetrelay serving clients at (\S+):(?P<port>\d+)")
 
 
 def node_python() -> str:
@@ -167,6 +168,18 @@ class SchedulerProcess(DaemonProcess):
         for n in nodes:
             cmd += ["-n", n]
         super().__init__(ip, cmd + list(args), _SCHEDULER_SERVING, "dispyscheduler", tmp, timeout)
+
+
+class RelayProcess(DaemonProcess):
+    """A real ``dispynetrelay -i <ip> --daemon`` with ``args`` (``--relay_port 0`` unless
+    ``args`` give one). Only in a network namespace of the test's own, or on loopback
+    addresses (from which it sends no discovery request)."""
+
+    def __init__(self, ip: str, *args: str, timeout: float = 30.0) -> None:
+        cmd = [sys.executable, "-m", "dispy_relay.cli", "-i", ip, "--daemon"]
+        if "--relay_port" not in args:
+            cmd += ["--relay_port", "0"]
+        super().__init__(ip, cmd + list(args), _RELAY_SERVING, "dispynetrelay", None, timeout)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> bool:
