@@ -30,7 +30,6 @@ from dispy_core.messages import (
     RelayNodes,
     Welcome,
 )
-from dispy_core.testing import unused_port
 from dispy_relay.relay import Relay, RelayConfig
 
 RELAY = "127.0.0.30"
@@ -229,9 +228,9 @@ def test_scheduler_node_hosts_are_told_of_each_node_by_a_sealed_announcement():
 
 
 async def _scheduler_node() -> None:
-    port = unused_port(CLIENT)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
-        listener.bind((CLIENT, port))
+        listener.bind((CLIENT, 0))  # bound at once (a port found free first may be taken)
+        port = listener.getsockname()[1]
         listener.settimeout(5)
         r = await start(scheduler_port=port, scheduler_nodes=[CLIENT])
         try:
@@ -293,11 +292,12 @@ def test_with_certfile_clients_connect_over_tls_with_the_clusters_certificate(tm
 
 
 def test_scheduler_node_announcements_repeat_every_ping_interval():
-    port = unused_port(CLIENT)
-
     async def main() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
-            listener.bind((CLIENT, port))
+            # A port of the kernel's choosing, bound at once: a port found free first and
+            # bound later may be taken meanwhile by another suite running alongside.
+            listener.bind((CLIENT, 0))
+            port = listener.getsockname()[1]
             listener.settimeout(10)
             async with running(scheduler_port=port, scheduler_nodes=[CLIENT], ping_interval=1.0) as r:
                 r.datagram(announcement())
