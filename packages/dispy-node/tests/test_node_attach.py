@@ -109,6 +109,42 @@ def test_an_attached_client_gets_what_jobs_send_and_holds_back_their_results(nod
     client_test(node, body)
 
 
+def before_and_after(go):
+    import os
+    import time
+    dispy_provisional_result("before")  # noqa: F821
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    dispy_provisional_result("after")  # noqa: F821
+    return "done"
+
+
+def test_a_job_that_began_sending_through_the_scheduler_goes_on_that_way(node, tmp_path):
+    # The two ways keep no order between them: had "after" gone on the connection
+    # attached in between, it could overtake "before" (seen through a dispyscheduler).
+    go = tmp_path / "go"
+
+    async def body(c: TestClient):
+        cid = await c.ready(before_and_after, options={"attach_key": KEY})
+        [job] = c.submit(cid, (str(go),))
+        before = await c.recv()
+        assert isinstance(before, JobResults) and value(before.results[0]) == "before"
+        a = await attach(node, cid)
+        assert await a.request(Attach(cid)) == Attached(cid)
+        go.touch()
+        got = []
+        while not got or got[-1] != "done":
+            msg = await c.recv()
+            assert isinstance(msg, JobResults), msg
+            got += [value(r) for r in msg.results if r.job_id == job]
+        assert got == ["after", "done"]
+        await nothing_within(a, 0.5)
+        a.close()
+        await c.close_computation(cid)
+
+    client_test(node, body)
+
+
 def read(name):
     with open(name) as f:
         return f.read()

@@ -137,6 +137,11 @@ class Comp(Computation):
     attached: Any = None
     in_transit: dict[int, int] = field(default_factory=dict)
     parked: dict[int, list[JobResult]] = field(default_factory=dict)
+    # Jobs that sent an item through the scheduler because no client was attached yet:
+    # their later items go that way too,
+    # because the two ways don't keep order between them (a job's provisional results
+    # arrive in the order it sent them, even when the client attaches in between).
+    relayed: set[int] = field(default_factory=set)
 
     @property
     def has_jobs(self) -> bool:
@@ -310,11 +315,16 @@ class Lifecycle:
             self.store.forget(compute_id, left)
 
     # == a shared cluster's attached connection (see Attach) ============================
-    def _send_attached(self, comp: Comp, job_id: int, msg: Message) -> bool:
+    def _send_attached(self, comp: Comp, job_id: int, msg: Message, relay: bool = False) -> bool:
         """Send a provisional result or file of job ``job_id`` on ``comp``'s attached
-        connection; False when there is none (it then goes with the results)."""
+        connection; False when it goes with the results instead: the job asked to
+        ``relay`` it, there is no attached connection, or an earlier item of the job went
+        with the results for want of one (the job stays on that way, see ``Comp.relayed``)."""
+        if relay:
+            return False  # asked for: the job chose the way of each item itself
         ch = comp.attached
-        if ch is None or ch.closed:
+        if ch is None or ch.closed or job_id in comp.relayed:
+            comp.relayed.add(job_id)
             return False
         ch.send(msg)
         comp.in_transit[job_id] = comp.in_transit.get(job_id, 0) + 1
@@ -379,10 +389,11 @@ class Lifecycle:
             if result.status == JobStatus.ProvisionalResult:
                 # dispy_provisional_result: the job goes on; sent on if it is still ours.
                 if worker.queue and worker.queue[0].job_id == result.job_id:
-                    if msg.relay or not self._send_attached(comp, result.job_id,
-                                                            JobResults(comp.compute_id, [result])):
+                    if not self._send_attached(comp, result.job_id, JobResults(comp.compute_id, [result]),
+                                               relay=msg.relay):
                         out.append(result)
                 continue
+            comp.relayed.discard(result.job_id)
             if done(worker, result.job_id) is not None:
                 if worker.timed_out:
                     result = self._timeout_result(worker, result)

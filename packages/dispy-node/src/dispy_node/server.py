@@ -823,7 +823,7 @@ class Node(Lifecycle):
             log.warning("computation %s: job %s: dispy_send_file: %s", comp.compute_id, msg.job_id, exc)
             return
         out = JobFile(comp.compute_id, msg.job_id, msg.path, msg.file)
-        if msg.relay or not self._send_attached(comp, msg.job_id, out):
+        if not self._send_attached(comp, msg.job_id, out, relay=msg.relay):
             ch = comp.client
             if ch is not None and not ch.closed:
                 ch.send(out)
