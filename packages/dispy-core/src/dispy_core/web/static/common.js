@@ -135,11 +135,13 @@ const dispy = (() => {
   // -- SVG pictures -------------------------------------------------------------------------
   const palette = ["#2f6fed", "#1f9d55", "#d97706", "#9b51e0", "#d92d20", "#0e9aa7", "#6b7280"];
 
+  // the top of a count axis with 4 whole-number steps
   function niceMax(v) {
-    if (v <= 0) return 1;
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-    return 10 * p;
+    const step = v / 4;
+    if (step <= 1) return 4;
+    const p = Math.pow(10, Math.floor(Math.log10(step)));
+    for (const m of [1, 2, 5, 10]) if (m * p >= step) return 4 * m * p;
+    return 40 * p;
   }
 
   function clear(svg) { while (svg.firstChild) svg.removeChild(svg.firstChild); }
