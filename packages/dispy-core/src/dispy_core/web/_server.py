@@ -70,7 +70,7 @@ MAX_BODY = 1 << 20
 #: Seconds between keep-alive comments on an idle event stream (a closed browser is
 #: noticed when a write fails, and proxies don't drop the connection).
 KEEPALIVE_SEC = 15.0
-#: Seconds shutdown(wait=True) gives the open streams to send the final snapshot.
+#: Seconds shutdown(wait=True) gives the open streams to send the final snapshot and end.
 FINAL_PUSH_SEC = 5.0
 
 _CONTENT_TYPES = {
@@ -285,18 +285,17 @@ class WebServer:
         httpd = self._httpd
         if httpd is None:
             return
+        deadline = time.monotonic() + FINAL_PUSH_SEC
         if wait:
             self._sample()
-            deadline = time.monotonic() + FINAL_PUSH_SEC
             with self._cond:
-                while any(v < self._version for v in self._streams.values()):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
+                self._cond.wait_for(lambda: all(v >= self._version for v in self._streams.values()),
+                                    max(0.0, deadline - time.monotonic()))
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            if wait:  # each stream says "closed" (the pages show that the server stopped) and ends
+                self._cond.wait_for(lambda: not self._streams, max(0.0, deadline - time.monotonic()))
         self._stopped.set()
         self._wake.set()
         self._httpd = None
