@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from dispy_core.nodes import DispyNode
 
-from ._server import WebInputError
+from ._api import WebInputError
 
 __all__ = ["ClusterView", "MonitorBackend", "node_dict"]
 
