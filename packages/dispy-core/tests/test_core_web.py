@@ -472,3 +472,22 @@ def test_shutdown_closes_idle_connections(view: FakeView) -> None:
     conn.sock.settimeout(5)
     assert conn.sock.recv(1) == b""  # closed by the server, not left to its idle timeout
     conn.close()
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    srv = WebServer(MonitorBackend(), host="::1", port=0)
+    try:
+        srv.start()
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        assert srv.url == f"http://[::1]:{srv.port}/" and srv.token is None
+        conn = http.client.HTTPConnection("::1", srv.port, timeout=10)
+        conn.request("GET", "/api/snapshot")  # Host: [::1]:port, a loopback name
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["clusters"] == []
+        conn.close()
+    finally:
+        srv.shutdown(wait=False)
