@@ -192,13 +192,16 @@ class ClusterEngine(Engine[SchedJob]):
 
     def _jobs_done(self, n: int) -> None:
         self.shared.done += n
+        self.daemon.changed()
 
     def _jobs_dispatched(self, session: NodeSession, jobs: list[SchedJob]) -> None:
         assert session.key is not None
         self.shared.started(session.key, jobs)
+        self.daemon.changed()
 
     def _node_status(self, status: int, session: NodeSession) -> None:
         self.shared.node_status(status, session)
+        self.daemon.changed()
 
     def _job_file(self, session: NodeSession, job: SchedJob | None, msg: JobFile) -> None:
         if job is None:
