@@ -282,16 +282,13 @@ class SharedCluster:
             try:
                 daemon.check_files(list(spec.files))
             except ConfigError as exc:
-                self.result(JobResult(spec.job_id, JobStatus.Cancelled, exception=str(exc), end_time=time.time()),
-                            None, 0)
+                self._refused(engine, spec.job_id, str(exc))
                 continue
             pin = None
             if spec.node is not None:
                 pin = daemon.node_key(str(spec.node))
                 if pin is None:
-                    self.result(JobResult(spec.job_id, JobStatus.Cancelled,
-                                          exception=f"submit_node: node {spec.node} is not known to dispyscheduler",
-                                          end_time=time.time()), None, 0)
+                    self._refused(engine, spec.job_id, f"submit_node: node {spec.node} is not known to dispyscheduler")
                     continue
             uid = daemon.new_uid()
             node_spec = dataclasses.replace(spec, job_id=uid, node=None)
@@ -299,8 +296,17 @@ class SharedCluster:
             job = SchedJob(spec.job_id, uid, node_spec, tx, pin, engine)
             self.jobs[spec.job_id] = job
             engine._jobs[uid] = job
+            engine._n_submitted += 1  # (Engine.submit's counter: these jobs come in here)
             engine._queue(job)
         daemon.dispatch()
+        daemon.changed()
+
+    def _refused(self, engine: ClusterEngine, cid: int, reason: str) -> None:
+        """A job submitted that can't run: it ends Cancelled, with the reason (and is
+        counted as submitted and failed, as a job cancelled later is)."""
+        engine._n_submitted += 1
+        engine._count_end(JobStatus.Cancelled)
+        self.result(JobResult(cid, JobStatus.Cancelled, exception=reason, end_time=time.time()), None, 0)
 
     def ack(self, job_ids: list[int]) -> None:
         """The client has these results: forget them, and let their nodes forget them."""
