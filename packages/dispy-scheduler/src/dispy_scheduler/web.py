@@ -131,9 +131,9 @@ class SchedulerView:
     def _call(self, func: Callable[..., T], *args: Any, timeout: float = CALL_TIMEOUT) -> T:
         """``func(*args)`` run in the daemon's loop; its result or its exception."""
         ref = self._daemon.loop_ref
-        if ref is None:
+        if ref is None or ref.loop.is_closed():
             raise SchedulerGone("dispyscheduler is not running")
-        if threading.current_thread() is ref.thread:
+        if threading.current_thread() is ref.thread and ref.loop.is_running():
             return func(*args)
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
@@ -159,9 +159,9 @@ class SchedulerView:
         """The coroutine ``make()`` run in the daemon's loop, waited for ``timeout`` seconds
         (TimeoutError then; the coroutine goes on)."""
         ref = self._daemon.loop_ref
-        if ref is None:
+        if ref is None or ref.loop.is_closed():
             raise SchedulerGone("dispyscheduler is not running")
-        if threading.current_thread() is ref.thread:
+        if threading.current_thread() is ref.thread and ref.loop.is_running():
             raise RuntimeError("a view's waiting calls can't be made in the daemon's loop")
         coro = make()
         try:
