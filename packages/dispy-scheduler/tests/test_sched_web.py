@@ -211,11 +211,17 @@ def test_a_taken_web_port_stops_the_start_before_clients_are_served(tmp_path: An
         assert daemon.listening == []
 
 
-def test_a_token_is_made_and_carried_by_the_url_beyond_loopback(tmp_path: Any) -> None:
-    # 0.0.0.0 is not loopback: a token is required (made up), and the URL carries it
-    async def body(daemon: Daemon, port: int) -> None:
-        assert daemon.web is not None
-        token = daemon.web.server.token
-        assert token and daemon.web_url is not None and daemon.web_url.endswith(f"?token={token}")
+def test_a_token_is_made_beyond_loopback_and_the_url_carries_the_token(tmp_path: Any) -> None:
+    # (never started on 0.0.0.0: tests listen on loopback only)
+    class Owner:
+        cfg = SchedulerConfig(ip_addrs=["127.0.0.1"], httpd=True, http_host="0.0.0.0")
 
-    asyncio.run(run_daemon(tmp_path, body, http_host="0.0.0.0"))
+    made = web.SchedulerWeb(Owner())  # type: ignore[arg-type]
+    assert made.server.token and len(made.server.token) >= 20
+    assert web.SchedulerWeb(Owner()).server.token != made.server.token  # random
+
+    async def body(daemon: Daemon, port: int) -> None:
+        assert daemon.web_url is not None and daemon.web_url.endswith("/?token=s3cret")
+        assert daemon.web_url.startswith("http://127.0.0.1:")
+
+    asyncio.run(run_daemon(tmp_path, body, http_token="s3cret"))

@@ -39,11 +39,11 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dispy_core.errors import DispyError
+from dispy_core.errors import ConfigError, DispyError
 from dispy_core.netif import canonical
-from dispy_core.nodes import DispyNode, is_wildcard
+from dispy_core.nodes import DispyNode, NodeAllocate, is_wildcard, split_host_port
 
-from .cluster import SharedSpec
+from .cluster import SharedSpec, spec_from_data
 
 if TYPE_CHECKING:
     from .cluster import ClusterEngine, SharedCluster
@@ -267,17 +267,25 @@ class SchedulerView:
 
     def allocate_node(self, node: str) -> Any:
         """Use the node again for this cluster (deallocated or closed), or contact it (a
-        node not serving it yet); 0, or -1."""
+        node not serving it yet: ``host`` or ``host:port``, as :meth:`add_node`); 0, or -1."""
         text = _node_text(node)
         ips = _addresses(text)
 
-        def allocate() -> int:
+        def allocate() -> int | None:
             engine = self._engine()
             if engine is None:
                 return -1
-            return engine.allocate(text, self._key(engine, text, ips))
+            key = self._key(engine, text, ips)
+            return None if key is None else engine.allocate(text, key)
 
-        return self._call(allocate)
+        status = self._call(allocate)
+        if status is not None:
+            return status
+        try:
+            host, port = split_host_port(text)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self.add_node(host, port, 0)
 
     def deallocate_node(self, node: str) -> Any:
         """No new jobs of this cluster go to the node (its jobs there finish); 0, or -1."""
@@ -326,9 +334,30 @@ class SchedulerView:
             key = self._key(engine, text, ips)
             if key is not None and key[1] != node_port:
                 key = None  # another node on that host
-            return engine.allocate(SharedSpec(text, node_port, cpus, [], []), key)
+            like = self._template(ips | {canonical(text)})
+            item = NodeAllocate(text, node_port, cpus) if like is None else \
+                SharedSpec(text, node_port, cpus, like.files, like.setup_payload)
+            return engine.allocate(item, key)
 
         return self._call(add)
+
+    def _template(self, ips: set[str]) -> SharedSpec | None:
+        """(In the loop.) The client's node spec a node added by hand is set up as: the
+        first that matches one of its addresses, else the first (its depends files and
+        setup arguments: the client's setup function expects them)."""
+        data = self.cluster.node_data
+        if not isinstance(data, list):
+            return None
+        specs = []
+        for d in data:
+            try:
+                specs.append(spec_from_data(d, self._daemon.cfg.node_port))
+            except ConfigError:
+                continue
+        for spec in specs:
+            if any(spec.matches(ip) for ip in ips):
+                return spec
+        return specs[0] if specs else None
 
 
 class SchedulerWeb:
