@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import threading
+from pathlib import Path
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,12 +25,29 @@ from dispy_core.testing import NodeProcess, SchedulerProcess, wait_until
 
 Finished = dispy.DispyJob.Finished
 _URL = re.compile(r"dispyscheduler web monitor at (\S+)")
+#: Milliseconds a browser assertion may wait for the page to show something.
+SHOW = 20_000
 
 
 def square(x, seconds):
     import time
     time.sleep(seconds)
     return x * x
+
+
+def held(path):
+    """A job that runs until ``path`` exists (the test decides when it finishes)."""
+    import os
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the clients' recover files
 
 
 class Web:
@@ -250,3 +268,68 @@ def test_a_token_in_force_is_needed(nodes, start_scheduler):
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(web.base + "?token=wrong", timeout=10)
     assert exc.value.code == 403
+
+
+@pytest.mark.browser
+def test_monitor_page_shows_both_clusters_and_their_counts(browser, nodes, start_scheduler, tmp_path):
+    from playwright.sync_api import expect
+
+    sched = start_scheduler(nodes)
+    web = Web(sched)
+    one = dispy.SharedJobCluster(held, scheduler_node=f"127.0.0.1:{sched.port}", host="127.0.0.4",
+                                 loglevel=logging.WARNING)
+    two = dispy.SharedJobCluster(held, scheduler_node=f"127.0.0.1:{sched.port}", host="127.0.0.5",
+                                 loglevel=logging.WARNING)
+    names = ["held @ 127.0.0.4", "held @ 127.0.0.5"]
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    try:
+        page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+        page.goto(web.url)
+        select = page.locator("#cluster")
+        # both clusters (and "all") to choose from
+        expect(select.locator("option")).to_have_count(3, timeout=SHOW)
+        texts = select.locator("option").all_inner_texts()
+        assert texts[0] == "* (all clusters)" and sorted(texts[1:]) == names, texts
+        expect(page.locator("#nodes tbody tr[data-ip='127.0.0.2']")).to_be_visible(timeout=SHOW)
+        expect(page.locator("#nodes tbody tr[data-ip='127.0.0.3']")).to_be_visible()
+
+        jobs_one = [one.submit(first) for _ in range(3)]
+        jobs_two = [two.submit(second) for _ in range(2)]
+        # all clusters: the sums; one cluster chosen: its own
+        select.select_option("*")
+        expect(page.locator("#n-submitted")).to_have_text("5", timeout=SHOW)
+        expect(page.locator("#n-running")).to_have_text("5", timeout=SHOW)
+        select.select_option(names[0])
+        expect(page.locator("#n-submitted")).to_have_text("3")
+        expect(page.locator("#n-done")).to_have_text("0")
+        page.screenshot(path=str(tmp_path / "scheduler-monitor-running.png"), full_page=True)
+
+        Path(first).touch()
+        for job in jobs_one:
+            assert job() == first
+        expect(page.locator("#n-done")).to_have_text("3", timeout=SHOW)
+        expect(page.locator("#n-running")).to_have_text("0")
+        expect(page.locator("#n-pending")).to_have_text("0")
+        select.select_option(names[1])
+        expect(page.locator("#n-running")).to_have_text("2")
+        expect(page.locator("#n-done")).to_have_text("0")
+        Path(second).touch()
+        for job in jobs_two:
+            assert job() == second
+        expect(page.locator("#n-done")).to_have_text("2", timeout=SHOW)
+        select.select_option("*")
+        expect(page.locator("#n-done")).to_have_text("5")
+        page.screenshot(path=str(tmp_path / "scheduler-monitor-done.png"), full_page=True)
+
+        # a cluster that closes leaves the page
+        one.close()
+        expect(select.locator("option")).to_have_count(1, timeout=SHOW)
+        assert select.locator("option").all_inner_texts() == [names[1]]
+        expect(page.locator("#n-done")).to_have_text("2")
+        page.screenshot(path=str(tmp_path / "scheduler-monitor-one-left.png"), full_page=True)
+    finally:
+        Path(first).touch()  # (the jobs end whatever failed: close() waits for them)
+        Path(second).touch()
+        one.close()
+        two.close()
+    assert (tmp_path / "scheduler-monitor-done.png").stat().st_size > 0
