@@ -296,7 +296,6 @@ class SharedCluster:
             job = SchedJob(spec.job_id, uid, node_spec, tx, pin, engine)
             self.jobs[spec.job_id] = job
             engine._jobs[uid] = job
-            engine._n_submitted += 1  # (Engine.submit's counter: these jobs come in here)
             engine._queue(job)
         daemon.dispatch()
         daemon.changed()
@@ -304,7 +303,6 @@ class SharedCluster:
     def _refused(self, engine: ClusterEngine, cid: int, reason: str) -> None:
         """A job submitted that can't run: it ends Cancelled, with the reason (and is
         counted as submitted and failed, as a job cancelled later is)."""
-        engine._n_submitted += 1
         engine._count_end(JobStatus.Cancelled)
         self.result(JobResult(cid, JobStatus.Cancelled, exception=reason, end_time=time.time()), None, 0)
 
