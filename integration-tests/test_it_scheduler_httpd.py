@@ -6,9 +6,11 @@ HTTP API as the pages do (and in a browser, in the browser-marked test).
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import re
+import ssl
 import threading
 from pathlib import Path
 import urllib.error
@@ -21,6 +23,7 @@ import pytest
 pytest.importorskip("dispy_scheduler")  # the client-only suite has no scheduler
 
 import dispy
+from dispy_core.certgen import generate
 from dispy_core.testing import NodeProcess, SchedulerProcess, wait_until
 
 Finished = dispy.DispyJob.Finished
@@ -53,7 +56,11 @@ def _in_tmp(tmp_path, monkeypatch) -> None:
 class Web:
     """The scheduler's web monitor as a page's script uses it."""
 
-    def __init__(self, sched: SchedulerProcess) -> None:
+    def __init__(self, sched: SchedulerProcess, cafile: str | None = None) -> None:
+        # HTTPS: the scheduler's certificate (self-signed) is the one trusted
+        self.ssl = None if cafile is None else ssl.create_default_context(cafile=cafile)
+        if self.ssl is not None:
+            self.ssl.check_hostname = False  # (made for no host name in particular)
         assert wait_until(lambda: _URL.search(sched.log), 15), sched.log
         m = _URL.search(sched.log)
         assert m is not None
@@ -72,7 +79,7 @@ class Web:
 
     def get(self, path: str, raw: bool = False) -> Any:
         req = urllib.request.Request(self.base + path, headers=self._headers())
-        with urllib.request.urlopen(req, timeout=20) as resp:
+        with urllib.request.urlopen(req, timeout=20, context=self.ssl) as resp:
             body = resp.read().decode()
         return body if raw else json.loads(body)
 
@@ -93,7 +100,7 @@ class Web:
         req = urllib.request.Request(self.base + "api/act/" + action, data=json.dumps(fields).encode(),
                                      method="POST", headers={**self._headers(), "X-Dispy-CSRF": self.csrf,
                                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=60, context=self.ssl) as resp:
             return json.loads(resp.read())["result"]
 
 
@@ -268,6 +275,26 @@ def test_a_token_in_force_is_needed(nodes, start_scheduler):
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(web.base + "?token=wrong", timeout=10)
     assert exc.value.code == 403
+
+
+def test_https_with_the_http_certificate(nodes, start_scheduler, tmp_path):
+    key, cert = generate()
+    (tmp_path / "web.key").write_bytes(key)
+    (tmp_path / "web.pem").write_bytes(cert)
+    sched = start_scheduler(nodes[:1], "--http_certfile", str(tmp_path / "web.pem"),
+                            "--http_keyfile", str(tmp_path / "web.key"))
+    web = Web(sched, cafile=str(tmp_path / "web.pem"))
+    assert web.url.startswith("https://127.0.0.1:")
+    one = shared(sched, "127.0.0.4")
+    try:
+        assert wait_until(lambda: "square @ 127.0.0.4" in web.clusters(), 15), web.clusters()
+        run(one, 2)
+        assert wait_until(lambda: web.clusters()["square @ 127.0.0.4"]["jobs"]["done"] == 2, 15), web.clusters()
+    finally:
+        one.close()
+    # plain HTTP to the HTTPS port gets nothing
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(web.base.replace("https:", "http:") + "api/snapshot", timeout=10).read()
 
 
 @pytest.mark.browser
