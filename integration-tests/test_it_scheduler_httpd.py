@@ -38,6 +38,16 @@ def square(x, seconds):
     return x * x
 
 
+def setup_offset(base):
+    global offset
+    offset = base
+    return 0
+
+
+def plus_offset(x):
+    return x + offset  # noqa: F821 - setup_offset's global
+
+
 def held(path):
     """A job that runs until ``path`` exists (the test decides when it finishes)."""
     import os
@@ -232,8 +242,11 @@ def test_set_cpus_changes_the_node_and_cancel_ends_a_job(nodes, start_scheduler)
 def test_add_node_and_close_node(nodes, start_scheduler):
     sched = start_scheduler(nodes[:1])
     web = Web(sched)
-    one = shared(sched, "127.0.0.4")
-    name = "square @ 127.0.0.4"
+    # the client's nodes: the scheduler's (a wildcard), each set up with setup_args (100,)
+    one = dispy.SharedJobCluster(plus_offset, scheduler_node=f"127.0.0.1:{sched.port}", host="127.0.0.4",
+                                 setup=setup_offset, nodes=[dispy.NodeAllocate("*", setup_args=(100,))],
+                                 loglevel=logging.WARNING)
+    name = "plus_offset @ 127.0.0.4"
     try:
         assert wait_until(lambda: [n["ip_addr"] for n in web.clusters().get(name, {}).get("nodes", [])]
                           == ["127.0.0.2"], 15), web.clusters()
@@ -243,10 +256,11 @@ def test_add_node_and_close_node(nodes, start_scheduler):
         assert wait_until(lambda: sorted(n["ip_addr"] for n in web.clusters()[name]["nodes"])
                           == ["127.0.0.2", "127.0.0.3"], 15), (web.clusters(), sched.log)
         assert {n["ip_addr"]: n["cpus"] for n in web.clusters()[name]["nodes"]}["127.0.0.3"] == 1
-        # close the computation on the first node: its jobs go to the added one
+        # close the computation on the first node: its jobs go to the added one, which was
+        # set up as the client's spec says (its setup_args)
         assert web.act("close_node", {"cluster": name, "node": ["127.0.0.2"]}) == {name: {"127.0.0.2": 0}}
-        jobs = [one.submit(i, 0.01) for i in range(3)]
-        assert [job() for job in jobs] == [0, 1, 4]
+        jobs = [one.submit(i) for i in range(3)]
+        assert [job() for job in jobs] == [100, 101, 102], [job.exception for job in jobs]
         assert {job.ip_addr for job in jobs} == {"127.0.0.3"}
     finally:
         one.close()
