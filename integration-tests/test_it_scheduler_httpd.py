@@ -374,3 +374,34 @@ def test_monitor_page_shows_both_clusters_and_their_counts(browser, nodes, start
         one.close()
         two.close()
     assert (tmp_path / "scheduler-monitor-done.png").stat().st_size > 0
+
+
+@pytest.mark.browser
+def test_manage_page_sets_cpus_of_a_scheduler_node(browser, nodes, start_scheduler, tmp_path):
+    from playwright.sync_api import expect
+
+    sched = start_scheduler(nodes[:1], "--http_token", "tok-en")
+    web = Web(sched)
+    one, two = shared(sched, "127.0.0.4"), shared(sched, "127.0.0.5")
+    name = "square @ 127.0.0.4"
+    try:
+        page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+        page.goto(web.url.replace("/?token=", "/static/manage.html?token="))  # the token, then the page
+        section = page.locator(f"section[data-cluster='{name}']")
+        row = section.locator("tr[data-ip='127.0.0.2']")
+        expect(row.locator("input.cpus")).to_have_value("2", timeout=SHOW)
+        row.locator("input.cpus").fill("1")
+        row.locator("button.set-cpus").click()
+        result = page.locator(f"[data-result='{name}']")
+        expect(result).to_contain_text("returned", timeout=SHOW)
+        assert json.loads(result.inner_text().split("returned:", 1)[1]) == {name: {"127.0.0.2": 1}}
+        # the node's CPUs are the pool's: both clusters' pages show 1
+        for cluster in (name, "square @ 127.0.0.5"):
+            expect(page.locator(f"section[data-cluster='{cluster}'] tr[data-ip='127.0.0.2'] input.cpus")) \
+                .to_have_value("1", timeout=SHOW)
+        page.screenshot(path=str(tmp_path / "scheduler-manage.png"), full_page=True)
+        assert "node 127.0.0.2: 1 of its 2 CPUs used" in sched.log
+        run(one, 2)  # jobs still run there
+    finally:
+        one.close()
+        two.close()
