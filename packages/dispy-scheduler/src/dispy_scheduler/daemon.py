@@ -196,9 +196,16 @@ class Daemon:
                                      log=log, refusals=self.refusals, tls_hint="a SharedJobCluster needs dispyscheduler's "
                                                        "--cluster_certfile as its certfile")
         port = self.cfg.scheduler_port
-        for ip in self.cfg.ip_addrs:
-            port = await self._server.listen(ip, port)
-            self.listening.append((ip, port))
+        try:
+            for ip in self.cfg.ip_addrs:
+                port = await self._server.listen(ip, port)
+                self.listening.append((ip, port))
+        except BaseException:
+            # not started: nothing stays listening (the web monitor's port included)
+            self._server.close()
+            if self.web is not None:
+                self.web.shutdown(wait=False)
+            raise
         if self.cfg.nodes:
             log.info("nodes: %s (named with -n: no discovery broadcasts)", ", ".join(self.cfg.nodes))
         else:
