@@ -123,6 +123,12 @@ def nodes():
 
 
 @pytest.fixture
+def node2():
+    with NodeProcess("127.0.0.2", "-c", "2") as n:
+        yield n
+
+
+@pytest.fixture
 def start_scheduler():
     started: list[SchedulerProcess] = []
 
@@ -188,8 +194,8 @@ def test_snapshot_lists_each_client_s_cluster_with_nodes_and_counts(nodes, start
     assert wait_until(lambda: web.clusters() == {}, 15), web.clusters()
 
 
-def test_set_cpus_changes_the_node_and_cancel_ends_a_job(nodes, start_scheduler):
-    sched = start_scheduler(nodes[:1])
+def test_set_cpus_changes_the_node_and_cancel_ends_a_job(node2, start_scheduler):
+    sched = start_scheduler([node2])
     web = Web(sched)
     one, two = shared(sched, "127.0.0.4"), shared(sched, "127.0.0.5")
     try:
@@ -266,8 +272,8 @@ def test_add_node_and_close_node(nodes, start_scheduler):
         one.close()
 
 
-def test_a_token_in_force_is_needed(nodes, start_scheduler):
-    sched = start_scheduler(nodes[:1], "--http_token", "s3cret-token")
+def test_a_token_in_force_is_needed(node2, start_scheduler):
+    sched = start_scheduler([node2], "--http_token", "s3cret-token")
     web = Web(sched)
     assert web.url.endswith("/?token=s3cret-token") and web.token == "s3cret-token"
     assert web.snapshot()["clusters"] == []  # with the token (Authorization: Bearer)
@@ -291,11 +297,11 @@ def test_a_token_in_force_is_needed(nodes, start_scheduler):
     assert exc.value.code == 403
 
 
-def test_https_with_the_http_certificate(nodes, start_scheduler, tmp_path):
+def test_https_with_the_http_certificate(node2, start_scheduler, tmp_path):
     key, cert = generate()
     (tmp_path / "web.key").write_bytes(key)
     (tmp_path / "web.pem").write_bytes(cert)
-    sched = start_scheduler(nodes[:1], "--http_certfile", str(tmp_path / "web.pem"),
+    sched = start_scheduler([node2], "--http_certfile", str(tmp_path / "web.pem"),
                             "--http_keyfile", str(tmp_path / "web.key"))
     web = Web(sched, cafile=str(tmp_path / "web.pem"))
     assert web.url.startswith("https://127.0.0.1:")
@@ -377,10 +383,10 @@ def test_monitor_page_shows_both_clusters_and_their_counts(browser, nodes, start
 
 
 @pytest.mark.browser
-def test_manage_page_sets_cpus_of_a_scheduler_node(browser, nodes, start_scheduler, tmp_path):
+def test_manage_page_sets_cpus_of_a_scheduler_node(browser, node2, start_scheduler, tmp_path):
     from playwright.sync_api import expect
 
-    sched = start_scheduler(nodes[:1], "--http_token", "tok-en")
+    sched = start_scheduler([node2], "--http_token", "tok-en")
     web = Web(sched)
     one, two = shared(sched, "127.0.0.4"), shared(sched, "127.0.0.5")
     name = "square @ 127.0.0.4"
