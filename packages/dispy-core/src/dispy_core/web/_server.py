@@ -498,6 +498,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(404, {"error": f"no such item: {key[-1]}"})
             except WebInputError as exc:
                 self._json(400, {"error": str(exc)})
+            except Exception as exc:
+                log.exception("web: detail of %r failed", key[-1])
+                self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
         else:
             self._text(404, f"not found: {path}")
 
