@@ -71,7 +71,7 @@ class Web:
         self.ssl = None if cafile is None else ssl.create_default_context(cafile=cafile)
         if self.ssl is not None:
             self.ssl.check_hostname = False  # (made for no host name in particular)
-        assert wait_until(lambda: _URL.search(sched.log), 15), sched.log
+        assert wait_until(lambda: _URL.search(sched.log), 30), sched.log
         m = _URL.search(sched.log)
         assert m is not None
         self.url = m.group(1)  # ready to open: with ?token= when one is in force
@@ -161,11 +161,11 @@ def test_snapshot_lists_each_client_s_cluster_with_nodes_and_counts(nodes, start
     one, two = shared(sched, "127.0.0.4"), shared(sched, "127.0.0.5")
     names = ("square @ 127.0.0.4", "square @ 127.0.0.5")
     try:
-        assert wait_until(lambda: set(web.clusters()) == set(names), 15), web.clusters()
+        assert wait_until(lambda: set(web.clusters()) == set(names), 30), web.clusters()
         # the counts follow the jobs: a first batch on one cluster, then more on both
         run(one, 3)
         assert wait_until(lambda: web.clusters()[names[0]]["jobs"] == {
-            "submitted": 3, "running": 0, "done": 3, "failed": 0, "pending": 0}, 15), web.clusters()
+            "submitted": 3, "running": 0, "done": 3, "failed": 0, "pending": 0}, 30), web.clusters()
         assert web.clusters()[names[1]]["jobs"]["submitted"] == 0
         threads = [threading.Thread(target=run, args=(c, 4)) for c in (one, two)]
         for t in threads:
@@ -174,7 +174,7 @@ def test_snapshot_lists_each_client_s_cluster_with_nodes_and_counts(nodes, start
             t.join(60)
         assert wait_until(lambda: [web.clusters()[n]["jobs"] for n in names] == [
             {"submitted": 7, "running": 0, "done": 7, "failed": 0, "pending": 0},
-            {"submitted": 4, "running": 0, "done": 4, "failed": 0, "pending": 0}], 15), web.clusters()
+            {"submitted": 4, "running": 0, "done": 4, "failed": 0, "pending": 0}], 30), web.clusters()
         clusters = web.clusters()
         for name, done in zip(names, (7, 4)):
             table = {n["ip_addr"]: n for n in clusters[name]["nodes"]}
@@ -187,11 +187,11 @@ def test_snapshot_lists_each_client_s_cluster_with_nodes_and_counts(nodes, start
         assert sorted(c["name"] for c in detail["clusters"]) == sorted(names)
         # a cluster that closes leaves the monitor
         one.close()
-        assert wait_until(lambda: set(web.clusters()) == {names[1]}, 15), web.clusters()
+        assert wait_until(lambda: set(web.clusters()) == {names[1]}, 30), web.clusters()
     finally:
         one.close()
         two.close()
-    assert wait_until(lambda: web.clusters() == {}, 15), web.clusters()
+    assert wait_until(lambda: web.clusters() == {}, 30), web.clusters()
 
 
 def test_set_cpus_changes_the_node_and_cancel_ends_a_job(node2, start_scheduler):
@@ -200,19 +200,19 @@ def test_set_cpus_changes_the_node_and_cancel_ends_a_job(node2, start_scheduler)
     one, two = shared(sched, "127.0.0.4"), shared(sched, "127.0.0.5")
     try:
         name = "square @ 127.0.0.4"
-        assert wait_until(lambda: [len(c["nodes"]) for c in web.clusters().values()] == [1, 1], 15), \
+        assert wait_until(lambda: [len(c["nodes"]) for c in web.clusters().values()] == [1, 1], 30), \
             web.clusters()
         result = web.act("set_cpus", {"cluster": name, "node": "127.0.0.2", "cpus": "1"})
         assert result == {name: {"127.0.0.2": 1}}
         # the pool is shared: the node has 1 CPU for every cluster now
-        assert wait_until(lambda: [c["nodes"][0]["cpus"] for c in web.clusters().values()] == [1, 1], 15), \
+        assert wait_until(lambda: [c["nodes"][0]["cpus"] for c in web.clusters().values()] == [1, 1], 30), \
             web.clusters()
         status = sched.log
         assert "node 127.0.0.2: 1 of its 2 CPUs used" in status, status
         # with one CPU, one job runs at a time: a long one runs, the next waits
         long = one.submit(0, 60)
         queued = one.submit(1, 60)
-        assert wait_until(lambda: web.clusters()[name]["jobs"]["running"] == 1, 15), web.clusters()
+        assert wait_until(lambda: web.clusters()[name]["jobs"]["running"] == 1, 30), web.clusters()
         (running,) = web.jobs_on("127.0.0.2", name)
         assert running["job_id"] == str(long.id) and "not shown" in running["args"]
         result = web.act("cancel_jobs", {"cluster": name, "uid": [running["uid"]]})
@@ -220,14 +220,14 @@ def test_set_cpus_changes_the_node_and_cancel_ends_a_job(node2, start_scheduler)
         long()
         assert long.status == dispy.DispyJob.Cancelled
         # the queued one runs now; cancel it too, and the counts say so
-        assert wait_until(lambda: web.clusters()[name]["jobs"]["running"] == 1, 15), web.clusters()
+        assert wait_until(lambda: web.clusters()[name]["jobs"]["running"] == 1, 30), web.clusters()
         (running,) = web.jobs_on("127.0.0.2", name)
         assert running["job_id"] == str(queued.id)
         assert web.act("cancel_jobs", {"cluster": name, "uid": [running["uid"]]}) == {name: {running["uid"]: 0}}
         queued()
         assert queued.status == dispy.DispyJob.Cancelled
         assert wait_until(lambda: web.clusters()[name]["jobs"] == {
-            "submitted": 2, "running": 0, "done": 0, "failed": 2, "pending": 0}, 15), web.clusters()
+            "submitted": 2, "running": 0, "done": 0, "failed": 2, "pending": 0}, 30), web.clusters()
         # back to both CPUs; bad input is a 400 with a message
         assert web.act("set_cpus", {"cluster": name, "node": "127.0.0.2", "cpus": "2"}) == {name: {"127.0.0.2": 2}}
         with pytest.raises(urllib.error.HTTPError) as exc:
@@ -255,12 +255,12 @@ def test_add_node_and_close_node(nodes, start_scheduler):
     name = "plus_offset @ 127.0.0.4"
     try:
         assert wait_until(lambda: [n["ip_addr"] for n in web.clusters().get(name, {}).get("nodes", [])]
-                          == ["127.0.0.2"], 15), web.clusters()
+                          == ["127.0.0.2"], 30), web.clusters()
         # a node the scheduler was not started with, added for this cluster
         assert web.act("add_node", {"cluster": name, "host": "127.0.0.3", "port": str(nodes[1].port),
                                     "cpus": "1"}) == {name: {"127.0.0.3": 0}}
         assert wait_until(lambda: sorted(n["ip_addr"] for n in web.clusters()[name]["nodes"])
-                          == ["127.0.0.2", "127.0.0.3"], 15), (web.clusters(), sched.log)
+                          == ["127.0.0.2", "127.0.0.3"], 30), (web.clusters(), sched.log)
         assert {n["ip_addr"]: n["cpus"] for n in web.clusters()[name]["nodes"]}["127.0.0.3"] == 1
         # close the computation on the first node: its jobs go to the added one, which was
         # set up as the client's spec says (its setup_args)
@@ -307,9 +307,9 @@ def test_https_with_the_http_certificate(node2, start_scheduler, tmp_path):
     assert web.url.startswith("https://127.0.0.1:")
     one = shared(sched, "127.0.0.4")
     try:
-        assert wait_until(lambda: "square @ 127.0.0.4" in web.clusters(), 15), web.clusters()
+        assert wait_until(lambda: "square @ 127.0.0.4" in web.clusters(), 30), web.clusters()
         run(one, 2)
-        assert wait_until(lambda: web.clusters()["square @ 127.0.0.4"]["jobs"]["done"] == 2, 15), web.clusters()
+        assert wait_until(lambda: web.clusters()["square @ 127.0.0.4"]["jobs"]["done"] == 2, 30), web.clusters()
     finally:
         one.close()
     # plain HTTP to the HTTPS port gets nothing
