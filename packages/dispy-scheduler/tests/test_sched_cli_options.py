@@ -118,11 +118,68 @@ def test_policy_flags_exclude_each_other(capsys):
     assert rc == 2 and "not allowed with argument" in err and "--fair_cluster_scheduler" in err, err
 
 
-def test_httpd_is_not_offered(capsys, no_daemon):
-    # dispy's option is known, and refused with the reason (no web monitor yet)
-    rc, _, err = run_main(capsys, *LOCAL, "--httpd")
-    assert rc == 2 and "--httpd: the web monitor (dispy.httpd) is not built yet" in err, err
+def test_httpd_defaults_are_safe():
+    # off; with --httpd: this host only (loopback), dispy's HTTPServerPort, no token, HTTP
+    cfg = cfg_of(*LOCAL)
+    assert not cfg.httpd
+    cfg = cfg_of(*LOCAL, "--httpd")
+    assert cfg.httpd and (cfg.http_host, cfg.http_port) == ("127.0.0.1", config.HTTPServerPort) == ("127.0.0.1", 8181)
+    assert cfg.http_token is None and cfg.http_certfile is None and cfg.http_keyfile is None
+
+
+def test_httpd_values_are_carried(certs):
+    cert, key = str(certs / "cert.pem"), str(certs / "key.pem")
+    cfg = cfg_of(*LOCAL, "--httpd", "--http_host", "127.0.0.7", "--http_port", "0", "--http_token", "s3cret",
+                 "--http_certfile", cert, "--http_keyfile", key)
+    assert (cfg.httpd, cfg.http_host, cfg.http_port, cfg.http_token) == (True, "127.0.0.7", 0, "s3cret")
+    assert (cfg.http_certfile, cfg.http_keyfile) == (cert, key)
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["--httpd", "--http_port", "65536"], "invalid --http_port 65536: must be in 0..65535"),
+    (["--httpd", "--http_port", "-1"], "invalid --http_port -1"),
+    (["--httpd", "--http_token", ""], "invalid --http_token: give 1 to 256 printable characters"),
+    (["--httpd", "--http_token", "a b"], "invalid --http_token"),
+    (["--httpd", "--http_keyfile", "k.pem"], "--http_keyfile needs --http_certfile"),
+    (["--httpd", "--http_certfile", "/nonexistent/h.pem"],
+     "--http_certfile/--http_keyfile: certfile '/nonexistent/h.pem' does not exist"),
+    # the web monitor's options without it: refused, not ignored
+    (["--http_port", "9000"], "--http_port: options of the web monitor, which runs only with --httpd"),
+    (["--http_host", "127.0.0.2", "--http_token", "t"], "--http_host, --http_token: options of the web monitor"),
+])
+def test_bad_httpd_option_exits_2_naming_it(capsys, no_daemon, args, text):
+    rc, _, err = run_main(capsys, *LOCAL, *args)
+    assert rc == 2 and text in err, err
     assert no_daemon == []
+
+
+def test_unloadable_http_certificate_exits_2(certs, capsys, no_daemon):
+    rc, _, err = run_main(capsys, *LOCAL, "--httpd", "--http_certfile", str(certs / "garbage.pem"))
+    assert rc == 2 and "--http_certfile/--http_keyfile: can't load the key and certificate" in err, err
+    assert no_daemon == []
+
+
+def test_httpd_options_in_help(capsys):
+    rc, out, _ = run_main(capsys, "--help")
+    assert rc == 0
+    text = " ".join(out.split())
+    for option in ("--httpd", "--http_host ADDR", "--http_port N", "--http_token TOKEN", "--http_certfile PATH",
+                   "--http_keyfile PATH"):
+        assert option in text, option
+    assert "(default 127.0.0.1: this host only)" in text and "(default 8181; 0 picks a free one)" in text
+
+
+def test_httpd_options_round_trip_through_a_config_file(tmp_path, capsys, no_daemon):
+    path = tmp_path / "sched.cfg"
+    rc, _, err = run_main(capsys, "--httpd", "--http_host", "127.0.0.3", "--http_port", "8282",
+                          "--http_token", "tok", "--save_config", str(path))
+    assert rc == 0, err
+    assert dict(parse_ini(path.read_text())["dispyscheduler"]) == {
+        "httpd": "true", "http_host": "127.0.0.3", "http_port": "8282", "http_token": "tok"}
+    rc, _, err = run_main(capsys, *LOCAL, "--daemon", "--config", str(path), "--http_port", "0")
+    assert rc == 0, err
+    (cfg, _), = no_daemon
+    assert (cfg.httpd, cfg.http_host, cfg.http_port, cfg.http_token) == (True, "127.0.0.3", 0, "tok")
 
 
 def test_version(capsys):
@@ -290,8 +347,9 @@ def test_save_config_merges_config(tmp_path, capsys):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("[dispyscheduler]\nip_addr = 127.0.0.1\n", "unknown option 'ip_addr'"),
-    ("[dispyscheduler]\nhttp_port = 8181\n", "unknown option 'http_port'"),
-    ("[dispyscheduler]\nhttpd = true\n", "--httpd: the web monitor (dispy.httpd) is not built yet"),
+    ("[dispyscheduler]\nhttp_prot = 8181\n", "unknown option 'http_prot'"),
+    ("[dispyscheduler]\nhttp_port = 8282\n", "--http_port: options of the web monitor, which runs only with --httpd"),
+    ("[dispyscheduler]\nhttpd = true\nhttp_port = 70000\n", "invalid --http_port 70000"),
     ("[dispyscheduler]\npulse_interval = soon\n", "invalid value 'soon' for pulse_interval"),
     ("[dispyscheduler]\ncooperative = maybe\n", "invalid value 'maybe' for cooperative"),
     ("[dispynode]\ncpus = 1\n", "expected one [dispyscheduler] section"),
@@ -319,6 +377,7 @@ class FakeDaemon:
     def __init__(self, cfg: SchedulerConfig) -> None:
         self.cfg = cfg
         self.listening = [("127.0.0.1", 4321), ("127.0.0.2", 4322)]
+        self.web_url = "http://127.0.0.1:8181/" if cfg.httpd else None
         self.closing = False
         self.calls: list[str] = []
         self.finish_on_end = True
@@ -384,6 +443,13 @@ def test_serve_prints_where_and_maps_signals(fake_daemon, monkeypatch, capsys, s
     assert daemon.calls == [call]
     assert capsys.readouterr().out == ("dispyscheduler serving clients at 127.0.0.1:4321\n"
                                        "dispyscheduler serving clients at 127.0.0.2:4322\n")
+
+
+def test_serve_prints_the_web_monitor_s_url(fake_daemon, monkeypatch, capsys):
+    serve(monkeypatch, SchedulerConfig(httpd=True), False, lambda d: os.kill(os.getpid(), signal.SIGTERM))
+    assert capsys.readouterr().out == ("dispyscheduler serving clients at 127.0.0.1:4321\n"
+                                       "dispyscheduler serving clients at 127.0.0.2:4322\n"
+                                       "dispyscheduler web monitor at http://127.0.0.1:8181/\n")
 
 
 def test_second_signal_ends_at_once(fake_daemon, monkeypatch):

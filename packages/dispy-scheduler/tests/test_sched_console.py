@@ -61,6 +61,13 @@ def test_format_status_empty():
     assert text == "dispyscheduler at 127.0.0.1:9702, policy: default\n  no nodes\n  no clusters"
 
 
+def test_format_status_names_the_web_monitor():
+    text = format_status({"listening": [("127.0.0.1", 9702)], "policy": "default", "nodes": [], "clusters": [],
+                          "web": "http://127.0.0.1:8181/?token=abc"})
+    assert text.splitlines()[:2] == ["dispyscheduler at 127.0.0.1:9702, policy: default",
+                                     "web monitor at http://127.0.0.1:8181/?token=abc"]
+
+
 @pytest.fixture
 def console():
     daemon = FakeDaemon()

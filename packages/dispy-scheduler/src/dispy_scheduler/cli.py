@@ -5,6 +5,10 @@ one line per address clients can connect to, exactly::
 
     dispyscheduler serving clients at <ip>:<port>
 
+and with ``--httpd`` the web monitor's address, ready to open (with its token)::
+
+    dispyscheduler web monitor at http://127.0.0.1:8181/
+
 SIGINT is a graceful stop (no new clusters are admitted; the running ones finish and
 close), SIGTERM terminates (every computation is closed, its jobs terminated); both exit
 0. A second signal while the scheduler is ending exits 1 at once.
@@ -25,6 +29,8 @@ from dispy_core.errors import ConfigError
 from .__about__ import __version__
 from .console import Console
 from .options import (
+    HTTP_HOST,
+    HTTP_PORT,
     PULSE_INTERVAL_RANGE,
     SchedulerConfig,
     default_dest_path_prefix,
@@ -55,6 +61,8 @@ class Served(Protocol):
     def stop(self) -> None: ...
     def drain(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
+    @property
+    def web_url(self) -> str | None: ...
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"send IPv4 discovery to multicast group {config.IPv4MulticastGroup} instead of "
                         "broadcasting it")
     p.add_argument("--httpd", action="store_true",
-                   help="(dispy's web monitor of the shared clusters: not built yet; refused with a message)")
+                   help="serve the web monitor: every cluster using the scheduler (named 'name @ client "
+                        "address'), its jobs and nodes, live in a browser, with job cancelling and node "
+                        "management; the URL to open is printed at start")
+    p.add_argument("--http_host", default=HTTP_HOST, metavar="ADDR",
+                   help=f"address the web monitor listens on (default {HTTP_HOST}: this host only); "
+                        "any other address needs a token (--http_token, or one made up and printed)")
+    p.add_argument("--http_port", type=int, default=HTTP_PORT, metavar="N",
+                   help=f"TCP port of the web monitor (default {HTTP_PORT}; 0 picks a free one)")
+    p.add_argument("--http_token", default=None, metavar="TOKEN",
+                   help="token every browser must give to see or change anything (the URL printed at "
+                        "start carries it); default: none on a loopback --http_host, else a random one")
+    p.add_argument("--http_certfile", default=None, metavar="PATH",
+                   help="serve the web monitor over HTTPS with this PEM certificate (not the "
+                        "--cluster_certfile: browsers trust certificates of their own)")
+    p.add_argument("--http_keyfile", default=None, metavar="PATH",
+                   help="the private key for --http_certfile, if it is not in that file")
     daemon_cli.add_common_options(p, "dispyscheduler", __version__, "host-specific ones: -i, --ext_ip_addr")
     return p
 
@@ -146,9 +169,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
     """Turn parsed arguments into a SchedulerConfig; raises ConfigError naming the bad
     option. The TLS files are loaded, so that a bad one is reported before starting."""
-    if args.httpd:
-        raise ConfigError("--httpd: the web monitor (dispy.httpd) is not built yet; start dispyscheduler "
-                          "without it (the terminal's 'status' command shows the nodes and clusters)")
     try:
         max_file_size = config.parse_size(args.max_file_size)
     except ValueError as exc:
@@ -185,6 +205,12 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
         policy=policies[0] if policies else "default",
         ipv4_udp_multicast=args.ipv4_udp_multicast,
         debug=args.debug,
+        httpd=args.httpd,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        http_token=args.http_token,
+        http_certfile=args.http_certfile,
+        http_keyfile=args.http_keyfile,
     )
     # The scheduler is a client of the nodes and a server of the clusters.
     if cfg.node_certfile is not None:
@@ -197,6 +223,11 @@ def config_from_args(args: argparse.Namespace) -> SchedulerConfig:
             tls.server_context(cfg.cluster_certfile, cfg.cluster_keyfile)
         except ConfigError as exc:
             raise ConfigError(f"--cluster_certfile/--cluster_keyfile: {exc}") from None
+    if cfg.http_certfile is not None:
+        try:
+            tls.server_context(cfg.http_certfile, cfg.http_keyfile)
+        except ConfigError as exc:
+            raise ConfigError(f"--http_certfile/--http_keyfile: {exc}") from None
     return cfg
 
 
@@ -214,6 +245,9 @@ async def _serve(cfg: SchedulerConfig, interactive: bool) -> None:
     def started(daemon: Served) -> None:
         for ip, port in daemon.listening:
             print(f"dispyscheduler serving clients at {ip}:{port}", flush=True)
+        if daemon.web_url is not None:
+            # ready to open: it carries the token when one is needed
+            print(f"dispyscheduler web monitor at {daemon.web_url}", flush=True)
         if interactive:
             Console(daemon, quit=lambda: end(False), exit=lambda: end(True)).start()
 

@@ -192,13 +192,16 @@ class ClusterEngine(Engine[SchedJob]):
 
     def _jobs_done(self, n: int) -> None:
         self.shared.done += n
+        self.daemon.changed()
 
     def _jobs_dispatched(self, session: NodeSession, jobs: list[SchedJob]) -> None:
         assert session.key is not None
         self.shared.started(session.key, jobs)
+        self.daemon.changed()
 
     def _node_status(self, status: int, session: NodeSession) -> None:
         self.shared.node_status(status, session)
+        self.daemon.changed()
 
     def _job_file(self, session: NodeSession, job: SchedJob | None, msg: JobFile) -> None:
         if job is None:
@@ -279,16 +282,13 @@ class SharedCluster:
             try:
                 daemon.check_files(list(spec.files))
             except ConfigError as exc:
-                self.result(JobResult(spec.job_id, JobStatus.Cancelled, exception=str(exc), end_time=time.time()),
-                            None, 0)
+                self._refused(engine, spec.job_id, str(exc))
                 continue
             pin = None
             if spec.node is not None:
                 pin = daemon.node_key(str(spec.node))
                 if pin is None:
-                    self.result(JobResult(spec.job_id, JobStatus.Cancelled,
-                                          exception=f"submit_node: node {spec.node} is not known to dispyscheduler",
-                                          end_time=time.time()), None, 0)
+                    self._refused(engine, spec.job_id, f"submit_node: node {spec.node} is not known to dispyscheduler")
                     continue
             uid = daemon.new_uid()
             node_spec = dataclasses.replace(spec, job_id=uid, node=None)
@@ -298,6 +298,13 @@ class SharedCluster:
             engine._jobs[uid] = job
             engine._queue(job)
         daemon.dispatch()
+        daemon.changed()
+
+    def _refused(self, engine: ClusterEngine, cid: int, reason: str) -> None:
+        """A job submitted that can't run: it ends Cancelled, with the reason (and is
+        counted as submitted and failed, as a job cancelled later is)."""
+        engine._count_end(JobStatus.Cancelled)
+        self.result(JobResult(cid, JobStatus.Cancelled, exception=reason, end_time=time.time()), None, 0)
 
     def ack(self, job_ids: list[int]) -> None:
         """The client has these results: forget them, and let their nodes forget them."""

@@ -3,7 +3,8 @@
 Only used when dispyscheduler runs in the foreground of a terminal without ``--daemon``.
 Commands (one per line; case does not matter):
 
-* ``status`` or an empty line: the status table (nodes, then clusters);
+* ``status`` or an empty line: the status table (nodes, then clusters; with ``--httpd``
+  the web monitor's address first);
 * ``quit``: terminate now, as SIGTERM (every computation is closed, its jobs terminated);
 * ``exit``: let the running computations finish, then stop, as SIGINT;
 * ``help``, or anything else: the list of commands.
@@ -58,6 +59,8 @@ def format_status(st: dict[str, Any]) -> str:
     """The status table for a :meth:`Daemon.status` snapshot."""
     where = ", ".join(_addr(ip, port) for ip, port in st["listening"]) or "(not listening)"
     lines = [f"dispyscheduler at {where}, policy: {st.get('policy', 'default')}"]
+    if st.get("web"):
+        lines.append(f"web monitor at {st['web']}")
     nodes = st["nodes"]
     if nodes:
         lines += _table(_NODE_COLUMNS, [

@@ -20,6 +20,9 @@ the nodes (jobs terminated), its queue dropped, its nodes free for the others, a
 results it had not acknowledged saved under ``--dest_path_prefix`` for ``recover_jobs``
 until ``--zombie_interval`` passes. A connected client that sends nothing is pinged, and
 taken for dead after ``--zombie_interval``. Nothing done for one client waits on another.
+
+With ``--httpd`` the daemon owns a :class:`~dispy_scheduler.web.SchedulerWeb` (the web
+monitor): it tells it of each cluster admitted and closed, and of changes (:meth:`Daemon.changed`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from dispy_core import config, messages, tls
 from dispy_core.aio import Channel, StallWatch
@@ -75,6 +78,9 @@ from dispy_core.sources import check_sources
 from .__about__ import __version__
 from .cluster import ClusterEngine, SchedJob, SharedCluster, SharedSpec
 from .options import SchedulerConfig, parse_node
+
+if TYPE_CHECKING:
+    from .web import SchedulerWeb
 
 __all__ = ["Daemon", "CLIENT_SLOTS"]
 
@@ -161,6 +167,17 @@ class Daemon:
         self.results_dir = os.path.join(cfg.dest_path_prefix, RESULTS_DIRECTORY)  # see _prepare_dir
         self.results_own = False  # whether dispyscheduler created results_dir (expiring is then safe)
         self._stalls = StallWatch(cfg.msg_timeout)  # --msg_timeout on I/O with clients
+        self.web: SchedulerWeb | None = None  # --httpd
+
+    @property
+    def web_url(self) -> str | None:
+        """The web monitor's address, ready to open (None without --httpd)."""
+        return self.web.url if self.web is not None else None
+
+    def changed(self) -> None:
+        """Something the web monitor shows changed (jobs, nodes): it samples soon."""
+        if self.web is not None:
+            self.web.notify()
 
     # == life ==============================================================================
     async def run(self, started: Callable[[Daemon], None] | None = None) -> None:
@@ -169,13 +186,26 @@ class Daemon:
         config.MsgTimeout = self.cfg.msg_timeout  # this process's timeout toward nodes (and clients)
         self._stop = asyncio.Event()
         self._prepare_dir()
+        if self.cfg.httpd:
+            # first: a port that is taken stops the start before clients are served
+            from .web import SchedulerWeb
+
+            self.web = SchedulerWeb(self)
+            self.web.start()
         self._server = ChannelServer(self._new_channel, ssl=self.cluster_ssl, timeout=self.cfg.msg_timeout,
                                      log=log, refusals=self.refusals, tls_hint="a SharedJobCluster needs dispyscheduler's "
                                                        "--cluster_certfile as its certfile")
         port = self.cfg.scheduler_port
-        for ip in self.cfg.ip_addrs:
-            port = await self._server.listen(ip, port)
-            self.listening.append((ip, port))
+        try:
+            for ip in self.cfg.ip_addrs:
+                port = await self._server.listen(ip, port)
+                self.listening.append((ip, port))
+        except BaseException:
+            # not started: nothing stays listening (the web monitor's port included)
+            self._server.close()
+            if self.web is not None:
+                self.web.shutdown(wait=False)
+            raise
         if self.cfg.nodes:
             log.info("nodes: %s (named with -n: no discovery broadcasts)", ", ".join(self.cfg.nodes))
         else:
@@ -232,6 +262,9 @@ class Daemon:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.web is not None:
+            # in a thread: the final snapshot, pushed to the open pages, is read in this loop
+            await asyncio.to_thread(self.web.shutdown, True)
 
     def _prepare_dir(self) -> None:
         # The scheduler keeps only results_dir under the prefix (the results dead clients
@@ -382,6 +415,8 @@ class Daemon:
                 return
             self.waiting.popleft()
             cluster.start()
+            if self.web is not None:
+                self.web.cluster_started(cluster)
             log.info("cluster %s of %s admitted%s", cluster.name, cluster.client,
                      " (exclusive)" if cluster.exclusive else "")
             cluster.send(ComputeReady(cluster.compute_id, CLIENT_SLOTS, cluster.compute.dest_path or ""))
@@ -392,6 +427,8 @@ class Daemon:
 
     def _forget(self, cluster: SharedCluster) -> None:
         cluster.state = "closed"
+        if self.web is not None:
+            self.web.cluster_closed(cluster)
         if cluster in self.waiting:
             self.waiting.remove(cluster)
         self.clusters.pop(cluster.compute_id, None)
@@ -640,6 +677,14 @@ class Daemon:
         else:
             self.limited.discard(key)
             self.sched.set_depth(key, self.sched.pipeline)
+        # Each cluster's record of the node (what its client and the web monitor are
+        # shown) says the CPUs it uses there now: n, or fewer if its spec asked for fewer.
+        for engine in self.pool.get(key, ()):
+            record = engine.nodes.get(key)
+            if record is not None:
+                session = engine._ready.get(key)
+                record.cpus = min(n, session.cpus) if session is not None and session.cpus > 0 else n
+        self.changed()
 
     def _reset_cpus(self) -> None:
         for key, cpus in self._cpus_before.items():
@@ -671,7 +716,7 @@ class Daemon:
                              "exclusive": cluster.exclusive, "queued": queued, "running": running,
                              "done": cluster.done})
         return {"listening": list(self.listening), "policy": self.sched.policy, "nodes": nodes,
-                "clusters": clusters}
+                "clusters": clusters, "web": self.web_url}
 
 
 class _Orphan:

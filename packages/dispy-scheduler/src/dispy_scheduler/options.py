@@ -17,8 +17,8 @@ from dispy_core.errors import ConfigError
 from dispy_core.netif import PING_INTERVAL_RANGE, announced_addr, check_ext_addrs, default_ip_addr
 from dispy_core.nodes import split_host_port
 
-__all__ = ["SchedulerConfig", "POLICIES", "PULSE_INTERVAL_RANGE", "default_dest_path_prefix",
-           "default_ip_addr", "parse_node"]
+__all__ = ["SchedulerConfig", "POLICIES", "PULSE_INTERVAL_RANGE", "HTTP_HOST", "HTTP_PORT",
+           "default_dest_path_prefix", "default_ip_addr", "parse_node"]
 
 #: Job scheduling policies: ``default`` (earliest job of any cluster that may use the
 #: node), ``fair`` (--fair_cluster_scheduler: clusters in turn) and ``early``
@@ -26,6 +26,10 @@ __all__ = ["SchedulerConfig", "POLICIES", "PULSE_INTERVAL_RANGE", "default_dest_
 POLICIES = ("default", "fair", "early")
 #: Allowed range of --pulse_interval (seconds), as dispy documents it.
 PULSE_INTERVAL_RANGE = (1.0, 600.0)
+#: --http_host and --http_port defaults: the web monitor listens on loopback only unless
+#: told otherwise (and then needs a token), on dispy's HTTPServerPort.
+HTTP_HOST = "127.0.0.1"
+HTTP_PORT = config.HTTPServerPort
 
 
 def default_dest_path_prefix() -> str:
@@ -93,6 +97,15 @@ class SchedulerConfig:
     policy: str = "default"
     ipv4_udp_multicast: bool = False
     debug: bool = False
+    # --httpd: the web monitor of the shared clusters (dispy_scheduler.web), and where it
+    # listens; http_token: required of browsers (made up when http_host is not loopback
+    # and none is given); the http_ pair: serve it over HTTPS.
+    httpd: bool = False
+    http_host: str = HTTP_HOST
+    http_port: int = HTTP_PORT
+    http_token: str | None = None
+    http_certfile: str | None = None
+    http_keyfile: str | None = None
 
     def __post_init__(self) -> None:
         if not self.ip_addrs:
@@ -117,6 +130,20 @@ class SchedulerConfig:
             raise ConfigError(f"invalid --msg_timeout {self.msg_timeout:g}: must be > 0 seconds")
         if not self.dest_path_prefix:
             raise ConfigError("--dest_path_prefix must not be empty")
+        _check_port("--http_port", self.http_port)
+        if self.http_keyfile is not None and self.http_certfile is None:
+            raise ConfigError("--http_keyfile needs --http_certfile (the certificate that goes with the key)")
+        token = self.http_token
+        if token is not None and (not token or len(token) > 256 or not token.isprintable() or " " in token):
+            raise ConfigError("invalid --http_token: give 1 to 256 printable characters without spaces")
+        if not self.httpd:
+            given = [option for option, value, default in (
+                ("--http_host", self.http_host, HTTP_HOST), ("--http_port", self.http_port, HTTP_PORT),
+                ("--http_token", token, None), ("--http_certfile", self.http_certfile, None))
+                if value != default]
+            if given:
+                raise ConfigError(f"{', '.join(given)}: options of the web monitor, which runs only with "
+                                  "--httpd (give --httpd too, or leave them out)")
         if self.policy not in POLICIES:
             raise ConfigError(f"invalid scheduling policy {self.policy!r}: must be one of "
                               f"{', '.join(POLICIES)}")
