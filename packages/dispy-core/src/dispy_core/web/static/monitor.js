@@ -24,14 +24,16 @@
     }
   }
 
-  // one row per node; a node serving several clusters has its numbers added up
+  // one row per node; a node serving several clusters has its work added up, but its
+  // CPUs are its own (a dispyscheduler's clusters share them): the largest count shown
   function mergedNodes(clusters) {
     const byIp = new Map();
     for (const c of clusters) {
       for (const n of c.nodes) {
         const m = byIp.get(n.ip_addr);
         if (!m) { byIp.set(n.ip_addr, Object.assign({}, n)); continue; }
-        for (const k of ["cpus", "busy", "jobs_done", "cpu_time", "tx", "rx"]) m[k] += n[k];
+        for (const k of ["busy", "jobs_done", "cpu_time", "tx", "rx"]) m[k] += n[k];
+        m.cpus = Math.max(m.cpus, n.cpus);
         m.update_time = Math.max(m.update_time, n.update_time);
         m.sec_per_job = m.jobs_done ? m.cpu_time / m.jobs_done : 0;
         if (n.avail_info) m.avail_info = n.avail_info;
