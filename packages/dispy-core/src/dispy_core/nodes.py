@@ -27,8 +27,8 @@ class DispyNodeAvailInfo:
     """A node's availability when it reported (psutil on the node).
 
     ``cpu``: available CPU in percent (100 = idle); ``memory``: available memory in bytes;
-    ``disk``: free bytes where the node keeps computations' files; ``swap``: swap in use,
-    in percent.
+    ``disk``: free bytes where the node keeps computations' files; ``swap``: available swap
+    in percent (100 minus the percentage in use, as dispy 4 sends it).
     """
 
     __slots__ = ("cpu", "memory", "disk", "swap")
