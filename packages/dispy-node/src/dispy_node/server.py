@@ -264,8 +264,8 @@ class Node(Lifecycle):
             if direct is not None:
                 await self._serve_discovery(direct, self._direct_reply(ip, port))
 
-    async def _serve_discovery(self, sock: socket.socket, make: Callable[[str, str], DiscoverReply | None]) -> None:
-        protocol = DiscoveryProtocol(self.cfg.secret, make)
+    async def _serve_discovery(self, sock: socket.socket, make: Callable[[str, str, bool], DiscoverReply | None]) -> None:
+        protocol = DiscoveryProtocol(self.cfg.secret, make, lambda: self.admin_secret)
         transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         self._udp.append(transport)
 
@@ -1003,24 +1003,25 @@ class Node(Lifecycle):
             self._log_close(ch, exc, "internal")
 
     # == discovery and status ============================================================
-    def _discover_reply(self, served: list[str], port: int) -> Callable[[str, str], DiscoverReply | None]:
+    def _discover_reply(self, served: list[str], port: int) -> Callable[[str, str, bool], DiscoverReply | None]:
         networks = served_networks(served)
 
-        def make(nonce: str, source: str) -> DiscoverReply | None:
+        def make(nonce: str, source: str, admin: bool) -> DiscoverReply | None:
             ip = pick_address(networks, source) or local_requester(source, served)
-            if ip is None or not self.accepting:  # no point finding a node that refuses
+            # no point finding a node that refuses computations (dispyadmin manages it anyway)
+            if ip is None or not (self.accepting or admin):
                 return None
             return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
                                  self.cfg.cpus, self.node_id)
 
         return make
 
-    def _direct_reply(self, ip: str, port: int) -> Callable[[str, str], DiscoverReply | None]:
+    def _direct_reply(self, ip: str, port: int) -> Callable[[str, str, bool], DiscoverReply | None]:
         """Replies to requests sent to served address ``ip`` itself: whoever reached it
         there can connect to it there."""
 
-        def make(nonce: str, source: str) -> DiscoverReply | None:
-            if not self.accepting:
+        def make(nonce: str, source: str, admin: bool) -> DiscoverReply | None:
+            if not (self.accepting or admin):
                 return None
             return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
                                  self.cfg.cpus, self.node_id)
