@@ -278,6 +278,10 @@ class Engine(Generic[J]):
         self.reentrant = reentrant  # jobs of a lost node run again elsewhere (specs are kept)
         self.compute_options: dict[str, Any] = compute_options or {}  # Compute.options (SharedJobCluster's)
         self.closing = False
+        # Job counters (job_counts()): written in the loop only, read from any thread.
+        self._n_submitted = 0
+        self._n_done = 0  # finished without an exception
+        self._n_failed = 0  # finished with an exception, cancelled, terminated or abandoned
 
         # The node pool and job queue: the engine's own, or (dispyscheduler) one shared by
         # the engines of several computations, in which the subclass keeps a cluster.
@@ -685,6 +689,7 @@ class Engine(Generic[J]):
             job = incoming.popleft()
             jobs[job._uid] = job
             queue(job)
+            self._n_submitted += 1
         self._dispatch()
 
     def _dispatch_soon(self) -> None:
@@ -810,6 +815,7 @@ class Engine(Generic[J]):
             node.jobs_done += 1
             node.busy -= 1
             rx += job_result(session, job, r, status)  # the owner sets status, marks it done
+            self._count_end(status)
             if job.start_time is not None:
                 busy += job.end_time - job.start_time  # type: ignore[operator]
             done += 1
@@ -1205,7 +1211,28 @@ class Engine(Generic[J]):
         self._jobs.pop(job._uid, None)
         self._cancelling.discard(job._uid)
         job._node = job._spec = None
+        self._count_end(status)
         self._job_finished(job, status, node, now, exception)
+
+    # -- job counters (the web monitor's) -------------------------------------------------
+    def _count_end(self, status: int) -> None:
+        """A job submitted here ended with ``status`` (the two places jobs end call this)."""
+        if status == JobStatus.Finished:
+            self._n_done += 1
+        else:
+            self._n_failed += 1
+
+    def job_counts(self) -> dict[str, int]:
+        """From any thread: ``submitted`` (jobs taken from submit()), ``running`` (on a
+        node now), ``done`` (finished without an exception), ``failed`` (finished with an
+        exception, or cancelled, terminated or abandoned) and ``pending`` (submitted and
+        not ended: ``submitted - done - failed``)."""
+        submitted, done, failed = self._n_submitted, self._n_done, self._n_failed
+        # list() of a dict's values runs without letting the loop's thread in between
+        jobs = list(self._jobs.values())
+        running = sum(1 for job in jobs if job.status in (_Running, _Provisional))
+        return {"submitted": submitted, "running": running, "done": done, "failed": failed,
+                "pending": max(0, submitted - done - failed)}
 
     # -- hooks for the owner (see the class docstring) --------------------------------
     def _job_result(self, session: NodeSession, job: J, r: JobResult, status: int) -> int:
