@@ -844,7 +844,7 @@ class AdminNodeInfo(Message):
     clients_done: NonNegative = 0
     busy: NonNegative = 0
     jobs_done: NonNegative = 0
-    cpu_time: Annotated[float, Range(0, None)] = 0.0
+    cpu_time: float = 0.0
     clients: list[str] = field(default_factory=list)
     state: str = ""
     avail_info: AvailInfo | None = None
