@@ -15,6 +15,12 @@ slowest tests, so ``./dev test`` runs each of them in one suite only:
 ``test_it_faults_netns``) whose namespace tests this run takes, ``none`` skips them all,
 and unset (a plain ``pytest`` run) runs them all.
 
+Tests marked ``browser`` drive a real browser (Playwright with Debian's chromium; the
+``browser`` fixture in integration-tests/conftest.py). They too run in one suite of
+``./dev test``: ``DISPY_BROWSER_TESTS=0`` skips them (they run in another suite), ``1`` or
+unset runs them, and there a missing Playwright or chromium fails them with a message
+saying how to install it.
+
 The header of every run names the versions of the dependencies whose ranges the packages
 declare, and the environment that tests the lowest ones checks that it has them (below).
 """
@@ -108,6 +114,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # -- which suite runs the namespace tests -----------------------------------------------
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("DISPY_BROWSER_TESTS") == "0":
+        for item in items:
+            if item.get_closest_marker("browser") is not None:
+                item.add_marker(pytest.mark.skip(
+                    reason="browser tests run in another suite of ./dev test (DISPY_BROWSER_TESTS=0)"))
     chosen = os.environ.get("DISPY_NAMESPACE_TESTS")
     if chosen is None:
         return

@@ -13,12 +13,53 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dispy_core.testing import NodeProcess
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# -- a real browser (tests marked "browser") --------------------------------------------
+#: Debian's chromium (apt-get install chromium); DISPY_CHROMIUM names another binary.
+CHROMIUM = os.environ.get("DISPY_CHROMIUM", "/usr/bin/chromium")
+
+_HOW_TO_INSTALL = (
+    "the browser tests need Playwright (pip install playwright; hatch.toml gives it to the "
+    "suite that runs them) and Debian's chromium (apt-get install chromium; .ci/run installs it). "
+    "DISPY_BROWSER_TESTS=0 leaves them to another suite."
+)
+
+
+@pytest.fixture(scope="session")
+def _chromium() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail(f"Playwright is not installed: {_HOW_TO_INSTALL}", pytrace=False)
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: {_HOW_TO_INSTALL}", pytrace=False)
+    # Playwright's own browser download is not used (nor reachable): the system's chromium,
+    # headless, without its sandbox (the tests run as root, where it refuses to start).
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser(_chromium: Any) -> Iterator[Any]:
+    """A Playwright ``Browser`` (chromium, headless), shared by the session's tests; pages
+    a test opens in contexts of its own (``browser.new_context()``) are closed after it."""
+    before = set(_chromium.contexts)
+    yield _chromium
+    for context in set(_chromium.contexts) - before:
+        context.close()
 
 
 @pytest.fixture
