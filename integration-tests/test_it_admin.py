@@ -315,3 +315,60 @@ def test_the_web_api_changes_a_node_and_shows_what_came_back(three):
             assert status == 200 and json.loads(detail)["info"]["cpus"] == 1
         finally:
             server.shutdown()
+
+
+# -- in a browser ------------------------------------------------------------------------------
+#: Seconds a browser assertion may wait for the page to show something.
+SHOW = 20_000
+
+
+@pytest.mark.browser
+def test_the_admin_page_sets_a_nodes_cpus_in_a_browser(browser, three, tmp_path):
+    from playwright.sync_api import expect
+
+    a, b, c = three
+    proc, url = _start_dispyadmin("--secret", SECRET, "-i", a.addr, "-i", b.addr, "-i", c.addr,
+                                  "--http_host", "127.0.0.155", "--http_token", "tok-456")
+    try:
+        assert url.endswith("?token=tok-456")
+        base = url.split("?")[0]
+        # without the token, or with another, nothing is shown
+        stranger = browser.new_context().new_page()
+        assert stranger.goto(base).status in (401, 403)
+        assert stranger.goto(base + "?token=nope").status in (401, 403)
+
+        page = browser.new_context(viewport={"width": 1500, "height": 800}).new_page()
+        page.goto(url)
+        row = page.locator(f"tr[data-key='{a.addr}']")
+        expect(row.locator("td.cpus")).to_have_text(re.compile(r"^2 of \d+$"), timeout=SHOW)
+        for other, why in ((b, "differs from dispyadmin's --secret"), (c, "without --admin_secret")):
+            expect(page.locator(f"tr[data-key='{other.addr}'] td.reason")).to_contain_text(why, timeout=SHOW)
+        row.locator("input.tick").check()
+        page.locator("#cpus").fill("1")
+        page.locator("#set-cpus button").click()
+        result = page.locator("#result")
+        expect(result).to_contain_text("returned", timeout=SHOW)
+        returned = json.loads(result.inner_text().split("returned:", 1)[1])
+        assert returned[0]["node"] == a.addr and returned[0]["ok"] and returned[0]["info"]["cpus"] == 1
+        expect(row.locator("td.cpus")).to_have_text(re.compile(r"^1 of \d+$"), timeout=SHOW)
+        page.screenshot(path=str(tmp_path / "admin.png"), full_page=True)
+
+        # the node's own page: its serve count
+        page.goto(base + "static/admin_node.html?key=" + a.addr)
+        expect(page.locator("#cpus")).to_have_value("1", timeout=SHOW)
+        page.locator("#serve").fill("5")
+        page.locator("#set-serve button").click()
+        expect(page.locator("#result")).to_contain_text('"serve": 5', timeout=SHOW)
+        expect(page.locator("#details")).to_contain_text("Serve clients5", timeout=SHOW)
+        page.screenshot(path=str(tmp_path / "admin_node.png"), full_page=True)
+        # a node whose secret differs: its page says why, with no forms
+        page.goto(base + "static/admin_node.html?key=" + b.addr)
+        expect(page.locator("#reason")).to_contain_text("differs", timeout=SHOW)
+        expect(page.locator("#changes")).to_be_hidden()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    with NodeAdmin(SECRET, [a.addr]) as admin:
+        admin.refresh()
+        info = admin.node(a.addr)["info"]
+        assert (info["cpus"], info["serve"]) == (1, 5)

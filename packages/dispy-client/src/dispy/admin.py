@@ -113,8 +113,10 @@ class AdminNode:
             info = {name: getattr(self.info, name) for name in self.info.__dispy_fields__}  # type: ignore[attr-defined]
             avail = self.info.avail_info
             info["avail_info"] = asdict(avail) if avail is not None else None  # type: ignore[call-overload]
+        # the node's address starts every AdminError's text: the record names it already
+        error = self.error.removeprefix(f"{self.host}:{self.port}: ")
         return {"key": self.key, "host": self.host, "port": self.port, "info": info,
-                "error": self.error, "refused": self.refused, "updated": self.updated}
+                "error": error, "refused": self.refused, "updated": self.updated}
 
 
 class NodeAdmin:
