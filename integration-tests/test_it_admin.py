@@ -372,3 +372,24 @@ def test_the_admin_page_sets_a_nodes_cpus_in_a_browser(browser, three, tmp_path)
         admin.refresh()
         info = admin.node(a.addr)["info"]
         assert (info["cpus"], info["serve"]) == (1, 5)
+
+
+def test_dispynode_admin_secret_from_a_config_file(tmp_path):
+    config = tmp_path / "node.ini"
+    saved = subprocess.run([sys.executable, "-m", "dispy_node.cli", "--admin_secret", SECRET, "-c", "1",
+                            "--save_config", str(config)], capture_output=True, text=True, timeout=30)
+    assert saved.returncode == 0, saved.stderr
+    assert f"admin_secret = {SECRET}" in config.read_text()
+    with NodeProcess("127.0.0.156", "--config", str(config)) as node:
+        assert SECRET not in " ".join(psutil_cmdline(node.proc.pid))
+        with NodeAdmin(SECRET, [node.addr]) as admin:
+            assert admin.set_cpus(node.addr, 1)["info"]["cpus"] == 1
+
+
+def test_named_nodes_are_never_discovered(three):
+    a = three[0]
+    with NodeAdmin(SECRET, [a.addr], poll_interval=1) as admin:
+        admin.start()
+        admin.scan()
+        assert admin.named and [t.name for t in admin._threads] == ["dispyadmin-poll"]
+        assert [n["key"] for n in admin.nodes()] == [a.addr]

@@ -28,6 +28,10 @@ A client looking for nodes sends a sealed DiscoverRequest (see
 with a sealed DiscoverReply echoing the request's nonce and naming the served address
 (or its ``--ext_ip_addr``). The node sends nothing else on its own here: no broadcast, no
 multicast (``--scheduler_node`` announcements are unicast, see :mod:`.announce`).
+dispyadmin (without named nodes) seals its requests with the admin secret instead: the
+node answers those too, sealed with that secret, while it has an admin secret
+(``--admin_secret``), and even when it takes no computations (outside its service
+window), since dispyadmin manages such nodes as well.
 Datagrams that are not dispy's, are sealed with another secret, or are older than
 :data:`MAX_AGE` seconds (replays) are dropped with a debug log line; nothing in a
 datagram is ever unpickled.
