@@ -393,3 +393,58 @@ def test_named_nodes_are_never_discovered(three):
         admin.scan()
         assert admin.named and [t.name for t in admin._threads] == ["dispyadmin-poll"]
         assert [n["key"] for n in admin.nodes()] == [a.addr]
+
+
+def _admin_session(node: NodeProcess, msg: m.Message) -> tuple[bytes, list[m.Message]]:
+    """One admin conversation: what this side sent (every byte), and what came back."""
+    conn = Connection(initiator=True, secret=SECRET, key_id=m.ADMIN_KEY_ID, frame_macs=True)
+    sent, got = b"", []
+    with socket.create_connection((node.ip, node.port), timeout=10) as s:
+        while True:
+            for part in conn.data_to_send():
+                data = bytes(memoryview(part).cast("B"))
+                sent += data
+                s.sendall(data)
+            data = s.recv(65536)
+            if not data:
+                return sent, got
+            conn.feed(data)
+            while (reply := conn.next_message()) is not None:
+                if isinstance(reply, m.Welcome):
+                    for part in conn.send(msg):
+                        data = bytes(memoryview(part).cast("B"))
+                        sent += data
+                        s.sendall(data)
+                else:
+                    got.append(reply)
+                    return sent, got
+
+
+def test_a_replayed_admin_session_is_refused(three):
+    a = three[0]
+    recorded, got = _admin_session(a, m.AdminSetCpus(1))
+    assert got[0].cpus == 1
+    with NodeAdmin(SECRET, [a.addr]) as admin:
+        admin.set_cpus(a.addr, 2)
+        with socket.create_connection((a.ip, a.port), timeout=10) as s:  # the same bytes again
+            s.sendall(recorded)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        assert b"authentication failed" in answer  # Denied: the recorded proof is for another nonce
+        admin.refresh()
+        assert admin.node(a.addr)["info"]["cpus"] == 2
+    assert wait_until(lambda: "authentication failed: the secrets differ" in a.log, 10)
+
+
+def test_a_malformed_admin_request_is_refused_and_logged(three):
+    a = three[0]
+    bad = object.__new__(m.AdminSetCpus)
+    object.__setattr__(bad, "cpus", "all of them")  # what no AdminSetCpus may hold
+    _, got = _admin_session(a, bad)
+    assert got == []  # the node closed the connection
+    assert wait_until(lambda: "closed admin connection from" in a.log and
+                      "malformed AdminSetCpus message: cpus must be" in a.log, 10), a.log
+    with NodeAdmin(SECRET, [a.addr]) as admin:
+        admin.refresh()
+        assert admin.node(a.addr)["info"]["cpus"] == 2

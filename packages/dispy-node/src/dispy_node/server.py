@@ -474,6 +474,13 @@ class Node(Lifecycle):
                                     cid if isinstance(cid, str) else ""))
 
     def _on_client_close(self, ch: Channel, exc: BaseException | None) -> None:
+        if isinstance(ch.user, Client) and ch.user.attach_id == ADMIN_KEY_ID:
+            # an authenticated admin connection that broke (a malformed or altered frame):
+            # logged as refusals are, so that a flood of them can't fill the log
+            if exc is not None and not isinstance(exc, ConnectionClosed):
+                self.refusals.refused(reason_of(exc), "closed admin connection from %s: %s", ch.peer, exc)
+            self.clients.discard(ch)
+            return
         self._log_close(ch, exc, "client")
         self.clients.discard(ch)
         if isinstance(ch.user, Client) and ch.user.attach_id:
