@@ -25,6 +25,7 @@ import logging
 import signal
 import sys
 import termios
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,8 +99,9 @@ class AdminConsole(CommandConsole):
     help = HELP
     quit_said = exit_said = "stopping dispyadmin"
 
-    def __init__(self, admin: NodeAdmin, *, quit: Any, stdin: Any = None, stdout: Any = None) -> None:
-        super().__init__(quit=quit, exit=quit, stdin=stdin, stdout=stdout)
+    def __init__(self, admin: NodeAdmin, *, quit: Any, exit: Any = None, stdin: Any = None,
+                 stdout: Any = None) -> None:
+        super().__init__(quit=quit, exit=exit or quit, stdin=stdin, stdout=stdout)
         self.admin = admin
         self._secret_next = False
         self._echo: list[Any] | None = None
@@ -149,7 +151,7 @@ class AdminConsole(CommandConsole):
 
 def _in_thread(fn: Any, *args: Any) -> None:
     """Run ``fn`` off the event loop (it waits for nodes to answer)."""
-    asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    threading.Thread(target=fn, args=args, name="dispyadmin-command", daemon=True).start()
 
 
 def format_nodes(nodes: list[dict[str, Any]]) -> str:
