@@ -435,3 +435,23 @@ def test_monitor_backend_history_and_clusters() -> None:
         backend.act("nope", {})
     with pytest.raises(KeyError):
         backend.detail("127.0.0.9")
+
+
+def test_document_root_serves_the_users_files(tmp_path, view: FakeView) -> None:
+    (tmp_path / "monitor.html").write_text('<meta name="dispy-csrf" content="{{csrf}}"><h1>{{title}} mine</h1>')
+    (tmp_path / "mine.js").write_text("console.log('mine')")
+    backend = MonitorBackend(title="T")
+    backend.add(view)
+    srv = WebServer(backend, port=0, document_root=str(tmp_path))
+    srv.start()
+    try:
+        status, _, body = request(srv, "GET", "/")
+        assert status == 200 and b"<h1>T mine</h1>" in body
+        csrf = csrf_of(srv)
+        assert csrf == srv.csrf
+        status, headers, body = request(srv, "GET", "/static/mine.js")
+        assert status == 200 and body == b"console.log('mine')" and headers["content-type"].startswith("text/javascript")
+        assert request(srv, "GET", "/static/common.js")[0] == 404  # the shipped files are not mixed in
+        assert act(srv, "set_cpus", {"node": "n9", "cpus": "3"}, csrf) == (200, {"result": {"compute": {"n9": 3}}})
+    finally:
+        srv.shutdown(wait=False)

@@ -14,7 +14,7 @@
 The pages (monitor, node, manage) and the server are :mod:`dispy_core.web`'s; this module
 puts a :class:`dispy_core.web.ClusterView` over each JobCluster or SharedJobCluster (its
 counts are the client's own: ``Engine.job_counts()`` of the cluster's runtime) and
-watches them so that changes reach the browsers within a second.
+watches them so that changes reach the browsers within a second or two.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class DispyHTTPServer:
     open (with ``?token=...``) is :attr:`url` and is printed to standard error when the
     token was made up here. ``port``: default ``dispy.config.HTTPServerPort`` (8181); 0
     picks a free one (:attr:`port`). ``poll_sec``: the browsers' fallback refresh period
-    (changes are pushed to them within a second anyway). ``DocumentRoot``: a directory
+    (changes are pushed to them within a second or two anyway). ``DocumentRoot``: a directory
     whose files are served instead of the shipped pages (``/`` serves its
     ``monitor.html``, ``/static/<name>`` its files; ``.html`` files get ``{{csrf}}``,
     ``{{title}}`` and ``{{poll_ms}}`` filled in). ``certfile``/``keyfile``: serve HTTPS.

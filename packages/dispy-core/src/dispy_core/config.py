@@ -12,8 +12,7 @@ it; a program that assigns one (``dispy.config.NodePort = 9801``) fixes that por
 and :func:`client_port`, :func:`node_port` and :func:`scheduler_port` honour the
 assignment wherever no ``dispy_port`` is given.
 
-:data:`HTTPServerPort` is only a name here: the web monitor (``dispy.httpd``) and
-dispyadmin that would listen on it are not built yet, so nothing opens that port.
+:data:`HTTPServerPort` is the default port of the web monitor (``dispy.httpd``).
 """
 
 from __future__ import annotations

@@ -278,8 +278,7 @@ class Engine(Generic[J]):
         self.reentrant = reentrant  # jobs of a lost node run again elsewhere (specs are kept)
         self.compute_options: dict[str, Any] = compute_options or {}  # Compute.options (SharedJobCluster's)
         self.closing = False
-        # Job counters (job_counts()): written in the loop only, read from any thread.
-        self._n_submitted = 0
+        # Job counters (job_counts()): written in the loop only.
         self._n_done = 0  # finished without an exception
         self._n_failed = 0  # finished with an exception, cancelled, terminated or abandoned
 
@@ -689,7 +688,6 @@ class Engine(Generic[J]):
             job = incoming.popleft()
             jobs[job._uid] = job
             queue(job)
-            self._n_submitted += 1
         self._dispatch()
 
     def _dispatch_soon(self) -> None:
@@ -1223,16 +1221,33 @@ class Engine(Generic[J]):
             self._n_failed += 1
 
     def job_counts(self) -> dict[str, int]:
-        """From any thread: ``submitted`` (jobs taken from submit()), ``running`` (on a
-        node now), ``done`` (finished without an exception), ``failed`` (finished with an
-        exception, or cancelled, terminated or abandoned) and ``pending`` (submitted and
-        not ended: ``submitted - done - failed``)."""
-        submitted, done, failed = self._n_submitted, self._n_done, self._n_failed
-        # list() of a dict's values runs without letting the loop's thread in between
-        jobs = list(self._jobs.values())
+        """From any thread: ``submitted`` (jobs given to the engine), ``running`` (on a
+        node now: sent there, or reported started by a SharedJobCluster's scheduler),
+        ``done`` (finished without an exception), ``failed`` (finished with an exception,
+        or cancelled, terminated or abandoned) and ``pending`` (submitted and not ended).
+
+        Read in the loop, so the numbers agree with each other (a job is never both
+        pending and done); if the loop has ended (or is stuck for MsgTimeout), read here.
+        Jobs are counted where they enter (the engine's job table, whoever fills it: the
+        client's submit or dispyscheduler's) and where they end (``_count_end``).
+        """
+        thread = self.thread
+        if threading.current_thread() is not thread.thread and thread.alive:
+            async def read() -> dict[str, int]:
+                return self._counts_now()
+            try:
+                return thread.run(read(), timeout=config.MsgTimeout)  # type: ignore[no-any-return]
+            except Exception:
+                pass  # the loop ended meanwhile: nothing changes the numbers any more
+        return self._counts_now()
+
+    def _counts_now(self) -> dict[str, int]:
+        done, failed = self._n_done, self._n_failed
+        jobs = list(self._jobs.values())  # (a copy: from another thread only once the loop ended)
         running = sum(1 for job in jobs if job.status in (_Running, _Provisional))
-        return {"submitted": submitted, "running": running, "done": done, "failed": failed,
-                "pending": max(0, submitted - done - failed)}
+        pending = len(jobs) + len(self._incoming)
+        return {"submitted": done + failed + pending, "running": running, "done": done, "failed": failed,
+                "pending": pending}
 
     # -- hooks for the owner (see the class docstring) --------------------------------
     def _job_result(self, session: NodeSession, job: J, r: JobResult, status: int) -> int:

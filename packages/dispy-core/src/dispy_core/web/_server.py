@@ -204,6 +204,7 @@ class WebServer:
         self._compare = ""  # under _cond: the latest snapshot without the version
         self._closing = False  # under _cond
         self._wake = threading.Event()
+        self._stopped = threading.Event()
         self._sample_lock = threading.Lock()
         self._streams: dict[int, int] = {}  # under _cond: stream id -> version sent last
         self._next_stream = 0
@@ -274,6 +275,7 @@ class WebServer:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+        self._stopped.set()
         self._wake.set()
         self._httpd = None
         httpd.shutdown()
@@ -308,14 +310,13 @@ class WebServer:
 
     def _sample_loop(self) -> None:
         gap = min(1.0, self.poll_sec)  # notify() storms are sampled at most this often
-        while True:
+        while not self._stopped.is_set():
             self._wake.wait(self.poll_sec)
-            with self._cond:
-                if self._closing:
-                    return
+            if self._stopped.is_set():
+                return
             self._wake.clear()
             self._sample()
-            time.sleep(gap)
+            self._stopped.wait(gap)
 
     def _current(self) -> tuple[int, str]:
         with self._cond:

@@ -71,13 +71,17 @@
     dispy.showResult(document.getElementById("add-result"), await dispy.act("add_node", fields));
   });
 
-  // Re-rendering while a CPUs box has the focus would lose the caret: wait for it.
+  // Re-rendering while someone types in a CPUs box would lose the caret: wait until they leave it.
   let pending = null;
+  const typing = () => {
+    const a = document.activeElement;
+    return box.contains(a) && a.tagName === "INPUT" && a.type === "number";
+  };
   dispy.live((snap) => {
     pending = snap;
-    if (!box.contains(document.activeElement)) { render(snap); pending = null; }
+    if (!typing()) { render(snap); pending = null; }
   });
   box.addEventListener("focusout", () => setTimeout(() => {
-    if (pending && !box.contains(document.activeElement)) { render(pending); pending = null; }
+    if (pending && !typing()) { render(pending); pending = null; }
   }, 0));
 })();

@@ -80,7 +80,7 @@
       return el("span", {}, swatch, s.name);
     }));
     dispy.barChart(document.getElementById("chart-load"), nodes.map((n) => ({
-      label: n.name || n.ip_addr, busy: n.busy, total: n.cpus, note: `${n.busy} / ${n.cpus}`,
+      label: n.ip_addr, busy: n.busy, total: n.cpus, note: `${n.busy} / ${n.cpus}`,
     })));
   }
 

@@ -20,7 +20,7 @@
       ["Name", n.name || "–"], ["Address", n.ip_addr], ["Platform", n.platform || "–"],
       ["CPUs used", n.cpus], ["CPUs offered", n.avail_cpus], ["Busy", n.busy],
       ["Available CPU", fmt.pct(a.cpu)], ["Available memory", fmt.bytes(a.memory)],
-      ["Available disk", fmt.bytes(a.disk)], ["Swap used", fmt.pct(a.swap)],
+      ["Available disk", fmt.bytes(a.disk)], ["Available swap", fmt.pct(a.swap)],
       ["Jobs done", n.jobs_done], ["CPU time (s)", fmt.secs(n.cpu_time)], ["Sec/job", fmt.secs(n.sec_per_job)],
       ["Data sent", fmt.bytes(n.tx)], ["Data received", fmt.bytes(n.rx)], ["Last update", fmt.time(n.update_time)],
     ];
