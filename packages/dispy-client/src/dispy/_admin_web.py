@@ -119,8 +119,10 @@ class AdminBackend:
                 record = change(key)
             except ConfigError as exc:  # the value itself: nothing was sent
                 raise WebInputError(str(exc)) from None
-            except AdminError as exc:
-                out.append({"node": key, "ok": False, "error": str(exc)})
+            except AdminError as exc:  # its text starts with the node's address: named already
+                where = self.admin.node(key)
+                error = str(exc).removeprefix(f"{where['host']}:{where['port']}: ")
+                out.append({"node": key, "ok": False, "error": error})
             else:
                 out.append({"node": key, "ok": True, "info": record["info"]})
         return out

@@ -46,13 +46,26 @@
     body.replaceChildren(...nodes.map(row));
   }
 
+  // What a change returned, one line per node: its state after the change, or why not.
+  function summary(r) {
+    if (!r.ok || !Array.isArray(r.body.result)) return r;
+    const lines = r.body.result.map((x) => {
+      if (!x.ok) return `${x.node}: not changed: ${x.error}`;
+      const i = x.info;
+      const serve = i.serve < 0 ? "no limit" : `${i.clients_done} of ${i.serve}`;
+      const times = [i.service_start, i.service_stop, i.service_end].map((t) => t || "–").join(" / ");
+      return `${x.node}: done; now ${i.cpus} of ${i.max_cpus} CPUs, serve ${serve}, service ${times}, ${i.state}`;
+    });
+    return { ok: true, status: r.status, body: { result: lines.join("\n") } };
+  }
+
   const result = document.getElementById("result");
   async function change(action, fields) {
     if (!ticked.size) {
       dispy.showResult(result, { ok: false, status: 400, body: { error: "tick the nodes to change first" } });
       return;
     }
-    dispy.showResult(result, await dispy.act(action, Object.assign({ node: Array.from(ticked) }, fields)));
+    dispy.showResult(result, summary(await dispy.act(action, Object.assign({ node: Array.from(ticked) }, fields))));
   }
   const form = (id, action, fields) => document.getElementById(id).addEventListener("submit", (ev) => {
     ev.preventDefault();

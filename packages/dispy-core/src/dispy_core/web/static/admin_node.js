@@ -50,9 +50,22 @@
       el("tr", {}, el("th", { text: k }), el("td", { text: v }))));
   }
 
+  // What a change returned, one line per node: its state after the change, or why not.
+  function summary(r) {
+    if (!r.ok || !Array.isArray(r.body.result)) return r;
+    const lines = r.body.result.map((x) => {
+      if (!x.ok) return `${x.node}: not changed: ${x.error}`;
+      const i = x.info;
+      const serve = i.serve < 0 ? "no limit" : `${i.clients_done} of ${i.serve}`;
+      const times = [i.service_start, i.service_stop, i.service_end].map((t) => t || "–").join(" / ");
+      return `${x.node}: done; now ${i.cpus} of ${i.max_cpus} CPUs, serve ${serve}, service ${times}, ${i.state}`;
+    });
+    return { ok: true, status: r.status, body: { result: lines.join("\n") } };
+  }
+
   const form = (id, action, fields) => document.getElementById(id).addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    dispy.showResult(result, await dispy.act(action, Object.assign({ node: [key] }, fields(ev.target))));
+    dispy.showResult(result, summary(await dispy.act(action, Object.assign({ node: [key] }, fields(ev.target)))));
   });
   form("set-cpus", "set_cpus", (f) => ({ cpus: f.cpus.value }));
   form("set-service", "set_service_times", (f) => ({ start: f.start.value, stop: f.stop.value, end: f.end.value }));
