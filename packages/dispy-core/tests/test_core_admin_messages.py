@@ -46,7 +46,7 @@ def test_set_cpus_bounds(fields, name):
         m.decode(m.AdminSetCpus.TYPE, body_of(fields))
 
 
-@pytest.mark.parametrize("serve", [-2, 2**40, 1.5])
+@pytest.mark.parametrize("serve", [-2, -(2**40), 2**64, 1.5])
 def test_set_serve_bounds(serve):
     with pytest.raises(ProtocolError, match="malformed AdminSetServe message: .*serve"):
         m.decode(m.AdminSetServe.TYPE, body_of({"serve": serve}))

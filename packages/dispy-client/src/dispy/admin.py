@@ -279,7 +279,7 @@ class NodeAdmin:
         """Make the node serve ``serve`` clients in all, then quit (-1: no limit), as
         ``dispynode --serve``."""
         _check_int(serve, "serve")
-        if serve == 0 or serve < -1 or serve > 2**31:
+        if serve == 0 or serve < -1 or serve >= 2**63:
             raise ConfigError(f"invalid serve count {serve}: a positive number of clients, or -1 for no limit")
         return self._change(key, AdminSetServe(serve))
 

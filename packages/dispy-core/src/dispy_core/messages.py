@@ -813,7 +813,7 @@ HHMM = Annotated[str, Matches(r"([01]?[0-9]|2[0-3]):[0-5][0-9]", "a time of day 
 #: checks it against its machine.
 CpuCount = Annotated[int, Range(-65536, 65536)]
 #: ``--serve``: -1 for no limit, else a positive number of clients.
-ServeCount = Annotated[int, Range(-1, 2**31)]
+ServeCount = Annotated[int, Range(-1, None)]
 
 
 @_message(80)
