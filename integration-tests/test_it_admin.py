@@ -453,3 +453,75 @@ def test_a_malformed_admin_request_is_refused_and_logged(three):
     with NodeAdmin(SECRET, [a.addr]) as admin:
         admin.refresh()
         assert admin.node(a.addr)["info"]["cpus"] == 2
+
+
+# -- secrets typed at the consoles (a pty: what a person at a terminal does) ----------------------
+class Pty:
+    """A program whose stdin, stdout and stderr are a pty; reads what it shows there."""
+
+    def __init__(self, *cmd: str) -> None:
+        import pty
+
+        master, slave = pty.openpty()
+        self.proc = subprocess.Popen(list(cmd), stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        self.master = master
+        self.text = ""
+
+    def read_until(self, pattern: str, timeout: float = 20.0) -> str:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while not (found := re.search(pattern, self.text)):
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {pattern!r} in {self.text!r}"
+            if select.select([self.master], [], [], left)[0]:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:
+                    chunk = b""
+                assert chunk, f"EOF before {pattern!r} in {self.text!r}"
+                self.text += chunk.decode(errors="replace")
+        seen, self.text = self.text[:found.end()], self.text[found.end():]
+        return seen
+
+    def say(self, line: str, expect: str) -> str:
+        os.write(self.master, line.encode() + b"\n")
+        return self.read_until(expect)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)
+
+
+def test_secrets_typed_at_the_consoles_are_not_shown_and_work(tmp_path):
+    node = Pty(sys.executable, "-m", "dispy_node.cli", "-i", "127.0.0.157", "-p", "0", "-c", "1",
+               "--dest_path_prefix", str(tmp_path / "node"))
+    admin = None
+    try:
+        port = int(re.search(r"serving 1 CPUs at 127\.0\.0\.157:(\d+)", node.read_until(r"at \S+:\d+\s")).group(1))
+        addr = f"127.0.0.157:{port}"
+        node.read_until("Enter 'help'")
+        shown = node.say("admin_secret", "type the admin secret")
+        shown += node.say("Node Admin Secret", "admin secret set")
+        assert "Node Admin Secret" not in shown  # not echoed
+        admin = Pty(sys.executable, "-m", "dispy._admin_cli", "--http_port", "0", "-i", addr, "--poll_interval", "1")
+        admin.read_until("dispyadmin serving http://127.0.0.1:")
+        admin.read_until("Enter 'help'")
+        assert wait_until(lambda: "no admin secret given" in admin.say("", r"\n\S+:\d+ .*\n"), 20)
+        shown = admin.say("secret", "type the admin secret")
+        shown += admin.say("Node Admin Secret", "admin secret set")
+        assert "Node Admin Secret" not in shown
+        assert wait_until(lambda: re.search(r"serving", admin.say("status", r"\n\S+:\d+ .*\n")), 20), admin.text
+        for proc in (node, admin):
+            assert "Node Admin Secret" not in " ".join(psutil_cmdline(proc.proc.pid))
+        with NodeAdmin("Node Admin Secret", [addr]) as api:
+            assert api.set_cpus(addr, 1)["info"]["cpus"] == 1
+        admin.say("quit", "stopping dispyadmin")
+        assert admin.proc.wait(20) == 0
+    finally:
+        if admin is not None:
+            admin.close()
+        node.close()
