@@ -525,3 +525,16 @@ def test_secrets_typed_at_the_consoles_are_not_shown_and_work(tmp_path):
         if admin is not None:
             admin.close()
         node.close()
+
+
+def test_a_node_serving_tls_is_managed_with_its_certificate(tmp_path):
+    pem = tmp_path / "cluster.pem"
+    subprocess.run([sys.executable, "-m", "dispy_core.certgen", str(pem)], check=True, capture_output=True,
+                   timeout=60)
+    with NodeProcess("127.0.0.158", "-c", "1", "--certfile", str(pem), "--admin_secret", SECRET) as node:
+        with NodeAdmin(SECRET, [node.addr], certfile=str(pem)) as admin:
+            assert admin.set_serve(node.addr, 3)["info"]["serve"] == 3
+        with NodeAdmin(SECRET, [node.addr], timeout=5) as plain:
+            plain.refresh()
+            record = plain.node(node.addr)
+            assert record["info"] is None and "TLS" in record["error"], record
