@@ -39,9 +39,12 @@ _HOW_TO_INSTALL = (
 @pytest.fixture(scope="module")
 def _chromium() -> Iterator[Any]:
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         pytest.fail(f"Playwright is not installed: {_HOW_TO_INSTALL}", pytrace=False)
+    # A page shows a change a second or two after it happens; under the load of ./dev
+    # test's parallel suites that can take longer than Playwright's default 5 s.
+    expect.set_options(timeout=20_000)
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: {_HOW_TO_INSTALL}", pytrace=False)
     # Playwright's own browser download is not used (nor reachable): the system's chromium,

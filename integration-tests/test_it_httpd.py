@@ -253,7 +253,7 @@ def test_manage_sets_a_nodes_cpus(browser: Any, node2: NodeProcess, tmp_path: Pa
             page.locator("#add-port").fill(str(other.port))
             page.locator("#add-cpus").fill("1")
             page.locator("#add-node button").click()
-            expect(page.locator("#add-result")).to_have_text('returned: {\n  "square": {\n    "127.0.0.3": 0\n  }\n}',
+            expect(page.locator("#add-result")).to_have_text('add_node returned: {\n  "square": {\n    "127.0.0.3": 0\n  }\n}',
                                                              timeout=SHOW)
             assert wait_until(lambda: "127.0.0.3" in [n.ip_addr for n in cluster.status().nodes], 20)
             expect(page.locator("tr[data-ip='127.0.0.3'] input.cpus")).to_have_value("1", timeout=SHOW)

@@ -455,3 +455,20 @@ def test_document_root_serves_the_users_files(tmp_path, view: FakeView) -> None:
         assert act(srv, "set_cpus", {"node": "n9", "cpus": "3"}, csrf) == (200, {"result": {"compute": {"n9": 3}}})
     finally:
         srv.shutdown(wait=False)
+
+
+def test_shutdown_closes_idle_connections(view: FakeView) -> None:
+    backend = MonitorBackend()
+    backend.add(view)
+    srv = WebServer(backend, port=0)
+    srv.start()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/api/snapshot")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Connection") != "close"
+    resp.read()  # the connection stays open (HTTP/1.1 keep-alive), its thread waiting
+    srv.shutdown()
+    assert conn.sock is not None
+    conn.sock.settimeout(5)
+    assert conn.sock.recv(1) == b""  # closed by the server, not left to its idle timeout
+    conn.close()

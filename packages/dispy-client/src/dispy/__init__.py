@@ -16,7 +16,8 @@ computers running ``dispynode``; ``cluster.submit(*args)`` runs it there and ret
 Modules: :mod:`._cluster` (JobCluster), :mod:`._job` (DispyJob), :mod:`._computation`
 (what travels), :mod:`._runtime` (the client's engine: the event-loop thread), :mod:`._recover` (recover file,
 recover_jobs), :mod:`._callbacks` (the callback thread), :mod:`._status` (print_status),
-:mod:`._log` (``dispy.logger``). What dispyscheduler shares with JobCluster is in
+:mod:`._log` (``dispy.logger``); :mod:`dispy.httpd` (the web monitor, ``DispyHTTPServer``)
+is imported when a program asks for it. What dispyscheduler shares with JobCluster is in
 dispy-core: nodes and NodeAllocate (:mod:`dispy_core.nodes`), one node's conversation
 (:mod:`dispy_core.session`), UDP discovery (:mod:`dispy_core.discovery`), the engine
 (:mod:`dispy_core.engine`: sessions, dispatch, results, that ``_runtime`` subclasses). ``dispy.config``

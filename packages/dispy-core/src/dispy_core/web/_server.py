@@ -139,6 +139,11 @@ class _HTTPServer(ThreadingHTTPServer):
     web: WebServer
     tls: ssl.SSLContext | None = None
 
+    def server_activate(self) -> None:
+        self.open_conns: set[socket.socket] = set()
+        self.conns_lock = threading.Lock()
+        super().server_activate()
+
     def finish_request(self, request: Any, client_address: Any) -> None:
         # The TLS handshake here, in the connection's own thread (not in accept()).
         if self.tls is not None:
@@ -148,7 +153,24 @@ class _HTTPServer(ThreadingHTTPServer):
             except (OSError, ssl.SSLError) as exc:
                 log.debug("web: TLS handshake with %s failed: %s", client_address, exc)
                 return
-        super().finish_request(request, client_address)
+        with self.conns_lock:
+            self.open_conns.add(request)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self.conns_lock:
+                self.open_conns.discard(request)
+
+    def close_connections(self) -> None:
+        """End the connections still open (browsers' idle keep-alive ones): their
+        threads, waiting for a next request, end now instead of at their timeout."""
+        with self.conns_lock:
+            conns = list(self.open_conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("web: request from %s failed", client_address, exc_info=True)
@@ -280,6 +302,7 @@ class WebServer:
         self._httpd = None
         httpd.shutdown()
         httpd.server_close()
+        httpd.close_connections()
         if self._sampler is not None:
             self._sampler.join(5)
 
@@ -498,6 +521,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(404, {"error": f"no such item: {key[-1]}"})
             except WebInputError as exc:
                 self._json(400, {"error": str(exc)})
+            except Exception as exc:
+                log.exception("web: detail of %r failed", key[-1])
+                self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
         else:
             self._text(404, f"not found: {path}")
 

@@ -6,7 +6,7 @@
    dispy.act(action, fields)       POST /api/act/<action> with the page's CSRF value;
                                    resolves to {ok, status, body}
    dispy.getJSON(url)              GET, resolves to {ok, status, body}
-   dispy.showResult(el, response)  what an action returned, shown in a .result element
+   dispy.showResult(el, resp, lbl) what an action returned, shown in a .result element
    dispy.el(tag, attrs, ...kids)   build DOM nodes (text is always text, never markup)
    dispy.lineChart(svg, series, o) / dispy.barChart(svg, bars, o): SVG pictures
    dispy.fmt.*                     bytes, seconds, percentages, times
@@ -61,11 +61,13 @@ const dispy = (() => {
     });
   }
 
-  function showResult(target, response) {
+  // label: what was done ("set_cpus"); the text says what the method returned, per cluster
+  function showResult(target, response, label) {
     target.classList.add("show");
     target.classList.toggle("error", !response.ok);
     const what = response.ok ? response.body.result : response.body.error;
-    target.textContent = (response.ok ? "returned: " : `error (${response.status}): `) +
+    const head = label ? label + " " : "";
+    target.textContent = head + (response.ok ? "returned: " : `error (${response.status}): `) +
       (typeof what === "string" ? what : JSON.stringify(what, null, 2));
   }
 

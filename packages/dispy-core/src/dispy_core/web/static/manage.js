@@ -24,7 +24,7 @@
     }
     box.replaceChildren(...snap.clusters.map((c) => {
       const result = resultBox(c.name);
-      const run = async (action, fields) => dispy.showResult(result, await dispy.act(action, Object.assign({ cluster: c.name }, fields)));
+      const run = async (action, fields) => dispy.showResult(result, await dispy.act(action, Object.assign({ cluster: c.name }, fields)), action);
       const selected = () => c.nodes.map((n) => n.ip_addr).filter((ip) => ticked.has(c.name + "|" + ip));
       const rows = c.nodes.map((n) => {
         const id = c.name + "|" + n.ip_addr;
@@ -68,7 +68,7 @@
     const form = ev.target;
     const fields = { cluster: form.cluster.value || "*", host: form.host.value, cpus: form.cpus.value || "0" };
     if (form.port.value) fields.port = form.port.value;
-    dispy.showResult(document.getElementById("add-result"), await dispy.act("add_node", fields));
+    dispy.showResult(document.getElementById("add-result"), await dispy.act("add_node", fields), "add_node");
   });
 
   // Re-rendering while someone types in a CPUs box would lose the caret: wait until they leave it.

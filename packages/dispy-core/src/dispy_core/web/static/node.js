@@ -34,7 +34,7 @@
     box.replaceChildren(...d.clusters.map((c) => {
       const result = resultBox(c.name);
       const run = async (action, fields) => {
-        dispy.showResult(result, await dispy.act(action, Object.assign({ cluster: c.name }, fields)));
+        dispy.showResult(result, await dispy.act(action, Object.assign({ cluster: c.name }, fields)), action);
         refresh();
       };
       const jobs = c.jobs.map((j) => el("tr", { "data-uid": j.uid },
