@@ -33,7 +33,10 @@ _HOW_TO_INSTALL = (
 )
 
 
-@pytest.fixture(scope="session")
+# One per test module, not per session: while Playwright's sync API is started, the main
+# thread has a running event loop (its own), so asyncio.run() in any later test fails
+# ("cannot be called from a running event loop"); it is stopped at the module's end.
+@pytest.fixture(scope="module")
 def _chromium() -> Iterator[Any]:
     try:
         from playwright.sync_api import expect, sync_playwright

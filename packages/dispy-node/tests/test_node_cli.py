@@ -50,7 +50,7 @@ def test_bad_cpu_counts_exit_2_naming_the_range(cpus):
     (["--certfile", "/nonexistent/c.pem"], "certfile '/nonexistent/c.pem' does not exist"),
     (["--ping_interval", "5"], "invalid --ping_interval 5: must be at least 10 seconds"),
     (["--host", "no-such-host.invalid"], "invalid --ip_addr"),  # dispy's other name of -i
-    (["--admin_secret", "x"], "dispyadmin (the web page that manages nodes) is not built yet"),
+    (["--admin_secret", "x", "-s", "x"], "--admin_secret must differ from --secret"),
     (["--init", "init.py"], "--init: node-wide globals from a module are not supported yet"),
 ])
 def test_other_bad_options_exit_2(args, text):

@@ -75,6 +75,27 @@ def test_cpus(console):
     assert "usage: cpus N" in say("cpus many")
 
 
+def test_admin_secret_is_the_next_line_as_typed(console):
+    say, node, _ = console
+    secrets_set = []
+
+    def set_admin_secret(secret: str) -> None:
+        if secret == "cluster":
+            raise ConfigError("the admin secret must differ from the cluster secret (--secret)")
+        secrets_set.append(secret)
+
+    node.set_admin_secret = set_admin_secret
+    assert "type the admin secret" in say("admin_secret")
+    assert "admin secret set" in say("Mixed Case SECRET")  # not lower-cased, not a command
+    assert secrets_set == ["Mixed Case SECRET"]
+    say("admin_secret")
+    assert "must differ from the cluster secret" in say("cluster")
+    say("admin_secret")
+    assert "unchanged" in say("") and secrets_set == ["Mixed Case SECRET"]
+    assert "CPUs: 4" in say("")  # back to commands
+    assert "admin_secret" in say("help")
+
+
 def test_stop_start_quit_exit(console):
     say, node, calls = console
     assert "stopped" in say("stop") and node.held

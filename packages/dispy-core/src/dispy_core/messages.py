@@ -97,6 +97,22 @@ the same handshake, with the cluster's secret)::
 dispynetrelay -> --scheduler_node's client port (unicast): NodeAnnounce, one per node it
 knows, naming that node (a discovering client connects to it as to a node's own).
 
+dispyadmin -> node (TCP, node port; handshake with Hello.key_id = :data:`ADMIN_KEY_ID`
+and the node's *admin secret* (``dispynode --admin_secret``), not the cluster secret;
+a node without one, or with another, refuses the handshake with Denied; frames always
+carry MACs)::
+
+    AdminInfoRequest       ->
+                           <-  AdminNodeInfo
+    AdminSetCpus           ->
+    | AdminSetServiceTimes
+    | AdminSetServe
+                           <-  AdminNodeInfo    (the node's state after the change)
+                             | AdminRefused     (why not; nothing changed)
+
+Such a connection may send nothing else (the node closes it): no computation, no job,
+so no admin request can run code.
+
 Inside a node (abstract Unix sockets, authenticated with a per-node random token):
 
     zygote -> main: ZygoteHello; main -> zygote: ForkHost(compute_id)
@@ -116,7 +132,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, dataclass_transform
 
 from . import codec
-from ._fieldcheck import BUFFERS, Blob, Hex, Mode, Mtime, NonNegative, Port, Sha256, TextOrBlob, record_builder
+from ._fieldcheck import BUFFERS, Blob, Hex, Matches, Mode, Mtime, NonNegative, Port, Range, Sha256, TextOrBlob, record_builder
 from .errors import ProtocolError
 
 __all__ = [
@@ -174,6 +190,14 @@ __all__ = [
     # dispynetrelay
     "RelayedNode",
     "RelayNodes",
+    # dispyadmin <-> node
+    "ADMIN_KEY_ID",
+    "AdminInfoRequest",
+    "AdminNodeInfo",
+    "AdminSetCpus",
+    "AdminSetServiceTimes",
+    "AdminSetServe",
+    "AdminRefused",
     # inside a node
     "ZygoteHello",
     "ForkHost",
@@ -776,6 +800,85 @@ class RelayNodes(Message):
 
     nodes: list[RelayedNode]
     relay: str = ""  # the relay's software, for the client's log
+
+
+# -- dispyadmin <-> node (numbers 80 to 89) ----------------------------------------------
+#: Hello.key_id of a dispyadmin connection: authenticate with the node's admin secret.
+#: (Compute ids, the other key ids, are hex: they can't be this.)
+ADMIN_KEY_ID = "dispy-admin"
+
+#: A time of day as the service options take it: "HH:MM", 24-hour.
+HHMM = Annotated[str, Matches(r"([01]?[0-9]|2[0-3]):[0-5][0-9]", "a time of day HH:MM (00:00 to 23:59)")]
+#: A CPU count as ``dispynode -c`` takes it (negative: leave that many unused); the node
+#: checks it against its machine.
+CpuCount = Annotated[int, Range(-65536, 65536)]
+#: ``--serve``: -1 for no limit, else a positive number of clients.
+ServeCount = Annotated[int, Range(-1, None)]
+
+
+@_message(80)
+class AdminInfoRequest(Message):
+    """dispyadmin -> node: the node's state (answered AdminNodeInfo)."""
+
+
+@_message(81)
+class AdminNodeInfo(Message):
+    """Node -> dispyadmin: the node's state. ``cpus``: CPUs it uses now; ``max_cpus``: the
+    machine's; service times as "HH:MM" or None; ``serve``: clients it serves before it
+    quits (-1: no limit) and ``clients_done``: clients served so far; ``busy``: jobs
+    running; ``jobs_done``; ``cpu_time``: seconds jobs ran; ``clients``: the addresses
+    ("ip:port") of the clients or schedulers whose computations are set up there;
+    ``state``: one line on what it does now."""
+
+    name: str
+    ip_addr: str
+    port: Port
+    cpus: NonNegative
+    max_cpus: NonNegative
+    software: str = ""
+    platform: str = ""
+    service_start: HHMM | None = None
+    service_stop: HHMM | None = None
+    service_end: HHMM | None = None
+    serve: ServeCount = -1
+    clients_done: NonNegative = 0
+    busy: NonNegative = 0
+    jobs_done: NonNegative = 0
+    cpu_time: float = 0.0
+    clients: list[str] = field(default_factory=list)
+    state: str = ""
+    avail_info: AvailInfo | None = None
+
+
+@_message(82)
+class AdminSetCpus(Message):
+    """dispyadmin -> node: use ``cpus`` CPUs (as ``dispynode -c``)."""
+
+    cpus: CpuCount
+
+
+@_message(83)
+class AdminSetServiceTimes(Message):
+    """dispyadmin -> node: the whole service window (each time "HH:MM" or None for
+    none; all None: always serve), checked as ``--service_start/stop/end`` are."""
+
+    start: HHMM | None = None
+    stop: HHMM | None = None
+    end: HHMM | None = None
+
+
+@_message(84)
+class AdminSetServe(Message):
+    """dispyadmin -> node: serve this many clients in all (as ``--serve``; -1: no limit)."""
+
+    serve: ServeCount
+
+
+@_message(85)
+class AdminRefused(Message):
+    """Node -> dispyadmin: the request was not carried out, and why."""
+
+    reason: str
 
 
 # -- inside a node ------------------------------------------------------------------

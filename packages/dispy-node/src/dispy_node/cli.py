@@ -115,8 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe_setup", action="store_true",
                    help="accepted for compatibility with dispy 4.x; changes nothing here (setup "
                         "always runs in the computation's own process, whose globals jobs see)")
-    p.add_argument("--admin_secret", default=None, metavar="SECRET",
-                   help="(dispy's secret for dispyadmin, which is not built yet; refused with a message)")
+    p.add_argument("--admin_secret", default="", metavar="SECRET",
+                   help="let dispyadmin (with --secret SECRET) see this node's state and change its CPUs, "
+                        "service times and serve count; must differ from --secret. Without it the node "
+                        "refuses every admin request. To keep it out of the process list, put it in a "
+                        "--config file, or type it at the console's admin_secret command")
     p.add_argument("--init", default=None, metavar="FILE",
                    help="(dispy's module of node-wide globals: not supported yet; refused with a message)")
     daemon_cli.add_common_options(p, "dispynode", __version__, "node-specific ones: -i, -p, --name")
@@ -143,9 +146,6 @@ def _address(text: str, option: str = "--ip_addr") -> str:
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """Turn parsed arguments into a NodeConfig; raises ConfigError naming the bad option."""
-    if args.admin_secret is not None:
-        raise ConfigError("--admin_secret: dispyadmin (the web page that manages nodes) is not built yet; "
-                          "start dispynode without it (its terminal commands manage the node)")
     if args.init is not None:
         raise ConfigError("--init: node-wide globals from a module are not supported yet; give each "
                           "computation what it needs with depends and setup")
@@ -184,6 +184,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         scheduler_node=None if args.scheduler_node is None else _address(args.scheduler_node, "--scheduler_node"),
         scheduler_port=config.client_port(args.dispy_port) if args.scheduler_port is None else args.scheduler_port,
         ping_interval=args.ping_interval,
+        admin_secret=args.admin_secret or "",
         **kwargs,
     )
     if cfg.certfile is not None:

@@ -7,6 +7,9 @@ Commands (one per line; case does not matter):
 * ``cpus N``: use N CPUs (as ``-c``: a negative N leaves that many unused);
 * ``stop``: take no new computations and start no new jobs (running ones go on);
 * ``start``: take jobs again, on the CPUs the node had before ``stop``;
+* ``admin_secret``: the next line is the secret dispyadmin must know (``--admin_secret``,
+  typed here so that it stays out of the process list; not echoed); an empty line
+  leaves it as it was;
 * ``quit``: terminate now, as SIGTERM; ``exit``: finish the jobs, then stop, as SIGINT;
 * ``help``, or anything else: the list of commands.
 
@@ -16,6 +19,7 @@ has are :class:`dispy_core.console.CommandConsole`'s.
 
 from __future__ import annotations
 
+import termios
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
@@ -32,6 +36,7 @@ commands:
   cpus N                     use N CPUs (a negative N leaves that many unused)
   stop                       take no new computations or jobs; queued jobs wait
   start                      take jobs again (on the CPUs the node had before stop)
+  admin_secret               type the secret dispyadmin must know (as --admin_secret)
   quit                       terminate now: running jobs are killed (as SIGTERM)
   exit                       finish the jobs in the node, then stop (as SIGINT)
   help                       this list"""
@@ -44,6 +49,7 @@ class Operated(Protocol):
     def set_cpus(self, n: int) -> int: ...
     def pause_jobs(self, reason: str = ...) -> None: ...
     def resume_jobs(self, reason: str = ...) -> bool: ...
+    def set_admin_secret(self, secret: str) -> None: ...
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -91,6 +97,24 @@ class Console(CommandConsole):
                  stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
         super().__init__(quit=quit, exit=exit, stdin=stdin, stdout=stdout)
         self.node = node
+        self._echo: list[Any] | None = None  # the terminal's settings while a secret is typed
+        self._secret_next = False
+
+    def command(self, line: str) -> None:
+        if not self._secret_next:
+            super().command(line)
+            return
+        self._secret_next = False
+        self._restore_echo()
+        if not line:
+            self.say("admin secret unchanged")
+            return
+        try:
+            self.node.set_admin_secret(line)
+        except ConfigError as exc:
+            self.say(str(exc))
+            return
+        self.say("admin secret set: dispyadmin with this secret may manage the node")
 
     def status_text(self) -> str:
         return format_status(self.node.status())
@@ -98,6 +122,10 @@ class Console(CommandConsole):
     def other_command(self, cmd: str, args: list[str]) -> bool:
         if cmd == "cpus":
             self._cpus(args)
+        elif cmd == "admin_secret" and not args:
+            self._secret_next = True
+            self._hide_echo()
+            self.say("type the admin secret and Enter (not shown):")
         elif cmd == "stop" and not args:
             self.node.pause_jobs("operator")
             self.say("stopped: no new computations or jobs; running jobs go on, queued ones wait "
@@ -126,3 +154,21 @@ class Console(CommandConsole):
             self.say(str(exc))
             return
         self.say(f"using {cpus} CPUs")
+
+    def _hide_echo(self) -> None:
+        try:
+            attrs = termios.tcgetattr(self.fd)
+        except (termios.error, OSError):
+            return  # not a terminal (tests): nothing shows it anyway
+        self._echo = attrs
+        quiet = list(attrs)
+        quiet[3] = quiet[3] & ~termios.ECHO
+        termios.tcsetattr(self.fd, termios.TCSANOW, quiet)
+
+    def _restore_echo(self) -> None:
+        if self._echo is not None:
+            try:
+                termios.tcsetattr(self.fd, termios.TCSANOW, self._echo)
+            except (termios.error, OSError):
+                pass
+            self._echo = None

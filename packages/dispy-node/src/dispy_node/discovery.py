@@ -28,6 +28,10 @@ A client looking for nodes sends a sealed DiscoverRequest (see
 with a sealed DiscoverReply echoing the request's nonce and naming the served address
 (or its ``--ext_ip_addr``). The node sends nothing else on its own here: no broadcast, no
 multicast (``--scheduler_node`` announcements are unicast, see :mod:`.announce`).
+dispyadmin (without named nodes) seals its requests with the admin secret instead: the
+node answers those too, sealed with that secret, while it has an admin secret
+(``--admin_secret``), and even when it takes no computations (outside its service
+window), since dispyadmin manages such nodes as well.
 Datagrams that are not dispy's, are sealed with another secret, or are older than
 :data:`MAX_AGE` seconds (replays) are dropped with a debug log line; nothing in a
 datagram is ever unpickled.
@@ -47,7 +51,7 @@ from typing import Any
 import psutil
 
 from dispy_core import auth, config, messages
-from dispy_core.errors import DispyError
+from dispy_core.errors import AuthenticationError, DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest
 from dispy_core.refusals import RefusalLog, reason_of
 
@@ -187,20 +191,34 @@ _refusals = RefusalLog(log, "datagrams", level=logging.DEBUG)
 
 
 class DiscoveryProtocol(asyncio.DatagramProtocol):
-    """Answers DiscoverRequests; ``make_reply(nonce, source_ip)`` builds the reply, or
-    returns None when the requester is not on a network this node serves."""
+    """Answers DiscoverRequests; ``make_reply(nonce, source_ip, admin)`` builds the reply,
+    or returns None when the requester is not on a network this node serves.
 
-    def __init__(self, secret: str, make_reply: Callable[[str, str], DiscoverReply | None]) -> None:
+    A request sealed with the node's admin secret (``admin_secret()``, when it returns
+    one) comes from dispyadmin: it is answered (sealed with that secret) with ``admin``
+    True, whether or not the node takes computations now."""
+
+    def __init__(self, secret: str, make_reply: Callable[[str, str, bool], DiscoverReply | None],
+                 admin_secret: Callable[[], str] | None = None) -> None:
         self.key = auth.derive_key(secret)
         self.make_reply = make_reply
+        self.admin_secret = admin_secret
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        key, admin = self.key, False
         try:
-            type_, body = auth.open_datagram(self.key, data)
+            try:
+                type_, body = auth.open_datagram(key, data)
+            except AuthenticationError:
+                other = self.admin_secret() if self.admin_secret is not None else ""
+                if not other:
+                    raise
+                key, admin = auth.derive_key(other), True
+                type_, body = auth.open_datagram(key, data)
             msg = messages.decode(type_, memoryview(body))
             if not isinstance(msg, DiscoverRequest):
                 raise DispyError(f"unexpected {type(msg).__name__} datagram")
@@ -211,14 +229,14 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
         except DispyError as exc:
             _refusals.refused(reason_of(exc), "dropped datagram from %s: %s", addr, exc)
             return
-        reply = self.make_reply(msg.nonce, addr[0])
+        reply = self.make_reply(msg.nonce, addr[0], admin)
         if reply is None:
             log.debug("ignored discovery request from %s: not on a network this node serves", addr)
             return
         parts, _ = messages.encode(reply)
         body = b"".join(bytes(p) for p in parts)
         if self.transport is not None:
-            self.transport.sendto(auth.seal_datagram(self.key, DiscoverReply.TYPE, body), addr)
+            self.transport.sendto(auth.seal_datagram(key, DiscoverReply.TYPE, body), addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("discovery socket error: %s", exc)

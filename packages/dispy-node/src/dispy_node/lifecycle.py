@@ -227,6 +227,7 @@ class Lifecycle:
         self.store = store
         self.comps: dict[str, Comp] = {}
         self.jobs_done = 0
+        self.cpu_time = 0.0  # seconds the finished jobs ran (for dispyadmin)
         self._loop = asyncio.get_running_loop()
         self._outbox: dict[Comp, list[JobResult]] = {}
         self._tick_scheduled = False
@@ -400,7 +401,9 @@ class Lifecycle:
                 out.append(result)
                 n += 1
                 try:
-                    observe(result.end_time - result.start_time)
+                    took = result.end_time - result.start_time
+                    observe(took)
+                    self.cpu_time += max(0.0, took)
                 except TypeError:
                     pass  # a worker's result without times: nothing to learn
         self.jobs_done += n

@@ -85,6 +85,9 @@ class NodeConfig:
     # --ping_interval: seconds between announcements to scheduler_node while idle (None:
     # announce.ANNOUNCE_INTERVAL).
     ping_interval: float | None = None
+    # --admin_secret: dispyadmin connections authenticate with it (not with ``secret``);
+    # "" (the default): the node refuses every admin request. Kept out of repr().
+    admin_secret: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not self.ip_addrs:
@@ -111,6 +114,9 @@ class NodeConfig:
             raise ConfigError(f"invalid --scheduler_port {self.scheduler_port}: must be in 1..65535")
         if self.keyfile is not None and self.certfile is None:
             raise ConfigError("--keyfile needs --certfile (the certificate that goes with the key)")
+        if self.admin_secret and self.admin_secret == self.secret:
+            raise ConfigError("--admin_secret must differ from --secret: every client of the node "
+                              "knows the cluster secret, and only dispyadmin should manage the node")
         if self.ping_interval is not None and not NODE_PING_INTERVAL_MIN <= self.ping_interval <= 1e6:
             raise ConfigError(f"invalid --ping_interval {self.ping_interval:g}: must be at least "
                               f"{NODE_PING_INTERVAL_MIN:g} seconds")

@@ -47,9 +47,10 @@ from dispy_core.aio import Channel, StallWatch
 from dispy_core.listen import ACCEPT_BATCH, ChannelServer, deepen_backlog
 from dispy_core.refusals import RefusalLog, reason_of
 from dispy_core.connection import Connection
-from dispy_core.errors import ConnectionClosed, DispyError
+from dispy_core.errors import ConfigError, ConnectionClosed, DispyError
 from dispy_core.prefix import DaemonPrefix
 from dispy_core.messages import (
+    ADMIN_KEY_ID,
     AckResults,
     Attach,
     Attached,
@@ -89,6 +90,7 @@ from dispy_core.messages import (
 from dispy_core.sources import check_sources
 from dispy_core.status import JobStatus
 
+from . import admin
 from .announce import Announcer
 from .discovery import (
     DiscoveryProtocol,
@@ -115,7 +117,7 @@ from .paths import (
     write_files,
 )
 from .scheduler import Scheduler, Worker
-from .service import Action, ServiceClock
+from .service import Action, ServiceClock, ServiceWindow
 from .sysinfo import SOFTWARE, avail_info, node_info, prime_cpu_percent, python_version_error
 from .undelivered import ResultStore
 
@@ -176,6 +178,9 @@ class Node(Lifecycle):
         self.draining = False  # SIGINT / exit: finishing the jobs in the node, then stopping
         window = cfg.service_window
         self.service: ServiceClock | None = ServiceClock(window) if window is not None else None
+        self._service_timer: asyncio.TimerHandle | None = None
+        # --admin_secret (or the console's admin_secret command): dispyadmin's key
+        self.admin_secret = cfg.admin_secret
         self._announcer: asyncio.Task[None] | None = None  # --scheduler_node
         self.digests = DigestCache()  # files already here, for FilesQuery and Compute.kept
 
@@ -259,8 +264,8 @@ class Node(Lifecycle):
             if direct is not None:
                 await self._serve_discovery(direct, self._direct_reply(ip, port))
 
-    async def _serve_discovery(self, sock: socket.socket, make: Callable[[str, str], DiscoverReply | None]) -> None:
-        protocol = DiscoveryProtocol(self.cfg.secret, make)
+    async def _serve_discovery(self, sock: socket.socket, make: Callable[[str, str, bool], DiscoverReply | None]) -> None:
+        protocol = DiscoveryProtocol(self.cfg.secret, make, lambda: self.admin_secret)
         transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         self._udp.append(transport)
 
@@ -372,8 +377,16 @@ class Node(Lifecycle):
     # == channels ========================================================================
     def _new_client_channel(self) -> Channel:
         return Channel(Connection(initiator=False, secret=self.cfg.secret, software=SOFTWARE,
-                                  keys=self._attach_key),
+                                  keys=self._client_key),
                        self._on_client_message, self._on_client_close)
+
+    def _client_key(self, key_id: str) -> tuple[str, bool] | None:
+        """The key a Hello with a key_id authenticates with: dispyadmin's (see
+        :mod:`.admin`; AuthenticationError saying why when there is none) or an attaching
+        client's."""
+        if key_id == ADMIN_KEY_ID:
+            return admin.admin_key(self)
+        return self._attach_key(key_id)
 
     def _attach_key(self, compute_id: str) -> tuple[str, bool] | None:
         """The key a client authenticates with to attach to computation ``compute_id``,
@@ -413,6 +426,9 @@ class Node(Lifecycle):
             if user is not None:
                 user.last_seen = time.monotonic()
                 user.pinged = False
+                if user.attach_id == ADMIN_KEY_ID:
+                    admin.on_message(self, ch, msg)
+                    return
                 if user.attach_id:
                     self._on_attached_message(ch, user.attach_id, msg)
                     return
@@ -445,6 +461,8 @@ class Node(Lifecycle):
                 self._send_file(ch, msg, self._owned(ch, msg.compute_id))  # type: ignore[arg-type, attr-defined]
             elif t is NodeJobsRequest:
                 self._node_jobs(ch, msg)  # type: ignore[arg-type]
+            elif t in admin.REQUESTS:
+                ch.send(admin.refusal_on_cluster_connection(self))
             else:
                 ch.send(ErrorReport(f"{t.__name__} is not a request dispynode serves"))
         except Exception as exc:
@@ -456,6 +474,13 @@ class Node(Lifecycle):
                                     cid if isinstance(cid, str) else ""))
 
     def _on_client_close(self, ch: Channel, exc: BaseException | None) -> None:
+        if isinstance(ch.user, Client) and ch.user.attach_id == ADMIN_KEY_ID:
+            # an authenticated admin connection that broke (a malformed or altered frame):
+            # logged as refusals are, so that a flood of them can't fill the log
+            if exc is not None and not isinstance(exc, ConnectionClosed):
+                self.refusals.refused(reason_of(exc), "closed admin connection from %s: %s", ch.peer, exc)
+            self.clients.discard(ch)
+            return
         self._log_close(ch, exc, "client")
         self.clients.discard(ch)
         if isinstance(ch.user, Client) and ch.user.attach_id:
@@ -985,24 +1010,25 @@ class Node(Lifecycle):
             self._log_close(ch, exc, "internal")
 
     # == discovery and status ============================================================
-    def _discover_reply(self, served: list[str], port: int) -> Callable[[str, str], DiscoverReply | None]:
+    def _discover_reply(self, served: list[str], port: int) -> Callable[[str, str, bool], DiscoverReply | None]:
         networks = served_networks(served)
 
-        def make(nonce: str, source: str) -> DiscoverReply | None:
+        def make(nonce: str, source: str, admin: bool) -> DiscoverReply | None:
             ip = pick_address(networks, source) or local_requester(source, served)
-            if ip is None or not self.accepting:  # no point finding a node that refuses
+            # no point finding a node that refuses computations (dispyadmin manages it anyway)
+            if ip is None or not (self.accepting or admin):
                 return None
             return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
                                  self.cfg.cpus, self.node_id)
 
         return make
 
-    def _direct_reply(self, ip: str, port: int) -> Callable[[str, str], DiscoverReply | None]:
+    def _direct_reply(self, ip: str, port: int) -> Callable[[str, str, bool], DiscoverReply | None]:
         """Replies to requests sent to served address ``ip`` itself: whoever reached it
         there can connect to it there."""
 
-        def make(nonce: str, source: str) -> DiscoverReply | None:
-            if not self.accepting:
+        def make(nonce: str, source: str, admin: bool) -> DiscoverReply | None:
+            if not (self.accepting or admin):
                 return None
             return DiscoverReply(nonce, time.time(), self.cfg.announced_addr(ip), port, self.cfg.name,
                                  self.cfg.cpus, self.node_id)
@@ -1095,6 +1121,51 @@ class Node(Lifecycle):
         self._kick()
         return True
 
+    def set_service_times(self, start: str | None, stop: str | None, end: str | None) -> None:
+        """A new daily service window (as ``--service_start/stop/end``; all None: always
+        serve); ConfigError naming the time that is wrong, and nothing changes. The node
+        acts on it at once: it holds or releases jobs, or closes its computations, as it
+        would had it been started with these times."""
+        window = ServiceWindow.from_options(start, stop, end)
+        self.cfg = dataclasses.replace(self.cfg, service_start=start, service_stop=stop, service_end=end)
+        if self._service_timer is not None:
+            self._service_timer.cancel()
+            self._service_timer = None
+        old = self.service
+        if window is None:
+            self.service = None
+            log.info("dispynode %s: no service window now (always serving)", self.cfg.name)
+            if "service" in self.holds:
+                self.resume_jobs("service")
+            return
+        self.service = ServiceClock(window)
+        if old is not None:  # so that update() says what changes from where the node is
+            self.service.phase = old.phase
+        log.info("dispynode %s: service window now %s", self.cfg.name, window.describe())
+        self._service_tick()
+
+    def set_admin_secret(self, secret: str) -> None:
+        """dispyadmin's secret from now on (the console's ``admin_secret``); ConfigError
+        if it is the cluster secret (see NodeConfig). Open admin connections go on."""
+        if secret == self.cfg.secret:
+            raise ConfigError("the admin secret must differ from the cluster secret (--secret)")
+        self.admin_secret = secret
+        log.info("dispynode %s: admin secret set (dispyadmin may manage the node)", self.cfg.name)
+
+    def set_serve(self, serve: int) -> None:
+        """Serve ``serve`` clients in all (as ``--serve``; -1: no limit); ConfigError if
+        it is neither. A node that has served that many already, and serves none now,
+        quits as it would have at the end of its last client."""
+        if serve == 0 or serve < -1:
+            raise ConfigError(f"invalid serve count {serve}: must be a positive number of clients, "
+                              "or -1 for no limit")
+        self.cfg = dataclasses.replace(self.cfg, serve=serve)
+        log.info("dispynode %s: serving %s clients (%d served so far)", self.cfg.name,
+                 "any number of" if serve < 0 else serve, self.served)
+        if 0 < serve <= self.served and not self.comps and not self.closing:
+            log.info("served computations from %d clients (serve count %d); quitting", self.served, serve)
+            self.stop()
+
     def _service_tick(self) -> None:
         service = self.service
         if service is None or self.closing:
@@ -1108,7 +1179,7 @@ class Node(Lifecycle):
                 self.resume_jobs("service")
             elif action is Action.CLOSE_ALL:
                 self._service_end()
-        self._loop.call_later(service.delay(), self._service_tick)
+        self._service_timer = self._loop.call_later(service.delay(), self._service_tick)
 
     def _service_end(self) -> None:
         """--service_end: close every computation, terminating its jobs (the node stays)."""
