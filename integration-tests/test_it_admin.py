@@ -25,7 +25,7 @@ import dispy
 from dispy.admin import AdminError, NodeAdmin
 from dispy_core import messages as m
 from dispy_core.connection import Connection
-from dispy_core.testing import NodeProcess, wait_until
+from dispy_core.testing import NodeProcess, node_python, wait_until
 
 SECRET = "admin-secret-1"
 
@@ -381,7 +381,7 @@ def test_the_admin_page_sets_a_nodes_cpus_in_a_browser(browser, three, tmp_path)
 
 def test_dispynode_admin_secret_from_a_config_file(tmp_path):
     config = tmp_path / "node.ini"
-    saved = subprocess.run([sys.executable, "-m", "dispy_node.cli", "--admin_secret", SECRET, "-c", "1",
+    saved = subprocess.run([node_python(), "-m", "dispy_node.cli", "--admin_secret", SECRET, "-c", "1",
                             "--save_config", str(config)], capture_output=True, text=True, timeout=30)
     assert saved.returncode == 0, saved.stderr
     assert f"admin_secret = {SECRET}" in config.read_text()
@@ -497,7 +497,7 @@ class Pty:
 
 
 def test_secrets_typed_at_the_consoles_are_not_shown_and_work(tmp_path):
-    node = Pty(sys.executable, "-m", "dispy_node.cli", "-i", "127.0.0.157", "-p", "0", "-c", "1",
+    node = Pty(node_python(), "-m", "dispy_node.cli", "-i", "127.0.0.157", "-p", "0", "-c", "1",
                "--dest_path_prefix", str(tmp_path / "node"))
     admin = None
     try:
