@@ -217,7 +217,10 @@ def run_build_job(package: str, tag: str, workspace: Path) -> subprocess.Complet
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "dist", "build"))
     github_env = workspace / "github_env"
     github_env.touch()
-    env = dict(os.environ, GITHUB_REF_NAME=tag, GITHUB_REF=f"refs/tags/{tag}",
+    # Without hatch's own variables: under `hatch run checks:all` they would make the
+    # job's hatch act on the checks environment instead of the package.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HATCH_")}
+    env.update(GITHUB_REF_NAME=tag, GITHUB_REF=f"refs/tags/{tag}",
                GITHUB_WORKSPACE=str(workspace), GITHUB_ENV=str(github_env))
     job = conventions.load_workflow(ROOT / conventions.WORKFLOWS / f"release-{package}.yml")["jobs"]["build"]
     result = None
