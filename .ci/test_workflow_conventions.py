@@ -99,6 +99,12 @@ def test_a_new_single_package_install_needs_a_job(tree: Path) -> None:
     assert "no job runs the extra-only install" in problems_of(tree)
 
 
+def test_a_suite_needs_its_python_set_up(tree: Path) -> None:
+    edit(workflow(tree, "test.yml"), "            3.11\n            3.12\n            3.13\n",
+         "            3.11\n            3.12\n")
+    assert "job full runs test.py3.13:all but does not set up Python 3.13" in problems_of(tree)
+
+
 def test_each_single_package_install_is_run(tree: Path) -> None:
     edit(workflow(tree, "test.yml"), "install: [node-only, client-only, scheduler-only, relay-only]",
          "install: [node-only, client-only, scheduler-only]")

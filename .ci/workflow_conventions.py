@@ -8,8 +8,9 @@ check until the workflows cover it:
 
 - the test workflow (test.yml), triggered by push and pull_request, with a concurrency
   group and a timeout on every job, runs `test.pyX:all` for each Python of hatch.toml's
-  test matrix, `ENV:test` for each `*-only` environment of hatch.toml, `checks:all`, and
-  runs a full suite as root (`sudo -E`: the namespace tests skip themselves otherwise);
+  test matrix (in a job that sets up Python X), `ENV:test` for each `*-only` environment
+  of hatch.toml, `checks:all`, and runs a full suite as root (`sudo -E`: the namespace
+  tests skip themselves otherwise);
 - each package (packages/*/pyproject.toml) has exactly one release workflow,
   release-PACKAGE.yml, triggered only by pushing a tag PACKAGE-v*, that builds only that
   package (`hatch build` in packages/PACKAGE), checks it (`twine check --strict`), checks
@@ -161,6 +162,19 @@ def check_test_workflow(root: Path) -> list[str]:
     for install in sorted(ran_installs - single_installs(root)):
         problems.append(f"{name}: runs {install}:test, which hatch.toml does not define")
 
+    # A suite on Python X needs X set up in its job (hatch never downloads a Python).
+    for job_id, job in jobs.items():
+        for combo in matrix_combinations(job):
+            setup = " ".join(str((step.get("with") or {}).get("python-version", ""))
+                             for step in job.get("steps") or []
+                             if str(step.get("uses", "")).startswith("actions/setup-python@"))
+            setup = _MATRIX_REF.sub(lambda m: str(combo.get(m.group(1), m.group(0))), setup)
+            script = "\n".join(str(step["run"]) for step in job.get("steps") or [] if "run" in step)
+            script = _MATRIX_REF.sub(lambda m: str(combo.get(m.group(1), m.group(0))), script)
+            for python in sorted(set(re.findall(_RUNNER + r"test\.py([\d.]+):all", script))):
+                if python not in setup.split():
+                    problems.append(f"{name}: job {job_id} runs test.py{python}:all "
+                                    f"but does not set up Python {python}")
     if not re.search(_RUNNER + r"checks:all", everything):
         problems.append(f"{name}: no job runs the checks suite (hatch run checks:all)")
     if not any(re.search(r"sudo -E\b.*" + _RUNNER + r"test\.py[\d.]+:all", s) for s in scripts):
