@@ -31,6 +31,10 @@ PAGES: dict[str, str] = {
     "README.md#sharing-nodes-between-programs-dispyscheduler-and-sharedjobcluster": "guide/shared.md",
     "README.md#nodes-on-another-network": "guide/networks.md",
     "README.md#development": "development.md",
+    # the site's own source, as the README names it: the page that says how to build it
+    "mkdocs.yml": "development.md#documentation-site",
+    "docs": "development.md#documentation-site",
+    "README.md#documentation-site": "development.md#documentation-site",
     "SECURITY.md": "security.md",
     "packages/dispy-client/README.md": "guide/clients.md",
     "packages/dispy-node/README.md": "daemons/dispynode.md",
