@@ -70,3 +70,15 @@ def test_a_broken_readme_link_fails_the_strict_build(tmp_path):
     assert p.returncode != 0
     assert "'daemons/dispynode.md' contains a link '#no-such-section'" in p.stderr, p.stderr
     assert "'../../hatch.toml'" in p.stderr, p.stderr
+
+
+def test_hash_colon_comments_document_attributes_in_the_reference():
+    import griffe
+
+    extensions = griffe.load_extensions(str(ROOT / "docs" / "griffe_comments.py"))
+    config = griffe.load("dispy_core.config", search_paths=[str(ROOT / "packages" / "dispy-core" / "src")],
+                         extensions=extensions)
+    doc = config["DispyPort"].docstring
+    assert doc is not None and doc.value.startswith("Base of the port family")
+    # a name documented by its own docstring keeps it
+    assert config["node_port"].docstring.value.startswith("The node's port")
