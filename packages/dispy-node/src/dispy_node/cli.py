@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dispynode",
         description="Run dispy jobs on this machine for dispy clients (JobCluster, SharedJobCluster).",
+        epilog="Deployment files (a Dockerfile, a systemd unit) ship with dispy-node: "
+               "python -m dispy_node.deploy lists them.",
     )
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages (a trace of execution)")
     p.add_argument("-c", "--cpus", type=int, default=None, metavar="N",
