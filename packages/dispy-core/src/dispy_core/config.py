@@ -43,8 +43,8 @@ __all__ = [
 
 #: Base of the port family (client port; nodes listen on base + 1, dispyscheduler on base + 2).
 DispyPort: int = 9700
-#: Port of dispy's web monitor (``dispy.httpd``) and dispyadmin. Neither is built yet:
-#: nothing here listens on it; the name is kept for programs that read or set it.
+#: Default port of dispy's web monitor (``dispy.httpd.DispyHTTPServer``, dispyscheduler
+#: ``--httpd``) and of dispyadmin's pages (their ``--http_port``).
 HTTPServerPort: int = 8181
 #: IPv4 group that discovery requests go to with ``JobCluster(ipv4_udp_multicast=True)``
 #: and that ``dispynode --ipv4_udp_multicast`` joins (otherwise IPv4 discovery broadcasts).
