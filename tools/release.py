@@ -292,7 +292,9 @@ def check_distributions(package: Package, version: Version, files: list[Path]) -
             problems.append(f"{sdist.name}: no PKG-INFO")
         else:
             problems += _check_metadata(package, version, _metadata(pkg_info.read().decode()), sdist.name)
-    expected = {prefix + name for name in ("PKG-INFO", "pyproject.toml", "README.md", "CHANGELOG.md")}
+    # .gitignore: hatchling puts the ignore file it used in the sdist (the monorepo's), so
+    # that a wheel built from the sdist leaves out the same files.
+    expected = {prefix + name for name in ("PKG-INFO", "pyproject.toml", "README.md", "CHANGELOG.md", ".gitignore")}
     expected |= {f"{prefix}src/{name}" for name in sources}
     problems += [f"{sdist.name}: {name} is missing" for name in sorted(expected - members)]
     problems += [f"{sdist.name}: {name} should not be in it" for name in sorted(members - expected)]
