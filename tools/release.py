@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime
+import email.message
 import email.parser
+import importlib.util
 import os
 import re
 import shutil
@@ -216,7 +218,14 @@ def build(package_dir: Path, out: Path) -> list[Path]:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    hatch = [sys.executable, "-m", "hatch"] if shutil.which("hatch") is None else ["hatch"]
+    # The hatch installed beside this Python (the release and py3.13 test environments
+    # have it), else the one on PATH (./dev's).
+    if importlib.util.find_spec("hatch") is not None:
+        hatch = [sys.executable, "-m", "hatch"]
+    elif shutil.which("hatch") is not None:
+        hatch = ["hatch"]
+    else:
+        raise Refusal("hatch is not installed (./dev release runs in the hatch environment 'release', which has it)")
     # A `hatch run` around us sets which environment is active; the build of the package
     # (a project of its own) must not look for that environment there.
     env = {k: v for k, v in os.environ.items() if not k.startswith("HATCH_ENV")}
@@ -262,6 +271,8 @@ def check_distributions(package: Package, version: Version, files: list[Path]) -
         raise Refusal(f"expected {norm}-{version}-py3-none-any.whl and {norm}-{version}.tar.gz, "
                       f"built {[f.name for f in files]}")
     problems: list[str] = []
+    if importlib.util.find_spec("twine") is None:
+        raise Refusal("twine is not installed (./dev release runs in the hatch environment 'release', which has it)")
     twine = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
                            capture_output=True, text=True)
     if twine.returncode != 0:
