@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
+import os
 import subprocess
 import sys
 import tarfile
@@ -53,8 +54,11 @@ def clone(tmp_path: Path) -> Path:
 
 
 def release(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # hatch's build environment for the clone (a project at a new path each time) goes
+    # under the clone's tmp_path, not into the user's hatch data directory.
+    env = os.environ | {"HATCH_DATA_DIR": str(root.parent / "hatch-data")}
     return subprocess.run([sys.executable, str(RELEASE), *args, "--root", str(root)],
-                          capture_output=True, text=True, timeout=170)
+                          capture_output=True, text=True, timeout=170, env=env)
 
 
 def state(root: Path) -> tuple[str, str, str, dict[str, str]]:

@@ -256,9 +256,12 @@ def _check_metadata(package: Package, version: Version, meta: email.message.Mess
 
 
 def _tracked_sources(package: Package) -> set[str]:
-    """The package's source files as git knows them, relative to src/ (what the wheel ships)."""
+    """The package's source files, relative to src/ (what the wheel ships): the files git
+    tracks or would (not ignored). A release's tree is clean, so there they are the tracked
+    ones; the index test builds a working tree, where a new module may not be committed yet."""
     src = package.directory / "src"
-    listed = git(package.directory, "ls-files", "-z", "--", "src").split("\0")
+    listed = git(package.directory, "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                 "--", "src").split("\0")
     return {str((package.directory / path).relative_to(src)) for path in listed if path}
 
 
