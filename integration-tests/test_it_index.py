@@ -56,9 +56,9 @@ def _pip_env() -> dict[str, str]:
     return env
 
 
-def run(*cmd: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(*cmd: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300,
-                          env=_pip_env(), **kwargs)  # type: ignore[call-overload]
+                          env=_pip_env(), cwd=cwd)
     assert done.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -118,7 +118,7 @@ def index(tmp_path: Path) -> Iterator[Index]:
         pytest.fail(f"{', '.join(missing)} not installed: the index test needs hatch, twine and "
                     "pypiserver[passlib] (hatch.toml gives them to the py3.13 suite; "
                     "DISPY_PACKAGING_TESTS=0 leaves it to that suite)", pytrace=False)
-    from passlib.apache import HtpasswdFile
+    from passlib.apache import HtpasswdFile  # type: ignore[import-untyped]
 
     served = tmp_path / "index"
     served.mkdir()
