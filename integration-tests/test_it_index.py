@@ -37,6 +37,8 @@ NODE_IP = "127.0.0.61"
 BUILT = ("dispy-core", "dispy-node", "dispy-client")
 _SERVING = re.compile(r"serving (?P<cpus>\d+) CPUs at (\S+):(?P<port>\d+)")
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # (no proxy for 127.0.0.1)
+
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(480)]
 
 
@@ -53,6 +55,9 @@ def _pip_env() -> dict[str, str]:
     """The environment for pip: no configuration file or PIP_* variable adds another index."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "TWINE_", "VIRTUAL_ENV"))}
     env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    # The index is on this machine: never through a proxy the environment may name.
+    for key in ("no_proxy", "NO_PROXY"):
+        env[key] = ",".join(filter(None, [env.get(key), "127.0.0.1"]))
     return env
 
 
@@ -68,12 +73,15 @@ class Index:
 
     def __init__(self, directory: Path, htpasswd: Path, user: str, password: str) -> None:
         self.user, self.password = user, password
+        # Its log goes to a file: a pipe nobody reads while it runs would fill up and stop it.
+        self.log = directory.parent / "pypiserver.log"
         for _ in range(3):  # (a port found free can be taken before the server binds it)
             self.port = unused_port("127.0.0.1")
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(self.port),
-                 "-P", str(htpasswd), "-a", "update", "--disable-fallback", str(directory)],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+            with self.log.open("a") as out:  # (the server has its own copy of the file)
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(self.port),
+                     "-P", str(htpasswd), "-a", "update", "--disable-fallback", str(directory)],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             if wait_until(lambda: self.proc.poll() is not None or self._answers(), timeout=30) and self._answers():
                 return
             self.stop()
@@ -85,13 +93,13 @@ class Index:
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/simple/", timeout=5) as response:
+            with _DIRECT.open(f"{self.url}/simple/", timeout=5) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
     def output(self) -> str:
-        return self.proc.stdout.read() if self.proc.stdout and self.proc.poll() is not None else ""
+        return self.log.read_text()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -101,8 +109,6 @@ class Index:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
     def upload(self, files: list[Path], password: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -232,7 +232,8 @@ def build(package_dir: Path, out: Path) -> list[Path]:
     done = subprocess.run([*hatch, "build", "-t", "wheel", "-t", "sdist", str(out)],
                           cwd=package_dir, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise Refusal(f"hatch build failed in {package_dir}: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise Refusal(f"hatch build failed in {package_dir} (exit {done.returncode}): {last}")
     return sorted(out.iterdir())
 
 
