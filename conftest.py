@@ -21,6 +21,13 @@ Tests marked ``browser`` drive a real browser (Playwright with Debian's chromium
 unset runs them, and there a missing Playwright or chromium fails them with a message
 saying how to install it.
 
+Tests marked ``packaging`` build the packages' distributions (the release command,
+tools/release.py) and install them from a package index the test starts
+(integration-tests/test_it_index.py). They need hatch, twine and pypiserver, which only
+the py3.13 environment has, so they run in that suite of ``./dev test``:
+``DISPY_PACKAGING_TESTS=0`` skips them, ``1`` or unset runs them, and there a missing tool
+fails them with a message naming it.
+
 The header of every run names the versions of the dependencies whose ranges the packages
 declare, and the environment that tests the lowest ones checks that it has them (below).
 """
@@ -119,6 +126,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if item.get_closest_marker("browser") is not None:
                 item.add_marker(pytest.mark.skip(
                     reason="browser tests run in another suite of ./dev test (DISPY_BROWSER_TESTS=0)"))
+    if os.environ.get("DISPY_PACKAGING_TESTS") == "0":
+        for item in items:
+            if item.get_closest_marker("packaging") is not None:
+                item.add_marker(pytest.mark.skip(
+                    reason="packaging tests run in another suite of ./dev test (DISPY_PACKAGING_TESTS=0)"))
     chosen = os.environ.get("DISPY_NAMESPACE_TESTS")
     if chosen is None:
         return
