@@ -155,3 +155,16 @@ def test_bad_ranges_are_refused():
         Connection(initiator=True, protocols=(2, 1))
     with pytest.raises(ValueError):
         Connection(initiator=True, protocols=(0, 1))
+
+
+def test_a_datagram_of_another_format_is_named_as_such():
+    from dispy_core import auth
+    from dispy_core.errors import ProtocolError
+
+    key = auth.derive_key("s")
+    sealed = auth.seal_datagram(key, 30, b"{}")
+    assert auth.open_datagram(key, sealed) == (30, b"{}")
+    with pytest.raises(ProtocolVersionError, match="format '2'.*reads format 1"):
+        auth.open_datagram(key, b"DSPYD2" + sealed[6:])
+    with pytest.raises(ProtocolError, match="not a dispy datagram"):
+        auth.open_datagram(key, b"XXXXX1" + sealed[6:])

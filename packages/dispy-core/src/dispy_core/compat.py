@@ -36,6 +36,11 @@ How the handshake carries the versions (rules every future protocol version keep
   and package), from which a newer initiator words its own message. An initiator whose
   lowest version a 0.1.0 responder doesn't speak gets that responder's old Denied, framed
   with version 1: the frame's version then says what the responder speaks.
+* Discovery datagrams (DiscoverRequest/Reply, NodeAnnounce, a relay's announcements) have
+  no room for versions: 0.1.0 receivers refuse unknown fields. Their magic ends with the
+  datagram format (``DSPYD1``); a receiver logs a datagram of another format as from
+  another release (``auth.open_datagram``) instead of as garbage. Every datagram is
+  followed by a TCP connection, whose handshake agrees on a version or refuses loudly.
 * 0.1.0 decoders refuse messages with unknown fields (``_fieldcheck``): new fields in a
   message sent to a peer that might be 0.1.0 need a new protocol version.
 """

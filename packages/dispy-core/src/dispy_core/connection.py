@@ -58,16 +58,19 @@ class Connection:
         frame_macs: bool | None = None,
         key_id: str = "",
         keys: Callable[[str], tuple[str | bytes, bool] | None] | None = None,
-        protocols: tuple[int, int] = (compat.PROTOCOL_LOWEST, compat.PROTOCOL_HIGHEST),
+        protocols: tuple[int, int] | None = None,
         peer_name: str = "",
     ) -> None:
         """``key_id`` (initiator): authenticate with the key of what it names, ``secret``
         being that key (see Hello.key_id). ``keys`` (responder): ``(key, frame_macs)`` for
         a Hello's key_id, or None when there is none; without it only ``secret`` is
         accepted. (Both ends must agree on frame_macs: the initiator passes it too.)
-        ``protocols``: the protocol versions this end speaks (lowest, highest; tests give
-        other ranges to play a peer of another release). ``peer_name``: the peer's host,
+        ``protocols``: the protocol versions this end speaks (lowest, highest); by default
+        those of :mod:`dispy_core.compat` (tests give other ranges, or change compat's, to
+        play a peer of another release). ``peer_name``: the peer's host,
         for refusals (a transport sets it, see :attr:`peer_name`)."""
+        if protocols is None:
+            protocols = (compat.PROTOCOL_LOWEST, compat.PROTOCOL_HIGHEST)
         if not 0 < protocols[0] <= protocols[1] <= 255:
             raise ValueError(f"protocols must be (lowest, highest) from 1 to 255, not {protocols}")
         self.initiator = initiator
