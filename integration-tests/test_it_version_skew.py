@@ -149,28 +149,18 @@ def run_old_client(old: OldRelease, tmp_path: Path, *args: str) -> subprocess.Co
                           cwd=tmp_path)
 
 
-#: Makes the current tree speak only protocol ``v``, in every process of the node (its
-#: zygote and workers too): a "next" release that dropped the old release's protocol.
-FUTURE = "import dispy_core.compat as c\nc.PROTOCOL_LOWEST = c.PROTOCOL_HIGHEST = {v}\n"
-
-
 def future_protocol(old: OldRelease) -> int:
     """A protocol version neither the old release nor this tree speaks."""
     return max(old.protocols()[1], compat.PROTOCOL_HIGHEST) + 1
 
 
 @pytest.fixture
-def future_node(old_release: OldRelease, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DaemonProcess]:
-    site = tmp_path / "future-site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(FUTURE.format(v=future_protocol(old_release)))
-    with monkeypatch.context() as env:  # for the node's processes only
-        env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
-        node = NodeProcess("127.0.0.9")
-    try:
+def future_node(old_release: OldRelease) -> Iterator[NodeProcess]:
+    """The current tree's dispynode speaking only a protocol newer than both releases':
+    a "next" release that dropped their protocol."""
+    version = future_protocol(old_release)
+    with NodeProcess("127.0.0.9", protocols=(version, version)) as node:
         yield node
-    finally:
-        node.stop()
 
 
 def test_old_node_serves_the_current_client(old_release: OldRelease) -> None:
@@ -210,7 +200,7 @@ def test_current_client_through_an_old_scheduler_to_an_old_and_a_current_node(
 
 
 def test_incompatible_releases_are_refused_naming_both_versions(
-        old_release: OldRelease, future_node: DaemonProcess, tmp_path: Path,
+        old_release: OldRelease, future_node: NodeProcess, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     ours = f"dispy-node {dispy.__version__}"  # the current tree's versions
     needs = future_protocol(old_release)
