@@ -97,13 +97,15 @@ def test_replayed_frame_is_rejected():
 
 
 def test_version_mismatch_is_explained_to_the_peer():
-    a = Connection(initiator=True)
+    # A Hello framed with version 2 states that its sender speaks 2 or newer.
+    a = Connection(initiator=True, software="dispy-client 9.0.0")
     hello = bytearray(wire(a.data_to_send()))
     hello[4] = 2
-    b = Connection(initiator=False)
-    with pytest.raises(ProtocolVersionError, match="version 2.*version 1"):
+    b = Connection(initiator=False, software="dispy-node 0.5.0")
+    with pytest.raises(ProtocolVersionError, match=r"dispy-client 9\.0\.0 \(protocol 2\).*"
+                                                   r"dispy-node 0\.5\.0 speaks protocol 1"):
         b.feed(bytes(hello))
-    assert b"protocol version 2" in wire(b.data_to_send())
+    assert b"dispy-node 0.5.0" in wire(b.data_to_send())
 
 
 def test_large_payload_survives_with_mac():

@@ -50,3 +50,20 @@ def test_refusal_reasons():
     assert reason_of(FrameTooLarge("big")) == "frame too large"
     assert reason_of(ConnectionClosed("bye")) == "closed during the handshake"
     assert reason_of(DispyError("stale discovery request (clock skew or a replay)")) == "stale discovery request"
+
+
+def test_version_refusals_are_logged_once_per_peer_and_message(caplog):
+    from dispy_core.errors import ProtocolVersionError
+    from dispy_core.refusals import once_key
+
+    refusals = RefusalLog(logging.getLogger("test.refusals.once"), burst=5, clock=Clock())
+    old = ProtocolVersionError("client 10.0.0.1 runs dispy-client 0.9.0 (protocol 3)...")
+    other = ProtocolVersionError("client 10.0.0.2 runs dispy-client 0.9.0 (protocol 3)...")
+    with caplog.at_level(logging.WARNING, "test.refusals.once"):
+        for _ in range(20):  # the client retries as long as it runs
+            refusals.refused(reason_of(old), "closed %s", old, once=once_key(old))
+        refusals.refused(reason_of(other), "closed %s", other, once=once_key(other))
+        refusals.refused(reason_of(old), "datagram from %s: %s", "10.0.0.7", old, once=once_key(old, "10.0.0.7"))
+        refusals.flush()
+    assert len(caplog.records) == 3  # one per peer, no summary of the retries
+    assert once_key(ProtocolError("garbage")) is None

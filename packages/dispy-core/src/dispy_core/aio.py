@@ -163,6 +163,12 @@ class Channel(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = transport.get_extra_info("peername") or ""
+        # Version refusals name the hosts (see dispy_core.compat).
+        if not self.conn.peer_name and isinstance(self.peer, tuple) and self.peer:
+            self.conn.peer_name = str(self.peer[0])
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple) and local:
+            self.conn.local_name = str(local[0])
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -379,7 +385,7 @@ async def open_channel(
 
     def factory() -> Channel:
         return Channel(Connection(initiator=True, secret=secret, software=software, key_id=key_id,
-                                  frame_macs=frame_macs), on_message, on_close)
+                                  frame_macs=frame_macs, peer_name=host), on_message, on_close)
 
     async def connect() -> Channel:
         _, channel = await loop.create_connection(factory, host, port, local_addr=local_addr, ssl=ssl)

@@ -36,7 +36,7 @@ import hmac
 import os
 import struct
 
-from .errors import AuthenticationError, ProtocolError
+from .errors import AuthenticationError, ProtocolError, ProtocolVersionError
 from .framing import MAC_SIZE
 
 __all__ = [
@@ -93,6 +93,8 @@ def frame_mac(key: bytes, seq: int, parts: list) -> bytes:  # type: ignore[type-
 
 
 # -- datagrams ---------------------------------------------------------------------
+# The magic's last byte is the datagram format (1 since dispy 0.1.0, see compat): 0.1.0
+# receivers refuse unknown fields, so a datagram can't carry more without a new format.
 _DGRAM_MAGIC = b"DSPYD1"
 _DGRAM_TAG = 32
 
@@ -110,6 +112,11 @@ def open_datagram(key: bytes, data: bytes) -> tuple[int, bytes]:
     AuthenticationError when the tag doesn't match (another secret).
     """
     if len(data) < len(_DGRAM_MAGIC) + 1 + _DGRAM_TAG or not data.startswith(_DGRAM_MAGIC):
+        if data[:5] == _DGRAM_MAGIC[:5] and len(data) > 5 and data[5:6] != _DGRAM_MAGIC[5:6]:
+            raise ProtocolVersionError(
+                f"a dispy datagram of format {data[5:6].decode('ascii', 'replace')!r} (this release "
+                f"reads format {_DGRAM_MAGIC[5:].decode()}): the sender runs another dispy "
+                f"release; upgrade the older one")
         raise ProtocolError("not a dispy datagram")
     head_body, tag = data[:-_DGRAM_TAG], data[-_DGRAM_TAG:]
     if not hmac.compare_digest(hmac.digest(key, head_body, "sha256"), tag):

@@ -20,6 +20,10 @@ Rules this object enforces (the protocol's invariants):
 * Any error leaves the connection finished: every later call raises the same error.
   When the peer is owed an explanation (wrong secret, another protocol version, garbage),
   a :class:`Denied` frame is queued in :meth:`data_to_send` before the error is raised.
+* The two ends agree on a protocol version in the handshake (see :mod:`dispy_core.compat`:
+  the initiator's range travels in its Hello, the responder answers in the version agreed);
+  every later frame must carry it. Peers with no version in common are refused with a
+  :class:`ProtocolVersionError` naming both packages and versions, on both ends.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import auth, config, messages
-from .errors import AuthenticationError, ConnectionClosed, DispyError, ProtocolError
-from .framing import FLAG_MAC, MAC_SIZE, PROTOCOL_VERSION, FrameDecoder, pack_header
+from . import auth, compat, config, messages
+from .errors import AuthenticationError, ConnectionClosed, DispyError, ProtocolError, ProtocolVersionError
+from .framing import FLAG_MAC, MAC_SIZE, FrameDecoder, pack_header
 from .messages import Challenge, Denied, Hello, Message, Proof, Welcome
 
 __all__ = ["Connection", "HANDSHAKE_FRAME_LIMIT"]
@@ -54,14 +58,37 @@ class Connection:
         frame_macs: bool | None = None,
         key_id: str = "",
         keys: Callable[[str], tuple[str | bytes, bool] | None] | None = None,
+        protocols: tuple[int, int] | None = None,
+        peer_name: str = "",
     ) -> None:
         """``key_id`` (initiator): authenticate with the key of what it names, ``secret``
         being that key (see Hello.key_id). ``keys`` (responder): ``(key, frame_macs)`` for
         a Hello's key_id, or None when there is none; without it only ``secret`` is
-        accepted. (Both ends must agree on frame_macs: the initiator passes it too.)"""
+        accepted. (Both ends must agree on frame_macs: the initiator passes it too.)
+        ``protocols``: the protocol versions this end speaks (lowest, highest); by default
+        those of :mod:`dispy_core.compat` (tests give other ranges, or change compat's, to
+        play a peer of another release). ``peer_name``: the peer's host,
+        for refusals (a transport sets it, see :attr:`peer_name`)."""
+        if protocols is None:
+            protocols = (compat.PROTOCOL_LOWEST, compat.PROTOCOL_HIGHEST)
+        if not 0 < protocols[0] <= protocols[1] <= 255:
+            raise ValueError(f"protocols must be (lowest, highest) from 1 to 255, not {protocols}")
         self.initiator = initiator
         self.software = software
         self.peer_software = ""
+        self.protocols = protocols
+        #: The protocol version agreed with the peer (None until the handshake agrees).
+        self.protocol: int | None = None
+        #: The versions the peer said it speaks (lowest, highest), once its first frame came.
+        self.peer_protocols: tuple[int, int] | None = None
+        #: The peer's host, named in version refusals ("upgrade dispy-node on 10.0.0.2").
+        self.peer_name = peer_name
+        #: This end's address as the peer knows it (named in the Denied a responder sends).
+        self.local_name = ""
+        self._denied = False  # the Denied frame owed to the peer is queued already
+        # Frames are sent in the initiator's lowest version until a version is agreed (the
+        # responder answers a Hello in the version agreed, see compat).
+        self._version = protocols[0]
         self.key_id = key_id  # responder: the key_id the initiator authenticated with
         self._keys = keys
         self._frame_macs = frame_macs
@@ -77,6 +104,7 @@ class Connection:
         # arrive in the same read as its last handshake frame, and is allowed the larger
         # limit.
         self._decoder.stepwise = True
+        self._decoder.versions = None  # judged by the handshake, see _check_version
         self._out: list[Any] = []
         self._inbox: deque[Message] | None = None  # made for the first message (see _deliver)
         self._send_seq = 0
@@ -86,7 +114,7 @@ class Connection:
         self._error: DispyError | None = None
         self._state = _START
         if initiator:
-            self._queue(Hello(PROTOCOL_VERSION, self._nonce, software, key_id), mac=False)
+            self._queue(Hello(protocols[1], self._nonce, software, key_id), mac=False)
             self._state = _SENT_HELLO
 
     # -- state --------------------------------------------------------------------
@@ -165,8 +193,8 @@ class Connection:
             raise self._error
 
     def _fail(self, exc: DispyError) -> None:
-        if self._state != _ESTABLISHED and not self.initiator:
-            # Tell the peer why, in a frame of our own protocol version.
+        if self._state != _ESTABLISHED and not self.initiator and not self._denied:
+            # Tell the peer why, in a frame of the version it reads (its lowest, once known).
             self._queue(Denied(str(exc)), mac=False)
         self._error = exc
         self._decoder.release()  # every later call raises: what it holds is no use
@@ -174,7 +202,7 @@ class Connection:
 
     def _queue(self, msg: Message, *, mac: bool) -> None:
         parts, length = messages.encode(msg)
-        header = pack_header(msg.TYPE, length, FLAG_MAC if mac else 0)
+        header = pack_header(msg.TYPE, length, FLAG_MAC if mac else 0, self._version)
         self._out.append(header)
         self._out.extend(parts)
         if mac:
@@ -189,10 +217,11 @@ class Connection:
                 self._deliver(messages.decode(frame.type, frame.body))
             elif self._state == _SENT_PROOF and frame.type == Welcome.TYPE:
                 # The responder's Welcome is its first frame under the session key.
+                self._check_version(frame.version)
                 self._verify_mac(frame)
-                self._handshake(messages.decode(frame.type, frame.body))
+                self._handshake(messages.decode(frame.type, frame.body), frame.version)
             else:
-                self._handshake(messages.decode(frame.type, frame.body))
+                self._handshake(messages.decode(frame.type, frame.body), frame.version)
             if decoder.stepwise:
                 decoder.stepwise = self._state != _ESTABLISHED
                 decoder.parse_pending()
@@ -214,18 +243,66 @@ class Connection:
             raise AuthenticationError("frame MAC does not verify (tampered or replayed data)")
         self._recv_seq += 1
 
-    def _handshake(self, msg: Message) -> None:
+    def _check_version(self, version: int) -> None:
+        if self.protocol is not None and version != self.protocol:
+            raise ProtocolVersionError(
+                f"peer sent a frame of dispy protocol version {version} after agreeing on "
+                f"version {self.protocol}")
+
+    def _me(self) -> compat.Speaker:
+        return compat.Speaker(self.software, *self.protocols)
+
+    def _refused(self, reason: str, version: int) -> DispyError:
+        """The error for the responder's Denied (framed with ``version``)."""
+        peer = compat.parse_tag(reason)
+        if peer is None and not self.protocols[0] <= version <= self.protocols[1]:
+            # A responder of an older release that doesn't speak our lowest version: its
+            # frame's version is what it speaks.
+            peer = compat.Speaker("", version, version)
+        if peer is not None:
+            self.peer_software = peer.software
+            self.peer_protocols = (peer.lowest, peer.highest)
+            if compat.agree(self.protocols, self.peer_protocols) is None:
+                return ProtocolVersionError(compat.incompatibility(self._me(), peer, self.peer_name))
+        return AuthenticationError(f"peer refused the connection: {reason}")
+
+    def _agree(self, msg: Hello, version: int) -> None:
+        """Responder: agree on a version with the initiator's Hello (framed with its
+        lowest, naming its highest), or refuse it on both ends."""
+        peer = compat.Speaker(msg.software, version, max(version, msg.protocol))
+        self.peer_protocols = (peer.lowest, peer.highest)
+        agreed = compat.agree(self.protocols, self.peer_protocols)
+        if agreed is None:
+            # The initiator's user reads the reason in its own terms, and a newer initiator
+            # words its own from the tag; the Denied is framed in a version it reads.
+            self._version = peer.lowest
+            for_peer = compat.incompatibility(peer, self._me(), self.local_name)
+            self._queue(Denied(for_peer + compat.tag(self._me())), mac=False)
+            self._denied = True
+            raise ProtocolVersionError(compat.incompatibility(self._me(), peer, self.peer_name))
+        self.protocol = self._version = agreed
+        self._decoder.versions = (agreed, agreed)
+
+    def _handshake(self, msg: Message, version: int) -> None:
         if isinstance(msg, Denied):
-            raise AuthenticationError(f"peer refused the connection: {msg.reason}")
+            raise self._refused(msg.reason, version)
         if self._state == _START and isinstance(msg, Hello):
+            self.peer_software = msg.software
+            self._agree(msg, version)
             if msg.key_id:
                 self._use_key(msg.key_id)
             self._peer_nonce = msg.nonce
-            self.peer_software = msg.software
             proof = auth.responder_proof(self._key, msg.nonce, self._nonce)
             self._queue(Challenge(self._nonce, proof), mac=False)
             self._state = _SENT_CHALLENGE
         elif self._state == _SENT_HELLO and isinstance(msg, Challenge):
+            if not self.protocols[0] <= version <= self.protocols[1]:
+                raise ProtocolVersionError(
+                    f"the peer answered in dispy protocol version {version}, which this "
+                    f"{self._me().package} doesn't speak ({self._me().protocols})")
+            self.protocol = self._version = version
+            self.peer_protocols = (version, version)  # at least: a responder states no range
+            self._decoder.versions = (version, version)
             expected = auth.responder_proof(self._key, self._nonce, msg.nonce)
             if not auth.verify(expected, msg.proof):
                 raise AuthenticationError(

@@ -8,8 +8,11 @@ A frame is a fixed 16-byte header, a body, and (on authenticated sessions) a MAC
     +------+-----+------+--------+----------------+------ ... ------+--------------+
      magic  u8    u8     u16      u64 (big-endian)                   iff flags & MAC
 
-* ``ver`` is the protocol version (:data:`PROTOCOL_VERSION`); a frame with another version
-  raises :class:`ProtocolVersionError` naming both, before anything else is read.
+* ``ver`` is the protocol version the frame is encoded in (see :mod:`dispy_core.compat`:
+  the handshake agrees on one). A decoder accepts the versions it is told
+  (:attr:`FrameDecoder.versions`; any while a handshake runs, whose frames every version
+  encodes alike); a frame with another raises :class:`ProtocolVersionError` naming both,
+  before anything else is read.
 * ``type`` is the message type (see :mod:`dispy_core.messages`).
 * the body length is checked against the receiver's limit *from the header alone*, so an
   oversized frame is refused before any memory is set aside for it.
@@ -28,6 +31,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
+from .compat import PROTOCOL_HIGHEST
 from .errors import FrameTooLarge, ProtocolError, ProtocolVersionError
 
 __all__ = [
@@ -42,7 +46,9 @@ __all__ = [
 ]
 
 MAGIC = b"DSPY"
-PROTOCOL_VERSION = 1
+#: The protocol version this release uses when it can (the newest it speaks; see
+#: :mod:`dispy_core.compat` for the versions it accepts and how peers agree on one).
+PROTOCOL_VERSION = PROTOCOL_HIGHEST
 HEADER = struct.Struct("!4sBBHQ")
 MAC_SIZE = 16
 FLAG_MAC = 0x0001
@@ -71,10 +77,11 @@ class Frame:
     header: bytes
     body: memoryview
     mac: bytes
+    version: int = PROTOCOL_VERSION
 
 
-def pack_header(type_: int, body_length: int, flags: int = 0) -> bytes:
-    return HEADER.pack(MAGIC, PROTOCOL_VERSION, type_, flags, body_length)
+def pack_header(type_: int, body_length: int, flags: int = 0, version: int = PROTOCOL_VERSION) -> bytes:
+    return HEADER.pack(MAGIC, version, type_, flags, body_length)
 
 
 class FrameDecoder:
@@ -102,13 +109,16 @@ class FrameDecoder:
         self._big: bytearray | None = None
         self._big_filled = 0
         self._big_need = 0
-        self._big_header: tuple[bytes, int, int, int] | None = None
+        self._big_header: tuple[bytes, int, int, int, int] | None = None
         self._frames: deque[Frame] | None = None  # made for the first frame (see _emit)
         self._released = False
         #: Parse one frame at a time (see :meth:`parse_pending`): during a handshake the
         #: frames after the current one must be judged by the limit that holds once it
         #: has been handled, which may be larger.
         self.stepwise = False
+        #: Protocol versions accepted in frame headers (lowest, highest); None: any (a
+        #: handshake, whose frames every version encodes alike, sets it when it agrees).
+        self.versions: tuple[int, int] | None = (PROTOCOL_VERSION, PROTOCOL_VERSION)
 
     @property
     def max_frame_size(self) -> int:
@@ -232,10 +242,13 @@ class FrameDecoder:
                     f"not a dispy frame (got {bytes(buf[start:start + 4])!r} where "
                     f"{MAGIC!r} was expected); is something else talking to this port?"
                 )
-            if version != PROTOCOL_VERSION:
+            versions = self.versions
+            if versions is not None and not versions[0] <= version <= versions[1]:
+                spoken = (f"version {versions[0]}" if versions[0] == versions[1]
+                          else f"versions {versions[0]} to {versions[1]}")
                 raise ProtocolVersionError(
-                    f"peer speaks dispy protocol version {version}, this program speaks "
-                    f"version {PROTOCOL_VERSION}; install matching dispy releases"
+                    f"peer sent a frame of dispy protocol version {version} where {spoken} "
+                    f"was expected"
                 )
             if length > self.max_frame_size:
                 raise FrameTooLarge(
@@ -249,7 +262,7 @@ class FrameDecoder:
                 body_start = start + HEADER.size
                 body = memoryview(bytes(buf[body_start : body_start + length]))
                 mac = bytes(buf[body_start + length : start + total])
-                self._emit(Frame(type_, flags, header, body, mac))
+                self._emit(Frame(type_, flags, header, body, mac, version))
                 self._start += total
                 if self.stepwise:
                     break
@@ -263,7 +276,7 @@ class FrameDecoder:
                 big = bytearray(min(need, max(_FIRST_CHUNK, got)))
                 big[:got] = buf[start + HEADER.size : self._end]
                 self._big, self._big_filled, self._big_need = big, got, need
-                self._big_header = (header, type_, flags, length)
+                self._big_header = (header, type_, flags, length, version)
                 self._start = self._end = 0
             break
         if self._start == self._end:
@@ -271,7 +284,7 @@ class FrameDecoder:
 
     def _finish_big(self) -> None:
         assert self._big is not None and self._big_header is not None
-        header, type_, flags, length = self._big_header
+        header, type_, flags, length, version = self._big_header
         view = memoryview(self._big)
-        self._emit(Frame(type_, flags, header, view[:length], bytes(view[length:])))
+        self._emit(Frame(type_, flags, header, view[:length], bytes(view[length:]), version))
         self._big, self._big_filled, self._big_need, self._big_header = None, 0, 0, None

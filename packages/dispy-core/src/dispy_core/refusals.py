@@ -13,6 +13,10 @@ The counts start again after an interval in which nothing had to be summarised: 
 refusal after a quiet spell is logged in full again. The summary is written when the
 interval ends (by a timer of the running event loop, if there is one) or, failing that,
 at the next refusal after it, and by :meth:`flush` (a daemon calls it when it stops).
+A peer of an incompatible release (:class:`ProtocolVersionError`, see
+:mod:`dispy_core.compat`) retries as long as it runs: its refusal is logged once per
+peer host and message (``once``, see :func:`once_key`), not at every retry.
+
 The daemons use one for their ports (dispynode, dispyscheduler, through
 :class:`dispy_core.listen.ChannelServer`), the discovery receivers one for datagrams.
 """
@@ -34,7 +38,18 @@ from .errors import (
     ProtocolVersionError,
 )
 
-__all__ = ["RefusalLog", "reason_of"]
+__all__ = ["RefusalLog", "reason_of", "once_key"]
+
+#: How many distinct ``once`` keys a RefusalLog remembers (a flood of made-up versions
+#: can't grow it without bound; past this, the oldest are forgotten and may be logged again).
+ONCE_KEYS = 256
+
+
+def once_key(exc: BaseException | None, peer: object = "") -> str | None:
+    """The ``once`` key of a refusal: version refusals are logged once per message (which
+    names the peer's package and versions) and ``peer`` (a datagram's sender: a connection's
+    message names its host), the rest as :class:`RefusalLog` bursts."""
+    return f"{peer} {exc}" if isinstance(exc, ProtocolVersionError) else None
 
 
 def reason_of(exc: BaseException | None) -> str:
@@ -85,10 +100,20 @@ class RefusalLog:
         self._suppressed = 0  # refusals counted, not written, in this interval
         self._timer: asyncio.TimerHandle | None = None
         self._lock = threading.Lock()
+        self._once: dict[str, None] = {}  # once keys already logged, oldest first
 
-    def refused(self, reason: str, msg: str, *args: object) -> None:
-        """A refusal for ``reason`` (see :func:`reason_of`); ``msg % args`` is its line."""
+    def refused(self, reason: str, msg: str, *args: object, once: str | None = None) -> None:
+        """A refusal for ``reason`` (see :func:`reason_of`); ``msg % args`` is its line.
+        With ``once`` (see :func:`once_key`), only the first refusal with that key is
+        logged; the later ones are not even counted (the peer is retrying, the line above
+        says what to do)."""
         with self._lock:
+            if once is not None:
+                if once in self._once:
+                    return
+                if len(self._once) >= ONCE_KEYS:
+                    del self._once[next(iter(self._once))]
+                self._once[once] = None
             self._refused(reason, msg, args)
 
     def _refused(self, reason: str, msg: str, args: tuple[object, ...]) -> None:

@@ -78,11 +78,12 @@ class DaemonProcess:
     SIGKILL) or use it as a context manager. Only this process is ever signalled, by PID."""
 
     def __init__(self, ip: str, cmd: list[str], pattern: re.Pattern[str], what: str,
-                 tmp: tempfile.TemporaryDirectory[str] | None, timeout: float = 30.0) -> None:
+                 tmp: tempfile.TemporaryDirectory[str] | None, timeout: float = 30.0,
+                 env: dict[str, str] | None = None) -> None:
         self.ip = ip
         self._tmp = tmp
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, text=True)
+                                     stdin=subprocess.DEVNULL, text=True, env=env)
         self.output: list[str] = []
         self.port = 0
         self.cpus = 0
@@ -138,18 +139,32 @@ class DaemonProcess:
 
 
 class NodeProcess(DaemonProcess):
-    """A real ``dispynode`` started with ``-i <ip> -p 0 --daemon`` (and ``args``)."""
+    """A real ``dispynode`` started with ``-i <ip> -p 0 --daemon`` (and ``args``).
+
+    ``protocols`` (lowest, highest) makes it speak other protocol versions than this
+    release does (see :mod:`dispy_core.compat`), in all its processes: a node of another
+    release, for tests of the handshake's version refusals."""
 
     def __init__(self, ip: str = "127.0.0.1", *args: str, python: str | None = None,
-                 port: int = 0, timeout: float = 30.0, dest_path_prefix: str | None = None) -> None:
-        tmp = None
+                 port: int = 0, timeout: float = 30.0, dest_path_prefix: str | None = None,
+                 protocols: tuple[int, int] | None = None) -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="dispy-test-node-")
         if dest_path_prefix is None:
-            tmp = tempfile.TemporaryDirectory(prefix="dispy-test-node-")
             dest_path_prefix = tmp.name
         self.dest_path_prefix = dest_path_prefix
         cmd = [python or node_python(), "-m", "dispy_node.cli", "-i", ip, "-p", str(port),
                "--daemon", "--dest_path_prefix", dest_path_prefix, *args]
-        super().__init__(ip, cmd, _SERVING, "dispynode", tmp, timeout)
+        env = None
+        if protocols is not None:
+            # sitecustomize runs first in every Python process started with this path:
+            # the node's zygote and workers must speak the same versions as the node.
+            site = os.path.join(tmp.name, "protocols-site")
+            os.mkdir(site)
+            with open(os.path.join(site, "sitecustomize.py"), "w") as fh:
+                fh.write(f"import dispy_core.compat as c\nc.PROTOCOL_LOWEST, c.PROTOCOL_HIGHEST = {protocols!r}\n")
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, env.get("PYTHONPATH")]))
+        super().__init__(ip, cmd, _SERVING, "dispynode", tmp, timeout, env)
 
 
 class SchedulerProcess(DaemonProcess):

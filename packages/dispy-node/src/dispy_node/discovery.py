@@ -53,7 +53,7 @@ import psutil
 from dispy_core import auth, config, messages
 from dispy_core.errors import AuthenticationError, DispyError
 from dispy_core.messages import DiscoverReply, DiscoverRequest
-from dispy_core.refusals import RefusalLog, reason_of
+from dispy_core.refusals import RefusalLog, once_key, reason_of
 
 __all__ = ["DiscoveryProtocol", "MAX_AGE", "discovery_socket", "address_socket", "local_requester", "join_groups", "pick_address",
            "served_networks", "interface_index"]
@@ -227,7 +227,8 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
             if not isinstance(msg.nonce, str):
                 raise DispyError("malformed discovery request")
         except DispyError as exc:
-            _refusals.refused(reason_of(exc), "dropped datagram from %s: %s", addr, exc)
+            _refusals.refused(reason_of(exc), "dropped datagram from %s: %s", addr, exc,
+                              once=once_key(exc, addr[0] if isinstance(addr, tuple) else addr))
             return
         reply = self.make_reply(msg.nonce, addr[0], admin)
         if reply is None:

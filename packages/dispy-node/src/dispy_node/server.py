@@ -45,7 +45,7 @@ from typing import Any
 from dispy_core import config, tls
 from dispy_core.aio import Channel, StallWatch
 from dispy_core.listen import ACCEPT_BATCH, ChannelServer, deepen_backlog
-from dispy_core.refusals import RefusalLog, reason_of
+from dispy_core.refusals import RefusalLog, once_key, reason_of
 from dispy_core.connection import Connection
 from dispy_core.errors import ConfigError, ConnectionClosed, DispyError
 from dispy_core.prefix import DaemonPrefix
@@ -412,7 +412,7 @@ class Node(Lifecycle):
         if exc is None:
             return
         if not ch.established.done() or ch.established.exception() is not None:
-            self.refusals.refused(reason_of(exc), "closed %s connection from %s: %s", what, ch.peer, exc)
+            self.refusals.refused(reason_of(exc), "closed %s connection from %s: %s", what, ch.peer, exc, once=once_key(exc))
         elif not isinstance(exc, ConnectionClosed):
             log.warning("closed %s connection from %s: %s", what, ch.peer, exc)
         else:
@@ -478,7 +478,7 @@ class Node(Lifecycle):
             # an authenticated admin connection that broke (a malformed or altered frame):
             # logged as refusals are, so that a flood of them can't fill the log
             if exc is not None and not isinstance(exc, ConnectionClosed):
-                self.refusals.refused(reason_of(exc), "closed admin connection from %s: %s", ch.peer, exc)
+                self.refusals.refused(reason_of(exc), "closed admin connection from %s: %s", ch.peer, exc, once=once_key(exc))
             self.clients.discard(ch)
             return
         self._log_close(ch, exc, "client")

@@ -64,7 +64,7 @@ from dispy_core.messages import (
     RelayNodes,
     Welcome,
 )
-from dispy_core.refusals import RefusalLog, reason_of
+from dispy_core.refusals import RefusalLog, once_key, reason_of
 
 from .__about__ import __version__
 
@@ -253,7 +253,8 @@ class Relay:
             type_, body = auth.open_datagram(auth.derive_key(self.cfg.secret), data)
             msg = messages.decode(type_, memoryview(body))
         except DispyError as exc:
-            self.datagram_refusals.refused(reason_of(exc), "ignoring datagram from %s: %s", sender, exc)
+            self.datagram_refusals.refused(reason_of(exc), "ignoring datagram from %s: %s", sender, exc,
+                                           once=once_key(exc, sender[0] if isinstance(sender, tuple) else sender))
             return
         if not isinstance(msg, NodeAnnounce):
             self.datagram_refusals.refused("not an announcement", "ignoring %s datagram from %s: only node "
@@ -321,7 +322,7 @@ class Relay:
     def _on_close(self, ch: Channel, exc: BaseException | None) -> None:
         self.clients.discard(ch)
         if exc is not None and ch.established.exception() is not None:  # refused at the handshake
-            self.refusals.refused(reason_of(exc), "closed connection from %s: %s", peer_text(ch.peer), exc)
+            self.refusals.refused(reason_of(exc), "closed connection from %s: %s", peer_text(ch.peer), exc, once=once_key(exc))
 
     def _tell(self, msg: RelayNodes) -> None:
         for ch in list(self.clients):

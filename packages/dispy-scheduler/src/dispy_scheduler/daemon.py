@@ -47,7 +47,7 @@ from dispy_core.engine import RESUME_WINDOW, LoopThread
 from dispy_core.errors import ConfigError, DispyError
 from dispy_core.listen import ChannelServer, peer_text
 from dispy_core.prefix import DaemonPrefix
-from dispy_core.refusals import RefusalLog, reason_of
+from dispy_core.refusals import RefusalLog, once_key, reason_of
 from dispy_core.messages import (
     AckResults,
     CancelJob,
@@ -350,7 +350,7 @@ class Daemon:
 
     def _on_close(self, ch: Channel, exc: BaseException | None) -> None:
         if exc is not None and ch.established.exception() is not None:  # refused at the handshake
-            self.refusals.refused(reason_of(exc), "closed client connection from %s: %s", peer_text(ch.peer), exc)
+            self.refusals.refused(reason_of(exc), "closed client connection from %s: %s", peer_text(ch.peer), exc, once=once_key(exc))
             return
         cluster = ch.user
         if not isinstance(cluster, SharedCluster) or cluster.channel is not ch:
