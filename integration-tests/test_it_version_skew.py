@@ -80,7 +80,10 @@ def old_release(tmp_path_factory: pytest.TempPathFactory) -> OldRelease:
     tags = {d: newest_tag(d) for d in PACKAGES}
     missing = [d for d, t in tags.items() if t is None]
     if missing:
-        pytest.skip(f"no release tag of {', '.join(missing)} in this checkout (git fetch --tags)")
+        why = f"no release tag of {', '.join(missing)} in this checkout (git fetch --tags)"
+        if os.environ.get("DISPY_PACKAGING_TESTS") == "1":  # the suite that must run it
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
     work = tmp_path_factory.mktemp("previous-release")
     src, wheels = work / "src", work / "wheels"
     src.mkdir()
