@@ -24,7 +24,6 @@ import asyncio
 import logging
 import signal
 import sys
-import termios
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -103,18 +102,11 @@ class AdminConsole(CommandConsole):
                  stdout: Any = None) -> None:
         super().__init__(quit=quit, exit=exit or quit, stdin=stdin, stdout=stdout)
         self.admin = admin
-        self._secret_next = False
-        self._echo: list[Any] | None = None
 
     def status_text(self) -> str:
         return format_nodes(self.admin.nodes())
 
-    def command(self, line: str) -> None:
-        if not self._secret_next:
-            super().command(line)
-            return
-        self._secret_next = False
-        self._restore_echo()
+    def _secret(self, line: str) -> None:
         if not line:
             self.say("admin secret unchanged")
             return
@@ -123,30 +115,13 @@ class AdminConsole(CommandConsole):
 
     def other_command(self, cmd: str, args: list[str]) -> bool:
         if cmd == "secret" and not args:
-            self._secret_next = True
-            try:
-                attrs = termios.tcgetattr(self.fd)
-                quiet = list(attrs)
-                quiet[3] = quiet[3] & ~termios.ECHO
-                termios.tcsetattr(self.fd, termios.TCSANOW, quiet)
-                self._echo = attrs
-            except (termios.error, OSError):
-                pass  # not a terminal
-            self.say("type the admin secret and Enter (not shown):")
+            self.ask_secret("type the admin secret and Enter (not shown):", self._secret)
         elif cmd == "scan" and not args:
             self.say("looking for nodes" if not self.admin.named else "asking the nodes")
             _in_thread(self.admin.scan)
         else:
             return False
         return True
-
-    def _restore_echo(self) -> None:
-        if self._echo is not None:
-            try:
-                termios.tcsetattr(self.fd, termios.TCSANOW, self._echo)
-            except (termios.error, OSError):
-                pass
-            self._echo = None
 
 
 def _in_thread(fn: Any, *args: Any) -> None:

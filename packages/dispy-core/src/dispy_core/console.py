@@ -9,7 +9,9 @@ Commands are one per line and case does not matter. Every console has:
   the CLI's, so that they escalate as signals do);
 * ``help``, or anything else: the list of commands.
 
-A program adds its own commands in :meth:`CommandConsole.other_command`.
+A program adds its own commands in :meth:`CommandConsole.other_command`; a command that
+takes a secret reads it from the next line with :meth:`CommandConsole.ask_secret`, so it
+stays out of the process list and off the screen.
 
 Lines are read by the event loop when stdin is readable (``add_reader``), so a command
 runs in the loop, next to the daemon, and reading never blocks it.
@@ -21,8 +23,9 @@ import abc
 import asyncio
 import os
 import sys
+import termios
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = ["CommandConsole"]
 
@@ -49,6 +52,8 @@ class CommandConsole(abc.ABC):
         self.fd = (stdin or sys.stdin).fileno()
         self.out = stdout or sys.stdout
         self._buf = b""
+        self._secret_for: Callable[[str], None] | None = None  # who gets the next line
+        self._echo: list[Any] | None = None  # the terminal's settings while a secret is typed
 
     def start(self) -> None:
         """Read stdin in the running loop from now on."""
@@ -70,6 +75,12 @@ class CommandConsole(abc.ABC):
 
     def command(self, line: str) -> None:
         """Carry out one command line (also the unit tests' way in)."""
+        then = self._secret_for
+        if then is not None:  # the line asked for by ask_secret: not a command
+            self._secret_for = None
+            self._restore_echo()
+            then(line)
+            return
         words = line.lower().split()
         cmd, args = (words[0], words[1:]) if words else ("status", [])
         if cmd == "status" and not args:
@@ -93,6 +104,28 @@ class CommandConsole(abc.ABC):
         """Carry out a program's own command ``cmd`` (lower case) with ``args``; False if
         it is not one (then the list of commands is shown)."""
         return False
+
+    def ask_secret(self, prompt: str, then: Callable[[str], None]) -> None:
+        """Say ``prompt`` and give the next line, as typed, to ``then``; the terminal does
+        not echo it (when stdin is one)."""
+        self._secret_for = then
+        try:
+            attrs = termios.tcgetattr(self.fd)
+            quiet = list(attrs)
+            quiet[3] = quiet[3] & ~termios.ECHO
+            termios.tcsetattr(self.fd, termios.TCSANOW, quiet)
+            self._echo = attrs
+        except (termios.error, OSError):
+            pass  # not a terminal (tests): nothing shows the line anyway
+        self.say(prompt)
+
+    def _restore_echo(self) -> None:
+        if self._echo is not None:
+            try:
+                termios.tcsetattr(self.fd, termios.TCSANOW, self._echo)
+            except (termios.error, OSError):
+                pass
+            self._echo = None
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")

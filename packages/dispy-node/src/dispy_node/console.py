@@ -19,7 +19,6 @@ has are :class:`dispy_core.console.CommandConsole`'s.
 
 from __future__ import annotations
 
-import termios
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
@@ -97,15 +96,8 @@ class Console(CommandConsole):
                  stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
         super().__init__(quit=quit, exit=exit, stdin=stdin, stdout=stdout)
         self.node = node
-        self._echo: list[Any] | None = None  # the terminal's settings while a secret is typed
-        self._secret_next = False
 
-    def command(self, line: str) -> None:
-        if not self._secret_next:
-            super().command(line)
-            return
-        self._secret_next = False
-        self._restore_echo()
+    def _admin_secret(self, line: str) -> None:
         if not line:
             self.say("admin secret unchanged")
             return
@@ -123,9 +115,7 @@ class Console(CommandConsole):
         if cmd == "cpus":
             self._cpus(args)
         elif cmd == "admin_secret" and not args:
-            self._secret_next = True
-            self._hide_echo()
-            self.say("type the admin secret and Enter (not shown):")
+            self.ask_secret("type the admin secret and Enter (not shown):", self._admin_secret)
         elif cmd == "stop" and not args:
             self.node.pause_jobs("operator")
             self.say("stopped: no new computations or jobs; running jobs go on, queued ones wait "
@@ -154,21 +144,3 @@ class Console(CommandConsole):
             self.say(str(exc))
             return
         self.say(f"using {cpus} CPUs")
-
-    def _hide_echo(self) -> None:
-        try:
-            attrs = termios.tcgetattr(self.fd)
-        except (termios.error, OSError):
-            return  # not a terminal (tests): nothing shows it anyway
-        self._echo = attrs
-        quiet = list(attrs)
-        quiet[3] = quiet[3] & ~termios.ECHO
-        termios.tcsetattr(self.fd, termios.TCSANOW, quiet)
-
-    def _restore_echo(self) -> None:
-        if self._echo is not None:
-            try:
-                termios.tcsetattr(self.fd, termios.TCSANOW, self._echo)
-            except (termios.error, OSError):
-                pass
-            self._echo = None
