@@ -158,11 +158,14 @@ def test_a_release_bumps_moves_the_changelog_builds_commits_and_tags(clone: Path
     assert done.returncode == 0, done.stderr
     assert "released dispy-node 0.2.0" in done.stdout and "tag dispy-node-v0.2.0" in done.stdout
 
-    # One commit on top, changing the version and the CHANGELOG; the tree is clean.
+    # One commit on top, changing the version and the CHANGELOG, and putting the new wheel
+    # in place of the previous release's in the tree; the tree is clean.
     assert git(clone, "log", "-1", "--format=%s").strip() == "release dispy-node 0.2.0"
     assert git(clone, "rev-parse", "HEAD~1").strip() == head
-    assert sorted(git(clone, "diff", "--name-only", "HEAD~1").split()) == [
-        "packages/dispy-node/CHANGELOG.md", "packages/dispy-node/src/dispy_node/__about__.py"]
+    assert sorted(git(clone, "diff", "--no-renames", "--name-status", "HEAD~1").splitlines()) == [
+        "A\tintegration-tests/releases/dispy_node-0.2.0-py3-none-any.whl",
+        "D\tintegration-tests/releases/dispy_node-0.1.0-py3-none-any.whl",
+        "M\tpackages/dispy-node/CHANGELOG.md", "M\tpackages/dispy-node/src/dispy_node/__about__.py"]
     assert git(clone, "status", "--porcelain", "--untracked-files=all") == ""
     # The annotated tag, on that commit.
     assert git(clone, "cat-file", "-t", "dispy-node-v0.2.0").strip() == "tag"
@@ -180,6 +183,7 @@ def test_a_release_bumps_moves_the_changelog_builds_commits_and_tags(clone: Path
     dist = clone / "dist" / "dispy-node"
     wheel, sdist = dist / "dispy_node-0.2.0-py3-none-any.whl", dist / "dispy_node-0.2.0.tar.gz"
     assert sorted(dist.iterdir()) == [wheel, sdist]
+    assert (clone / "integration-tests/releases" / wheel.name).read_bytes() == wheel.read_bytes()
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         meta = zf.read("dispy_node-0.2.0.dist-info/METADATA").decode()

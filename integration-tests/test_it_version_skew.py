@@ -1,9 +1,11 @@
 """Machines upgraded one at a time: the previous release against the current tree.
 
-The previous release of each package is its newest ``<distribution>-v<version>`` tag.
-Wheels are built from those tags (``git archive`` of the tag, ``pip wheel``; once per
-test session) and installed into a fresh virtual environment, and real daemons and
-clients of both releases run jobs together on 127.0.0.x: an old dispynode with the current
+The previous release of each package is its wheel in ``integration-tests/releases/``:
+``./dev release`` puts each package's new wheel there, in place of the one before, in the
+release commit itself (tools/release.py), so any checkout, with or without tags or
+history, holds the very files that were published. They are installed into a fresh
+virtual environment (once per test session), and real daemons and clients of both
+releases run jobs together on 127.0.0.x: an old dispynode with the current
 client, the current dispynode with an old client, an old client through the current
 dispyscheduler, and the current client through an old dispyscheduler. A release that
 shares no protocol version with its peer is refused with both versions and what to
@@ -15,13 +17,10 @@ Marked ``packaging``: the test matrix runs it in one suite (it builds and instal
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 import re
 import subprocess
 import sys
-import tarfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from dispy_core.testing import DaemonProcess, NodeProcess, wait_until
 pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parents[1]
+RELEASES = ROOT / "integration-tests" / "releases"
 PACKAGES = ("dispy-core", "dispy-client", "dispy-node", "dispy-scheduler")
 _SCHEDULER_SERVING = re.compile(r"dispyscheduler serving clients at (\S+):(?P<port>\d+)")
 _SERVING = re.compile(r"serving (?P<cpus>\d+) CPUs at (\S+):(?P<port>\d+)")
@@ -47,26 +47,23 @@ def _run(cmd: list[str], **kwargs: object) -> str:
     return str(done.stdout)
 
 
-def newest_tag(distribution: str) -> str | None:
-    """The newest release tag of ``distribution`` in this checkout, or None."""
-    try:
-        out = _run(["git", "-C", str(ROOT), "tag", "--list", f"{distribution}-v*", "--sort=-v:refname"])
-    except (OSError, AssertionError):
-        return None
-    tags = [t for t in out.split() if re.fullmatch(rf"{re.escape(distribution)}-v\d+(\.\d+)*", t)]
-    return tags[0] if tags else None
+def released_wheel(distribution: str) -> Path:
+    """The wheel of ``distribution``'s newest release, kept in the tree by ``./dev release``."""
+    found = sorted(RELEASES.glob(f"{distribution.replace('-', '_')}-*-py3-none-any.whl"))
+    assert len(found) == 1, f"{RELEASES} must hold exactly one wheel of {distribution}, not {found}"
+    return found[0]
 
 
 class OldRelease:
     """The previous releases, installed together in a virtual environment of their own."""
 
-    def __init__(self, venv: Path, tags: dict[str, str]) -> None:
+    def __init__(self, venv: Path, wheels: dict[str, Path]) -> None:
         self.venv = venv
         self.python = str(venv / "bin" / "python")
-        self.tags = tags
+        self.wheels = wheels
 
     def version(self, distribution: str) -> str:
-        return self.tags[distribution].rsplit("-v", 1)[1]
+        return self.wheels[distribution].name.split("-")[1]
 
     def protocols(self) -> tuple[int, int]:
         """The protocol versions the old dispy-core speaks (0.1.0, before compat: 1 only)."""
@@ -77,37 +74,14 @@ class OldRelease:
 
 @pytest.fixture(scope="session")
 def old_release(tmp_path_factory: pytest.TempPathFactory) -> OldRelease:
-    tags = {d: newest_tag(d) for d in PACKAGES}
-    missing = [d for d, t in tags.items() if t is None]
-    if missing:
-        why = f"no release tag of {', '.join(missing)} in this checkout (git fetch --tags)"
-        if os.environ.get("DISPY_PACKAGING_TESTS") == "1":  # the suite that must run it
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
-    work = tmp_path_factory.mktemp("previous-release")
-    src, wheels = work / "src", work / "wheels"
-    src.mkdir()
-    for distribution, tag in tags.items():
-        # Each package from its own newest tag (they may differ once released separately).
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", str(tag),
-                                  f"packages/{distribution}"], capture_output=True, check=True, timeout=120)
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(src, filter="data")
-    # The build backend on a path of its own (no virtual environment: making one, with
-    # its pip, takes longer than the rest), and no isolated build environment per wheel.
-    pip = [sys.executable, "-m", "pip"]
-    backend = work / "build-backend"
-    _run([*pip, "install", "-q", "--target", str(backend), "hatchling"])
-    _run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-          *(str(src / "packages" / d) for d in PACKAGES)], env={**os.environ, "PYTHONPATH": str(backend)})
-    built = sorted(wheels.glob("*.whl"))
-    assert len(built) == len(PACKAGES), built
-    venv = work / "old-venv"
+    wheels = {d: released_wheel(d) for d in PACKAGES}
+    venv = tmp_path_factory.mktemp("previous-release") / "old-venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    # Only the wheels built here for dispy's own packages (pip of this environment installs
+    # Only the released wheels for dispy's own packages (pip of this environment installs
     # into that one); their dependencies come from pip's cache or the index.
-    _run([*pip, "--python", str(venv / "bin" / "python"), "install", "-q", *map(str, built)])
-    old = OldRelease(venv, {d: str(t) for d, t in tags.items()})
+    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+          *map(str, wheels.values())])
+    old = OldRelease(venv, wheels)
     installed = _run([old.python, "-c", "import dispy, dispy_core, dispy_node, dispy_scheduler; "
                       "print(dispy.__version__, dispy_core.__version__, dispy_core.__file__)"]).split()
     assert installed[:2] == [old.version("dispy-client"), old.version("dispy-core")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -54,3 +55,20 @@ def test_dispy_core_range_is_bounded_and_includes_the_tree(name: str) -> None:
     package = tool.read_package(REPO, name)
     assert package.core_requirement is not None, f"{name} must declare its dispy-core range"
     assert tool.core_range_problem(package, core.version) is None
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_the_newest_release_wheel_is_kept_in_the_tree(name: str) -> None:
+    """The version-skew test installs the previous release from integration-tests/releases/
+    (put there by ``./dev release``): exactly one wheel per package, of the version in the
+    tree (the newest released one), with that name and version inside."""
+    tool = _release_tool()
+    package = tool.read_package(REPO, name)
+    wheels = tool.release_wheels(REPO, package)
+    assert len(wheels) == 1, f"{name}: {wheels}"
+    dist = name.replace("-", "_")
+    assert wheels[0].name == f"{dist}-{package.version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheels[0]) as zf:
+        meta = zf.read(f"{dist}-{package.version}.dist-info/METADATA").decode()
+        assert f"Name: {name}\n" in meta and f"Version: {package.version}\n" in meta
+        assert any(n.startswith(f"{package.import_name}/") for n in zf.namelist())

@@ -18,10 +18,15 @@ This module owns the release step and the checks of what it builds:
    package's tracked source files, so the modules, ``py.typed`` and dispy-core's web
    static files, and nothing else: no tests, no caches); the console scripts' entry points
    (as declared, each naming a function defined at the top level of a module shipped).
-4. The commit ``release PKG VERSION`` and the annotated tag ``PKG-vVERSION``.
+4. The wheel is kept in the tree: it replaces the package's previous one in
+   ``integration-tests/releases/`` (:data:`RELEASES`), where the version-skew test
+   (integration-tests/test_it_version_skew.py) installs the newest release of each package
+   from. A checkout then needs no tags and no history to test against the previous
+   release, and what it tests is the very file that was published.
+5. The commit ``release PKG VERSION`` and the annotated tag ``PKG-vVERSION``.
 
 A failed build or check puts the files back as they were; ``--dry-run`` does steps 1-3 and
-then puts them back too. The index test (integration-tests/test_it_index.py) builds with
+then puts them back too (and keeps no wheel). The index test (integration-tests/test_it_index.py) builds with
 the same :func:`build` and :func:`check_distributions`.
 """
 
@@ -45,12 +50,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = "dispy-core"
+#: The newest released wheel of each package, committed by each release (step 4).
+RELEASES = Path("integration-tests") / "releases"
 UNRELEASED = "## Unreleased"
 _VERSION_LINE = re.compile(r'^__version__\s*=\s*"([^"]*)"\s*$', re.MULTILINE)
 #: Specifier operators that bound a range from above (a range must have one: a package
@@ -347,6 +353,24 @@ def _check_scripts(package: Package, entry_points: str, zf: zipfile.ZipFile, whe
 
 
 # -- the release ---------------------------------------------------------------------------
+def release_wheels(root: Path, package: Package) -> list[Path]:
+    """The package's wheels in :data:`RELEASES` (one, once it has been released)."""
+    prefix = canonicalize_name(package.name).replace("-", "_")
+    return sorted((root / RELEASES).glob(f"{prefix}-*.whl"))
+
+
+def keep_wheel(root: Path, package: Package, version: Version, out: Path) -> list[Path]:
+    """Put the new wheel in :data:`RELEASES` in place of the previous one; the paths changed
+    (relative to ``root``), for the release commit."""
+    previous = release_wheels(root, package)
+    for old in previous:
+        old.unlink()
+    wheel = next(out.glob(f"*-{version}-*.whl"))
+    (root / RELEASES).mkdir(parents=True, exist_ok=True)
+    kept = shutil.copy2(wheel, root / RELEASES / wheel.name)
+    return [p.relative_to(root) for p in (*previous, Path(kept))]
+
+
 def release(root: Path, name: str, version_text: str, dry_run: bool = False,
             day: datetime.date | None = None) -> str:
     """Check, change, build, check the built files, commit and tag; a summary line."""
@@ -366,8 +390,9 @@ def release(root: Path, name: str, version_text: str, dry_run: bool = False,
                 path.write_text(text)
     if dry_run:
         return f"dry run: {name} {version} passes every check; built {out} (nothing committed or tagged)"
-    paths = [str(p.relative_to(root)) for p in before]
-    git(root, "add", "--", *paths)
+    kept = keep_wheel(root, package, version, out)
+    paths = [str(p.relative_to(root)) for p in before] + [str(p) for p in kept]
+    git(root, "add", "-A", "--", *paths)
     git(root, "commit", "-q", "-m", f"release {name} {version}", "--", *paths)
     tag = f"{name}-v{version}"
     git(root, "tag", "-a", tag, "-m", f"{name} {version}")
