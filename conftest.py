@@ -28,6 +28,14 @@ the py3.13 environment has, so they run in that suite of ``./dev test``:
 ``DISPY_PACKAGING_TESTS=0`` skips them, ``1`` or unset runs them, and there a missing tool
 fails them with a message naming it.
 
+The other integration tests (those of integration-tests/ with none of these three marks)
+drive real daemons on loopback; the py3.11 and py3.13 suites of ``./dev test`` run them,
+on the lowest and the newest dependency versions. ``DISPY_INTEGRATION_TESTS=0`` leaves
+them out of a run (deselected): ``./dev test``'s py3.12 suite, which runs every package's
+unit tests and the namespace tests (with daemons on Python 3.12), so that eight suites on
+one machine stay well under 15 minutes. The hosted CI, a machine per suite, runs them on
+every Python.
+
 The header of every run names the versions of the dependencies whose ranges the packages
 declare, and the environment that tests the lowest ones checks that it has them (below).
 """
@@ -38,6 +46,7 @@ import glob
 import importlib.metadata
 import os
 import tomllib
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -131,6 +140,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if item.get_closest_marker("packaging") is not None:
                 item.add_marker(pytest.mark.skip(
                     reason="packaging tests run in another suite of ./dev test (DISPY_PACKAGING_TESTS=0)"))
+    if os.environ.get("DISPY_INTEGRATION_TESTS") == "0":
+        marks = ("namespaces", "browser", "packaging")
+        integration = Path(__file__).resolve().parent / "integration-tests"
+        left = [item for item in items if integration in item.path.parents
+                and not any(item.get_closest_marker(mark) for mark in marks)]
+        if left:
+            config.hook.pytest_deselected(items=left)
+            dropped = set(left)
+            items[:] = [item for item in items if item not in dropped]
     chosen = os.environ.get("DISPY_NAMESPACE_TESTS")
     if chosen is None:
         return
