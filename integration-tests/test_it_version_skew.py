@@ -115,7 +115,7 @@ CLIENT = textwrap.dedent("""
         else:
             print("results", [job() for job in jobs], flush=True)
     finally:
-        cluster.close(timeout=5, terminate=True)
+        cluster.close(timeout=0 if kind == "refused" else 5, terminate=True)  # (refused: no job can finish)
 """)
 
 
