@@ -129,7 +129,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # -- which suite runs the namespace tests -----------------------------------------------
+#: Marks of the tests that take longest (networks built, browsers, builds and installs).
+_LONG = ("namespaces", "browser", "packaging", "slow")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The modules holding long tests first, each module's tests kept together and in order:
+    # ./dev test spreads a suite's modules over pytest-xdist workers (--dist loadfile) in
+    # this order, so that no long module starts last and leaves one worker running alone.
+    long_modules = {item.path for item in items if any(item.get_closest_marker(m) for m in _LONG)}
+    items.sort(key=lambda item: item.path not in long_modules)  # (a stable sort)
     if os.environ.get("DISPY_BROWSER_TESTS") == "0":
         for item in items:
             if item.get_closest_marker("browser") is not None:
