@@ -42,11 +42,14 @@ def read_sources(names: Iterable[str], skip: Container[str] = ()) -> dict[str, s
 
     Uses :mod:`linecache`, so it also finds what is not on disk but registered there:
     notebook cells (IPython registers each cell) and Python 3.13's interactive prompt.
-    Names with no text (``<string>``) are left out.
+    Names with no text are left out, and so is ``<string>``, the name of all code that
+    ``exec()``, ``compile()`` and ``python -c`` make: the text linecache holds under it
+    (Python 3.13 keeps ``python -c``'s there) may be another code's.
     """
     out: dict[str, str] = {}
     for name in sorted(set(names)):
-        if name in skip or not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
+        if (name in skip or not isinstance(name, str) or not name or name == "<string>"
+                or len(name) > MAX_NAME_CHARS):
             continue
         linecache.checkcache(name)  # the file may have changed since it was cached
         lines = linecache.getlines(name)
