@@ -11,7 +11,7 @@ import pytest
 
 from dispy_core import config
 from dispy_core.errors import ConfigError
-from dispy_core.testing import RelayProcess
+from dispy_core.testing import RelayProcess, wait_until
 from dispy_relay import cli
 
 OPTIONS = ["-d", "--debug", "-i", "--ip_addr", "--scheduler_node", "-p", "--dispy_port", "--relay_port",
@@ -87,7 +87,7 @@ def test_save_config_and_config(tmp_path, capsys):
 def test_the_command_starts_serves_and_stops():
     with RelayProcess("127.0.0.33", "-s", "sec", "--scheduler_port", "0") as relay:
         assert relay.port > 0 and relay.alive()
-        assert "serving loopback addresses only: no discovery requests" in relay.log
+        assert wait_until(lambda: "serving loopback addresses only: no discovery requests" in relay.log, 10), relay.log  # (read from a pipe)
         rc = relay.stop()
     assert rc == 0
 
