@@ -275,15 +275,16 @@ def test_shared_node_jobs_from_node_asks_the_node_through_the_scheduler(start_no
 # -- dispynode --msg_timeout: socket I/O with clients -----------------------------------
 FROZEN_CLIENT = """
 import logging, sys, time, dispy
-def big(seconds):
+def big(seconds, started):
     import time
+    open(started, "w").close()  # the node has the job: the test may freeze the client now
     time.sleep(seconds)
     return b"x" * (64 << 20)
 if sys.argv[2] == "shared":
     cluster = dispy.SharedJobCluster(big, scheduler_node=sys.argv[1], host="127.0.0.1", loglevel=logging.WARNING)
 else:
     cluster = dispy.JobCluster(big, nodes=[sys.argv[1]], host="127.0.0.1", loglevel=logging.WARNING)
-job = cluster.submit(5.0)  # the test freezes this client meanwhile
+job = cluster.submit(5.0, sys.argv[3])  # the test freezes this client meanwhile
 while job.status != dispy.DispyJob.Running:
     time.sleep(0.02)
 print("running", flush=True)
@@ -314,11 +315,16 @@ def frozen_client_gets_its_result(daemon, addr: str, kind: str, tmp_path) -> Non
     import subprocess
     import sys
 
-    client = subprocess.Popen([sys.executable, "-c", FROZEN_CLIENT, addr, kind], cwd=tmp_path,
+    started = tmp_path / "job-started"
+    client = subprocess.Popen([sys.executable, "-c", FROZEN_CLIENT, addr, kind, str(started)], cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert client.stdout is not None
         assert client.stdout.readline().strip() == "running"
+        # Not before the job runs on the node: "running" is the client's word once it has
+        # handed the job to its sending thread, which a loaded machine may not have run yet
+        # (frozen then, the client would never send the job, and nothing would stall).
+        assert wait_until(started.exists, 30), daemon.log
         client.send_signal(signal.SIGSTOP)  # it reads nothing any more: the 64 MiB result stalls
         try:
             assert wait_until(lambda: "(--msg_timeout)" in daemon.log, timeout=60), daemon.log
