@@ -46,8 +46,8 @@ import glob
 import importlib.metadata
 import os
 import tomllib
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement

@@ -155,7 +155,7 @@ def test_serve_count_makes_the_node_quit_after_its_clients(start_node):
         with dispy.JobCluster(span, nodes=nodes_of(node)) as cluster:
             assert cluster.submit(0)() is not None
         assert wait_until(lambda: not node.alive(), 30), node.log
-        assert wait_until(lambda: "quitting" in node.log, 10), node.log  # (read from a pipe)
+        assert wait_until(lambda: "quitting" in node.log, 10), node.log
 
 
 # -- what each connection may do ---------------------------------------------------------------

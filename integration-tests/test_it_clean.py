@@ -109,7 +109,7 @@ def test_a_prefix_holding_user_files_is_used_but_they_are_never_removed(tmp_path
         assert wait_until(lambda: not (prefix / "photos" / "run").exists(), 10)
         assert (prefix / "photos" / "cat.jpg").read_bytes() == b"\xff\xd8 a cat"
         assert (prefix / "photos" / "made-by-a-job.txt").exists()
-        assert wait_until(lambda: "was not created by this node: it is kept" in node.log, 10), node.log  # (read from a pipe)
+        assert wait_until(lambda: "was not created by this node: it is kept" in node.log, 10), node.log
     assert (prefix / "report.xlsx").read_text() == "quarterly numbers"
 
 

@@ -248,7 +248,7 @@ def test_files_already_in_a_reused_dest_path_are_not_sent_again(start_node, tmp_
 
     again, tx = _run(node, [str(big)], dest_path="reused", cleanup=False)
     assert again == first and tx < SIZE // 4  # the file did not travel
-    assert wait_until(lambda: "kept 1 file(s) already in" in node.log, 10), node.log  # (read from a pipe)
+    assert wait_until(lambda: "kept 1 file(s) already in" in node.log, 10), node.log
 
     # Same size and mtime, other bytes: the hash tells, and the new content is sent
     mtime = big.stat().st_mtime
@@ -276,7 +276,7 @@ def test_a_program_kept_in_a_dest_path_stays_runnable(start_node, tmp_path):
             job = cluster.submit("x")
             assert job() == 0, (job.stderr, job.exception)
             assert job.stdout == b"ran x\n"
-    assert wait_until(lambda: "kept 1 file(s) already in" in node.log, 10), node.log  # (read from a pipe)
+    assert wait_until(lambda: "kept 1 file(s) already in" in node.log, 10), node.log
 
 
 def test_dispyscheduler_does_not_send_files_a_node_holds(start_node, tmp_path):

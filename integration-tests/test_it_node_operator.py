@@ -51,7 +51,7 @@ def test_inside_the_service_window_jobs_run(start_node):
                       "--service_end", hhmm(40))
     with dispy.JobCluster(sleep_for, nodes=nodes_of(node)) as cluster:
         assert [cluster.submit(0)() for _ in range(3)] == [0, 0, 0]
-    assert wait_until(lambda: "service window: from" in node.log, 10), node.log  # (read from a pipe)
+    assert wait_until(lambda: "service window: from" in node.log, 10), node.log
 
 
 # -- signals -------------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def test_sigint_lets_running_and_queued_jobs_finish(start_node):
         assert [j.status for j in jobs] == [dispy.DispyJob.Finished] * 4, [j.exception for j in jobs]
         assert [j.result for j in jobs] == [0.6] * 4
         assert node.proc.wait(15) == 0
-    assert wait_until(lambda: "finishing its jobs, then stopping" in node.log, 10), node.log  # (read from a pipe)
+    assert wait_until(lambda: "finishing its jobs, then stopping" in node.log, 10), node.log
 
 
 def test_jobs_move_off_a_node_that_is_leaving(start_node, caplog):

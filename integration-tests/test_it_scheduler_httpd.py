@@ -406,7 +406,7 @@ def test_manage_page_sets_cpus_of_a_scheduler_node(browser, node2, start_schedul
             expect(page.locator(f"section[data-cluster='{cluster}'] tr[data-ip='127.0.0.2'] input.cpus")) \
                 .to_have_value("1", timeout=SHOW)
         page.screenshot(path=str(tmp_path / "scheduler-manage.png"), full_page=True)
-        assert wait_until(lambda: "node 127.0.0.2: 1 of its 2 CPUs used" in sched.log, 10), sched.log  # (read from a pipe)
+        assert wait_until(lambda: "node 127.0.0.2: 1 of its 2 CPUs used" in sched.log, 10), sched.log
         run(one, 2)  # jobs still run there
     finally:
         one.close()

@@ -39,6 +39,6 @@ def test_a_silent_node_is_declared_dead_after_five_pulse_intervals(start_node):
                 frozen.proc.send_signal(signal.SIGCONT)
             assert [j.status for j in jobs] == [dispy.DispyJob.Finished] * 3
             assert {j.result for j in jobs} == {alive.ip}  # those on the frozen node ran again
-            assert wait_until(lambda: "5 x pulse_interval 1 s" in sched.log, 10), sched.log  # (read from a pipe)
+            assert wait_until(lambda: "5 x pulse_interval 1 s" in sched.log, 10), sched.log
         finally:
             cluster.close(timeout=10, terminate=True)

@@ -18,7 +18,7 @@ def test_serve_1_node_quits_after_one_jobcluster():
             assert [job() for job in jobs] == [0, 3, 6, 9]
             assert node.alive()
         assert node.proc.wait(15) == 0, node.log
-        assert wait_until(lambda: "(--serve 1); quitting" in node.log, 10), node.log  # (read from a pipe)
+        assert wait_until(lambda: "(--serve 1); quitting" in node.log, 10), node.log
 
 
 def twice(x):

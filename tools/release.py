@@ -26,8 +26,9 @@ This module owns the release step and the checks of what it builds:
 5. The commit ``release PKG VERSION`` and the annotated tag ``PKG-vVERSION``.
 
 A failed build or check puts the files back as they were; ``--dry-run`` does steps 1-3 and
-then puts them back too (and keeps no wheel). The index test (integration-tests/test_it_index.py) builds with
-the same :func:`build` and :func:`check_distributions`.
+then puts them back too (and keeps no wheel). The index test
+(integration-tests/test_it_index.py) builds with the same :func:`build` and
+:func:`check_distributions`.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ def test_sigterm_terminates_jobs_cleans_up_and_exits_0(tmp_path):
             _, alive = psutil.wait_procs(family, timeout=5)
             assert not alive, alive
             assert not os.path.exists(reply.dest_path)
-            assert wait_until(lambda: "shutting down" in node.log, 10), node.log  # (read from a pipe)
+            assert wait_until(lambda: "shutting down" in node.log, 10), node.log
 
         client_test(node, body, secret="")
     finally:

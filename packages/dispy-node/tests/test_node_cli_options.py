@@ -97,7 +97,7 @@ def test_serve_1_quits_after_the_first_client_and_refuses_a_second():
 
         asyncio.run(asyncio.wait_for(main(), 30))
         assert node.proc.wait(15) == 0, node.log
-        assert wait_until(lambda: "(--serve 1); quitting" in node.log, 10), node.log  # (read from a pipe)
+        assert wait_until(lambda: "(--serve 1); quitting" in node.log, 10), node.log
 
 
 def test_serve_counts_a_client_that_disconnects():
@@ -134,8 +134,8 @@ def test_client_shutdown_from_cleanup():
 
         client_test(node, body)
         assert node.proc.wait(15) == 0, node.log
-        assert wait_until(lambda: "has effect only in the computation's setup or cleanup" in node.log, 10), node.log  # (read from a pipe)
-        assert wait_until(lambda: "called dispynode_shutdown(): shutting down after its cleanup" in node.log, 10), node.log  # (read from a pipe)
+        assert wait_until(lambda: "has effect only in the computation's setup or cleanup" in node.log, 10), node.log
+        assert wait_until(lambda: "called dispynode_shutdown(): shutting down after its cleanup" in node.log, 10), node.log
 
 
 def test_dispynode_shutdown_without_the_option_only_warns():
@@ -150,7 +150,7 @@ def test_dispynode_shutdown_without_the_option_only_warns():
         client_test(node, body)
         time.sleep(0.5)
         assert node.alive()
-        assert wait_until(lambda: "ignored: the node runs without --client_shutdown" in node.log, 10), node.log  # (read from a pipe)
+        assert wait_until(lambda: "ignored: the node runs without --client_shutdown" in node.log, 10), node.log
 
 
 # -- --zombie_interval -----------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_silent_client_is_a_zombie_but_its_running_jobs_finish():
             assert isinstance(info, NodeInfo)
 
         client_test(node, body)
-        assert wait_until(lambda: "(--zombie_interval); closing it" in node.log, 10), node.log  # (read from a pipe)
+        assert wait_until(lambda: "(--zombie_interval); closing it" in node.log, 10), node.log
 
 
 def test_silent_client_with_no_jobs_is_closed_within_seconds():

@@ -87,7 +87,7 @@ def test_save_config_and_config(tmp_path, capsys):
 def test_the_command_starts_serves_and_stops():
     with RelayProcess("127.0.0.33", "-s", "sec", "--scheduler_port", "0") as relay:
         assert relay.port > 0 and relay.alive()
-        assert wait_until(lambda: "serving loopback addresses only: no discovery requests" in relay.log, 10), relay.log  # (read from a pipe)
+        assert wait_until(lambda: "serving loopback addresses only: no discovery requests" in relay.log, 10), relay.log
         rc = relay.stop()
     assert rc == 0
 

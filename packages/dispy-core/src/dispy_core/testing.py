@@ -107,6 +107,8 @@ class DaemonProcess:
 
     @property
     def log(self) -> str:
+        """The daemon's output so far. A thread reads it from a pipe and may lag behind
+        the daemon: wait for a line (``wait_until(lambda: text in d.log)``), don't read once."""
         return "".join(self.output)
 
     @property
